@@ -1,0 +1,353 @@
+"""FPGA routing board: the frame codec (shared with the firmware emulator) and the driver.
+
+The wire format is specified in docs/fpga-protocol.md; this module is its one implementation.
+The driver knows commands and replies, never protocols or the chip's physics.
+"""
+from __future__ import annotations
+
+import binascii
+import math
+from collections import deque
+from enum import IntEnum
+from typing import Iterable, Mapping, NamedTuple
+
+import numpy as np
+
+from .base import InstrumentError
+from .transport import InstrumentTimeout, Transport, TransportError
+
+START = 0xA5
+HEADER_SIZE = 5  # start, seq, cmd, length (u16 LE)
+CRC_SIZE = 2
+MAX_PAYLOAD = 0xFFFF
+REPLY_FLAG = 0x80
+ACK = 0
+DAC_LIMIT = 5.0  # V: the board's DAC range is [-DAC_LIMIT, +DAC_LIMIT]
+MODEL = "FPGA-1T1R"
+MAX_BLOCK_CELLS = (MAX_PAYLOAD - 1) // 8  # f8 currents that fit in one reply after the status
+
+ROUTE_DTYPE = np.dtype([("channel", "<u2"), ("mode", "u1")])
+DAC_DTYPE = np.dtype([("channel", "<u2"), ("volts", "<f4")])
+READ_DTYPE = np.dtype([("v_read", "<f4"), ("v_gate", "<f4"), ("t_read", "<f4"),
+                       ("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols", "<u2")])
+
+
+class Command(IntEnum):
+    """Request command codes; the reply carries `code | 0x80`."""
+
+    IDENTIFY = 0x01
+    STATUS = 0x02
+    CONFIGURE_MAP = 0x10
+    ROUTE = 0x11
+    SET_DAC = 0x12
+    RELEASE_ALL = 0x13
+    READ_BLOCK = 0x20
+
+
+class ErrorCode(IntEnum):
+    """Nonzero reply status codes; the message after the code says what was wrong."""
+
+    BAD_CRC = 1
+    UNKNOWN_COMMAND = 2
+    BAD_LENGTH = 3
+    BAD_ARGUMENT = 4
+    NOT_CONFIGURED = 5
+    DAC_RANGE = 6
+
+
+class LineMode(IntEnum):
+    """What a board channel connects its chip line to (ADC = transimpedance input, virtual ground)."""
+
+    FLOAT = 0
+    GROUND = 1
+    SMU = 2
+    PULSE = 3
+    DAC = 4
+    ADC = 5
+
+
+class BoardError(InstrumentError):
+    """The board rejected a command; `code` is an ErrorCode value, `message` the board's text."""
+
+    def __init__(self, code: int, message: str, where: str = "board"):
+        try:
+            label = ErrorCode(code).name
+        except ValueError:
+            label = "UNKNOWN"
+        super().__init__(f"{where}: error {code} ({label}): {message}")
+        self.code = code
+        self.message = message
+
+
+class FrameError(TransportError):
+    """A frame was corrupt or lost: bad start byte, CRC mismatch, wrong sequence number or command."""
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR)."""
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+def encode_frame(seq: int, cmd: int, payload: bytes = b"") -> bytes:
+    """One frame: 0xA5, seq, cmd, len u16 LE, payload, CRC-16 u16 LE over seq..payload."""
+    if not (0 <= seq <= 0xFF and 0 <= cmd <= 0xFF):
+        raise ValueError(f"seq {seq} and cmd {cmd} must be bytes (0..255)")
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    body = bytes((seq, cmd)) + len(payload).to_bytes(2, "little") + bytes(payload)
+    return bytes((START,)) + body + crc16(body).to_bytes(2, "little")
+
+
+class Frame(NamedTuple):
+    """A decoded frame. `crc_ok` False: corrupt (seq/cmd untrustworthy). `in_sync` False: it did
+    not start right where the previous valid frame ended (garbage or a bad frame came between)."""
+
+    seq: int
+    cmd: int
+    payload: bytes
+    crc_ok: bool = True
+    in_sync: bool = True
+
+
+class FrameDecoder:
+    """Streaming decoder: feed any chunks, get complete frames in order.
+
+    Bytes before a start byte are discarded (counted in `discarded`). A candidate whose CRC fails,
+    or whose length exceeds `max_payload`, is reported (crc_ok=False) and only its start byte is
+    dropped, so a real frame that begins inside it is still found. A receiver that knows its
+    largest valid frame sets `max_payload` so that a false start byte in garbage cannot hold up
+    the stream waiting for a long bogus frame.
+    """
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buf = bytearray()
+        self._in_sync = True
+        self.discarded = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        buf = self._buf
+        buf += data
+        frames = []
+        while True:
+            start = buf.find(START)
+            self._discard(len(buf) if start < 0 else start)
+            if len(buf) < HEADER_SIZE:
+                return frames
+            length = int.from_bytes(buf[3:5], "little")
+            if length > self.max_payload:
+                frames.append(Frame(buf[1], buf[2], b"", False, self._in_sync))
+                del buf[:1]
+                self._in_sync = False
+                continue
+            end = HEADER_SIZE + length + CRC_SIZE
+            if len(buf) < end:
+                return frames
+            body, crc = bytes(buf[1:end - CRC_SIZE]), int.from_bytes(buf[end - CRC_SIZE:end], "little")
+            ok = crc16(body) == crc
+            frames.append(Frame(body[0], body[1], body[4:], ok, self._in_sync))
+            del buf[:end if ok else 1]
+            self._in_sync = ok
+
+    @property
+    def needed(self) -> int:
+        """Bytes still missing before the next decision (never reads past the current frame)."""
+        if len(self._buf) < HEADER_SIZE:
+            return HEADER_SIZE - len(self._buf)
+        return HEADER_SIZE + int.from_bytes(self._buf[3:5], "little") + CRC_SIZE - len(self._buf)
+
+    def _discard(self, n: int) -> None:
+        if n:
+            del self._buf[:n]
+            self.discarded += n
+            self._in_sync = False
+
+
+def _u16(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"{name}={value} is outside 0..65535")
+    return int(value)
+
+
+def _dac_volts(name: str, value: float) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and abs(value) <= DAC_LIMIT):
+        raise ValueError(f"{name}={value:g} V is outside the DAC range ±{DAC_LIMIT:g} V")
+    return value
+
+
+class FpgaBoard:
+    """Driver for the FPGA routing board. Every call sends one frame and waits for its reply
+    (read_block splits blocks larger than one reply can carry)."""
+
+    def __init__(self, transport: Transport, name: str = "board"):
+        self.transport = transport
+        self.name = name
+        #: (rows, cols) of the map last sent with configure_map, else None
+        self.map_shape: tuple[int, int] | None = None
+        self._seq = 0
+        self._decoder = FrameDecoder()
+        self._frames: deque[Frame] = deque()
+        # Requests whose reply never came: a late reply with one of these seqs is dropped.
+        self._abandoned: set[int] = set()
+        self._resync = False
+
+    @property
+    def _where(self) -> str:
+        return f"{self.name} at {self.transport.resource}"
+
+    @property
+    def identity(self) -> str:
+        """The board's identification, e.g. ``LABCTL,FPGA-1T1R,<serial>,<firmware>``."""
+        return self._transact(Command.IDENTIFY).decode("ascii", "replace")
+
+    def check_identity(self) -> str:
+        """Read the identity; raise InstrumentError unless the model is FPGA-1T1R."""
+        idn = self.identity
+        fields = idn.split(",")
+        if len(fields) < 2 or fields[1].strip() != MODEL:
+            raise InstrumentError(f"{self._where}: not an {MODEL} board (identity {idn!r})")
+        return idn
+
+    def configure_map(self, wl_channels: Iterable[int], bl_channels: Iterable[int],
+                      sl_channels: Iterable[int]) -> None:
+        """Tell the board which channel drives each WL (row), BL and SL (column) of the chip."""
+        lines = [[_u16(f"{kind}[{i}]", c) for i, c in enumerate(chs)]
+                 for kind, chs in (("wl", wl_channels), ("bl", bl_channels), ("sl", sl_channels))]
+        wl, bl, sl = lines
+        if not wl or not bl or len(bl) != len(sl):
+            raise ValueError(f"map needs >= 1 WL and equal, nonzero BL/SL counts "
+                             f"(got {len(wl)} WL, {len(bl)} BL, {len(sl)} SL)")
+        channels = wl + bl + sl
+        if len(set(channels)) != len(channels):
+            raise ValueError("map uses a channel for more than one chip line")
+        payload = np.array([len(wl), len(bl), *channels], "<u2").tobytes()
+        self._transact(Command.CONFIGURE_MAP, payload)
+        self.map_shape = (len(wl), len(bl))
+
+    def route(self, assignments: Mapping[int, LineMode]) -> None:
+        """Switch channels to modes, all in one batch (the board applies all or none)."""
+        entries = np.array([(_u16("channel", ch), LineMode(mode))
+                            for ch, mode in assignments.items()], ROUTE_DTYPE)
+        self._transact(Command.ROUTE, entries.tobytes())
+
+    def set_dac(self, volts: Mapping[int, float]) -> None:
+        """Set DAC channel outputs (V, within ±5 V); on a WL channel this is the gate voltage."""
+        entries = np.array([(_u16("channel", ch), _dac_volts(f"dac[{ch}]", v))
+                            for ch, v in volts.items()], DAC_DTYPE)
+        self._transact(Command.SET_DAC, entries.tobytes())
+
+    def release_all(self) -> None:
+        """Safe state: every DAC to 0 V, then every channel to GROUND (the map is kept)."""
+        self._transact(Command.RELEASE_ALL)
+
+    def read_block(self, v_read: float, v_gate: float, r0: int = 0, c0: int = 0,
+                   n_rows: int | None = None, n_cols: int | None = None,
+                   t_read: float = 1e-6) -> np.ndarray:
+        """Row-serial read of a block: currents (A, BL to SL) of shape (n_rows, n_cols).
+
+        n_rows/n_cols default to the rest of the map from r0/c0 (needs configure_map first).
+        Each row is read for t_read seconds with its WL gate at v_gate and BL at v_read.
+        """
+        v_read, v_gate = _dac_volts("v_read", v_read), _dac_volts("v_gate", v_gate)
+        t_read = float(t_read)
+        if not (math.isfinite(t_read) and t_read > 0):
+            raise ValueError(f"t_read={t_read:g} s must be positive")
+        if (n_rows is None or n_cols is None) and self.map_shape is None:
+            raise ValueError(f"{self._where}: block size unknown; call configure_map() first "
+                             f"or pass n_rows and n_cols")
+        rows, cols = self.map_shape or (0xFFFF, 0xFFFF)
+        r0, c0 = _u16("r0", r0), _u16("c0", c0)
+        n_rows = rows - r0 if n_rows is None else _u16("n_rows", n_rows)
+        n_cols = cols - c0 if n_cols is None else _u16("n_cols", n_cols)
+        if n_rows < 1 or n_cols < 1 or r0 + n_rows > rows or c0 + n_cols > cols:
+            raise ValueError(f"block of {n_rows}x{n_cols} cells at row {r0}, col {c0} is empty "
+                             f"or outside the {rows}x{cols} map")
+        if n_cols > MAX_BLOCK_CELLS:
+            raise ValueError(f"n_cols={n_cols} exceeds {MAX_BLOCK_CELLS} cells per reply")
+        step = MAX_BLOCK_CELLS // n_cols
+        out = np.empty((n_rows, n_cols))
+        for r in range(0, n_rows, step):
+            k = min(step, n_rows - r)
+            request = np.array([(v_read, v_gate, t_read, r0 + r, c0, k, n_cols)], READ_DTYPE)
+            data = self._transact(Command.READ_BLOCK, request.tobytes())
+            out[r:r + k] = self._array(data, "<f8", k * n_cols).reshape(k, n_cols)
+        return out
+
+    def status(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mode per channel as uint8 LineMode values, DAC volts per channel)."""
+        data = self._transact(Command.STATUS)
+        n = int.from_bytes(data[:2], "little")
+        if len(data) != 2 + 5 * n:
+            raise InstrumentError(f"{self._where}: STATUS reply of {len(data)} bytes "
+                                  f"for {n} channels")
+        modes = np.frombuffer(data, np.uint8, n, 2).copy()
+        dac = np.frombuffer(data, "<f4", n, 2 + n).astype(float)
+        return modes, dac
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def _array(self, data: bytes, dtype: str, count: int) -> np.ndarray:
+        if len(data) != count * np.dtype(dtype).itemsize:
+            raise InstrumentError(f"{self._where}: reply of {len(data)} bytes, expected "
+                                  f"{count} x {dtype}")
+        return np.frombuffer(data, dtype)
+
+    def _transact(self, cmd: Command, payload: bytes = b"") -> bytes:
+        """Send one request; return the reply's data after an ACK status."""
+        seq = self._seq
+        frame = encode_frame(seq, cmd, payload)
+        self._seq = (seq + 1) % 256
+        self._abandoned.discard(seq)
+        try:
+            self.transport.write(frame)
+            reply = self._reply(seq, cmd)
+        except TransportError as exc:
+            self._abandoned.add(seq)
+            self._resync = True
+            if isinstance(exc, InstrumentTimeout):
+                # A timed-out read may have lost bytes: a half-decoded frame is now meaningless.
+                self._decoder = FrameDecoder()
+            raise
+        status, data = reply[0], reply[1:]
+        if status == ACK:
+            return data
+        message = data.decode("utf-8", "replace")
+        if status == ErrorCode.BAD_CRC:
+            raise FrameError(f"{self._where}: the board received a corrupt {cmd.name} frame "
+                             f"({message}); it was not executed")
+        raise BoardError(status, message, f"{self._where}: {cmd.name}")
+
+    def _reply(self, seq: int, cmd: Command) -> bytes:
+        while True:
+            frame = self._next_frame()
+            if self._resync and (not frame.crc_ok or frame.seq in self._abandoned):
+                if frame.crc_ok:
+                    self._abandoned.discard(frame.seq)
+                continue
+            if not frame.crc_ok:
+                raise FrameError(f"{self._where}: CRC mismatch in the reply to {cmd.name}")
+            if frame.seq != seq:
+                raise FrameError(f"{self._where}: reply has seq {frame.seq}, expected {seq} "
+                                 f"({cmd.name})")
+            if frame.cmd != cmd | REPLY_FLAG:
+                raise FrameError(f"{self._where}: reply command 0x{frame.cmd:02X}, expected "
+                                 f"0x{cmd | REPLY_FLAG:02X} ({cmd.name})")
+            if not frame.payload:
+                raise FrameError(f"{self._where}: reply to {cmd.name} has no status byte")
+            self._resync = False
+            return frame.payload
+
+    def _next_frame(self) -> Frame:
+        while not self._frames:
+            data = self.transport.read(self._decoder.needed)
+            discarded = self._decoder.discarded
+            frames = self._decoder.feed(data)
+            self._frames.extend(frames)
+            if not frames and self._decoder.discarded > discarded and not self._resync:
+                raise FrameError(f"{self._where}: reply does not start with 0xA5 "
+                                 f"(read {data[:8].hex(' ')})")
+        return self._frames.popleft()

@@ -1,0 +1,200 @@
+"""The `labctl` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .engine import get_protocol, prepare, run_protocol
+from .params import ParameterError, parse_cli_value
+from .safety import SafetyError
+from .station import Station, StationError, load_station, reset_sim_state
+from .store import export_csv, list_runs
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+BAD_INPUT = (ParameterError, SafetyError, StationError)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+def _progress(label: str):
+    """A one-line progress display on an interactive terminal; silent otherwise."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int, message: str) -> None:
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r\033[K[{label}] {done}/{total} {message}{end}")
+        sys.stderr.flush()
+
+    return show
+
+
+def _settings(pairs: list[str]) -> dict[str, Any]:
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--set expects NAME=VALUE, got {pair!r}", EXIT_USAGE)
+        values[name] = parse_cli_value(text)
+    return values
+
+
+def cmd_protocols(args) -> int:
+    from protocols import PROTOCOLS
+
+    table = [{"name": p.name, "title": p.title, "parameters": [q.describe() for q in p.parameters]}
+             for p in PROTOCOLS.values()]
+    if args.json:
+        print(json.dumps(table))
+        return 0
+    for proto in table:
+        print(f"{proto['name']}: {proto['title']}")
+        for q in proto["parameters"]:
+            limits = "".join([f" min {q['min']:g}" if q["min"] is not None else "",
+                              f" max {q['max']:g}" if q["max"] is not None else "",
+                              f" (station limit {q['soa']})" if q["soa"] else ""])
+            unit = f" {q['unit']}" if q["unit"] else ""
+            print(f"  {q['name']:<14} {q['type']:<6} default {q['default']}{unit}{limits}  {q['doc']}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    protocol = get_protocol(args.protocol)
+    values = _settings(args.set or [])
+    out = args.out or Path("labctl_data") / f"{date.today():%Y%m%d}.h5"
+    config = load_station(args.station)
+    prepare(protocol, values, config)  # bad input fails here, before any instrument is touched
+    with Station(config, sim_state=args.sim_state, seed=args.seed) as station:
+        result = run_protocol(station, protocol, values, out=out, progress=_progress(protocol.name))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"{result.protocol} {result.status}: run {result.run_id} in {result.file}")
+        for key, value in result.summary.items():
+            if not isinstance(value, list):
+                print(f"  {key} = {value}")
+    if result.status != "completed":
+        raise CliError(f"run {result.run_id} {result.status}: {result.error} (data kept in {result.file})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import describe, run_demo
+
+    results = run_demo(args.out, args.seed, progress=_progress("demo"))
+    if args.json:
+        print(json.dumps({"file": results[0].file, "runs": [r.as_dict() for r in results]}))
+    else:
+        print(describe(results))
+    failed = [r for r in results if r.status != "completed"]
+    if failed:
+        raise CliError(f"demo step {failed[0].protocol} {failed[0].status}: {failed[0].error}")
+    return 0
+
+
+def cmd_data_ls(args) -> int:
+    runs = list_runs(args.file)
+    if args.json:
+        print(json.dumps(runs))
+        return 0
+    for run in runs:
+        sets = ", ".join(f"{k}{tuple(v)}" for k, v in run["datasets"].items())
+        error = f"  error: {run['error']}" if run["error"] else ""
+        print(f"{run['run_id']:<20} {run['status']:<10} {run['started']}  {sets}{error}")
+    return 0
+
+
+def cmd_data_export(args) -> int:
+    for path in export_csv(args.file, args.run_id, args.csv):
+        print(path)
+    return 0
+
+
+def cmd_sim_reset(args) -> int:
+    config = load_station(args.station)
+    if not config.simulated:
+        raise CliError(f"station {args.station} is not simulated", EXIT_USAGE)
+    print(f"simulated chip reset to pristine: {reset_sim_state(config, args.sim_state)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labctl", description="Control suite for an analog ReRAM AI chip "
+                                     "(1T1R CMO/HfOx array on an FPGA board), on a bench or simulated.")
+    parser.add_argument("--version", action="version", version=f"labctl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def station_options(p, state=True):
+        p.add_argument("--station", default="sim", help="sim, sim:ROWSxCOLS or a station .toml file (default sim)")
+        if state:
+            p.add_argument("--sim-state", metavar="FILE", help="simulated chip state file (default: per station "
+                           "under the user's state directory)")
+
+    p = sub.add_parser("protocols", help="list protocols and their parameters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_protocols)
+
+    p = sub.add_parser("run", help="run one protocol")
+    p.add_argument("protocol")
+    station_options(p)
+    p.add_argument("--out", metavar="FILE.h5", help="HDF5 file (default labctl_data/YYYYMMDD.h5)")
+    p.add_argument("--seed", type=int, help="simulator seed (deterministic runs)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="parameter value (JSON or text)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="form, map and I-V a fresh simulated chip into one file")
+    p.add_argument("--out", default="labctl_demo", metavar="DIR", help="output folder (default labctl_demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="look into HDF5 files").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("ls", help="list the runs in a file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_ls)
+    p = data.add_parser("export", help="export a run's datasets as CSV")
+    p.add_argument("file")
+    p.add_argument("run_id")
+    p.add_argument("--csv", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_data_export)
+
+    sim = sub.add_parser("sim", help="the simulated lab").add_subparsers(dest="sim_command", required=True)
+    p = sim.add_parser("reset", help="return the simulated chip to pristine")
+    station_options(p)
+    p.set_defaults(func=cmd_sim_reset)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except BAD_INPUT as exc:
+        code, message = EXIT_USAGE, str(exc)
+    except CliError as exc:
+        code, message = exc.code, str(exc)
+    except KeyboardInterrupt:
+        code, message = EXIT_INTERRUPTED, "interrupted; the station was put in its safe state"
+    except (OSError, KeyError, RuntimeError) as exc:
+        code, message = EXIT_FAILED, f"{type(exc).__name__}: {exc}"
+    print(f"labctl: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Run engine: validates a protocol's parameters, runs it, records it, and always ends safe.
+
+A protocol says *what* to measure (its `run` method, written against a RunContext); the engine
+says *how* it runs: parameter and safe-operating-area checks before anything is applied, an
+HDF5 group opened before the first row, progress and pause/abort checkpoints, and on every
+exit path (success, error, abort, Ctrl-C) the station put back in its safe state and the run's
+status recorded.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
+
+import numpy as np
+
+from .params import Parameter, ParameterError, resolve
+from .store import Column, DataStore, RunWriter
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+Subscriber = Callable[[str, dict[str, Any]], None]
+
+
+class Aborted(Exception):
+    """Raised at a checkpoint once an abort was requested."""
+
+
+class Protocol:
+    """Base of every protocol: a name, typed parameters and a `run` that returns a summary."""
+
+    name: ClassVar[str]
+    title: ClassVar[str] = ""
+    parameters: ClassVar[tuple[Parameter, ...]] = ()
+
+    def check(self, params: dict[str, Any], config) -> None:
+        """Checks against the station config (chip size...) beyond each parameter's own limits."""
+
+    def run(self, ctx: "RunContext") -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class RunControl:
+    """Pause, resume and abort a run from another thread (GUI, signal handler)."""
+
+    def __init__(self) -> None:
+        self._abort = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def abort(self) -> None:
+        self._abort.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def checkpoint(self) -> None:
+        self._running.wait()
+        if self._abort.is_set():
+            raise Aborted("aborted by user")
+
+
+@dataclass
+class RunContext:
+    """What a protocol gets: its parameters, the crossbar, the data sink, progress and abort."""
+
+    params: dict[str, Any]
+    station: Any
+    writer: RunWriter
+    control: RunControl
+    progress_callbacks: list[Progress] = field(default_factory=list)
+    subscribers: list[Subscriber] = field(default_factory=list)
+
+    @property
+    def crossbar(self):
+        return self.station.crossbar
+
+    def table(self, name: str, columns: Iterable[Column]) -> None:
+        self.writer.create_table(name, columns)
+
+    def append(self, table: str, **columns: Any) -> None:
+        """Store rows (flushed at once) and hand them to live subscribers."""
+        self.writer.append(table, columns)
+        for subscriber in self.subscribers:
+            subscriber(table, columns)
+
+    def save_array(self, name: str, data: np.ndarray, unit: str) -> None:
+        self.writer.write_array(name, data, unit)
+        for subscriber in self.subscribers:
+            subscriber(name, {name: data})
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        for callback in self.progress_callbacks:
+            callback(done, total, message)
+        self.control.checkpoint()
+
+
+@dataclass
+class RunResult:
+    protocol: str
+    run_id: str
+    status: str  # completed | aborted | failed
+    file: str
+    summary: dict[str, Any]
+    error: str = ""
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "run_id": self.run_id, "status": self.status,
+                "file": self.file, "summary": self.summary, "error": self.error}
+
+
+def _registry() -> dict[str, Protocol]:
+    from protocols import PROTOCOLS
+
+    return PROTOCOLS
+
+
+def get_protocol(name: str) -> Protocol:
+    protocols = _registry()
+    if name not in protocols:
+        raise ParameterError(f"unknown protocol {name!r} (protocols: {', '.join(sorted(protocols))})")
+    return protocols[name]
+
+
+def prepare(protocol: Protocol, values: dict[str, Any], config) -> dict[str, Any]:
+    """Validate values against the declaration and the station config's SOA; touches no instrument."""
+    params = resolve(protocol.parameters, values, protocol.name)
+    soa = config.soa
+    for p in protocol.parameters:
+        if p.soa:
+            for value in np.atleast_1d(params[p.name]):
+                soa.check(p.soa, float(value), p.name)
+    protocol.check(params, config)
+    return params
+
+
+def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | None = None,
+                 out: str | Path = "labctl_data.h5", progress: Progress | None = None,
+                 control: RunControl | None = None,
+                 subscribers: Iterable[Subscriber] = ()) -> RunResult:
+    """Run one protocol on an open station, recording it in the HDF5 file `out`.
+
+    Invalid parameters raise ParameterError / SafetyError before anything is applied. Once
+    running, errors are recorded (status "failed") and returned, not raised; Ctrl-C is recorded
+    as "aborted" and re-raised after the station is safe.
+    """
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    params = prepare(protocol, values or {}, station.config)
+    control = control or RunControl()
+    started = time.monotonic()
+    status, summary, error, interrupt = "failed", {}, "", None
+    with DataStore(out) as store:
+        writer = store.begin_run(protocol.name, params, station.snapshot())
+        ctx = RunContext(params, station, writer, control, [progress] if progress else [], list(subscribers))
+        try:
+            summary = protocol.run(ctx)
+            status = "completed"
+        except Aborted as exc:
+            status, error = "aborted", str(exc)
+        except KeyboardInterrupt as exc:
+            status, error, interrupt = "aborted", "interrupted (Ctrl-C)", exc
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("run %s failed", writer.run_id)
+        finally:
+            try:
+                station.crossbar.safe_state()
+            except Exception as exc:
+                status, error = "failed", (error + "; " if error else "") + f"safe state failed: {exc}"
+            writer.finish(status, summary, error)
+        result = RunResult(protocol.name, writer.run_id, status, str(Path(out).resolve()), summary,
+                           error, time.monotonic() - started)
+    if interrupt is not None:
+        raise interrupt
+    return result

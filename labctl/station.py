@@ -1,0 +1,260 @@
+"""A station: instruments with their addresses, the chip map and the safe operating area.
+
+Built from a TOML station file, or from the built-in simulated lab (`sim`, `sim:ROWSxCOLS`).
+Resources `sim://NAME` reach the simulated lab in-process; device paths and pyserial URLs
+(`socket://`, `loop://`) go through pyserial; anything else is a VISA resource string.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from instruments.fpga import FpgaBoard
+from instruments.keithley2450 import Keithley2450
+from instruments.transport import (InProcessTransport, SerialTransport, Transport, VisaTransport,
+                                   is_serial_resource)
+
+from .crossbar import Crossbar
+from .safety import SafeOperatingArea
+
+DRIVERS: dict[str, type] = {"keithley2450": Keithley2450, "fpga_board": FpgaBoard}
+ROLES = ("smu", "board")
+_SIM_SPEC = re.compile(r"^sim(?::(\d+)x(\d+))?$")
+
+
+class StationError(ValueError):
+    """A station file is missing a key, has an unknown one, or a bad value; names key and file."""
+
+
+@dataclass(frozen=True)
+class ChipMap:
+    """Array size and the board channel of every chip line; arrays are (rows, cols) = (WL, BL/SL)."""
+
+    name: str
+    rows: int
+    cols: int
+    wl_channels: tuple[int, ...]
+    bl_channels: tuple[int, ...]
+    sl_channels: tuple[int, ...]
+
+    @classmethod
+    def default_layout(cls, rows: int, cols: int, name: str = "") -> "ChipMap":
+        """WL on channels 0..rows-1, then the BLs, then the SLs."""
+        return cls(name or f"virtual {rows}x{cols} 1T1R array", rows, cols, tuple(range(rows)),
+                   tuple(range(rows, rows + cols)), tuple(range(rows + cols, rows + 2 * cols)))
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    driver: str
+    resource: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    name: str
+    source: str
+    instruments: dict[str, InstrumentConfig]
+    chip: ChipMap
+    soa: SafeOperatingArea
+    device_file: str = ""
+
+    @property
+    def simulated(self) -> bool:
+        return any(i.resource.startswith("sim://") for i in self.instruments.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source,
+                "instruments": {k: {"driver": v.driver, "resource": v.resource, **v.options}
+                                for k, v in self.instruments.items()},
+                "chip": {"name": self.chip.name, "rows": self.chip.rows, "cols": self.chip.cols,
+                         "wl_channels": list(self.chip.wl_channels),
+                         "bl_channels": list(self.chip.bl_channels),
+                         "sl_channels": list(self.chip.sl_channels)},
+                "safe_operating_area": self.soa.as_dict()}
+
+
+def _table(doc: dict, key: str, where: str, required: set[str], optional: set[str] = frozenset()) -> dict:
+    section = doc.get(key)
+    if not isinstance(section, dict):
+        raise StationError(f"{where}: missing section [{key}]")
+    allowed = required | optional
+    for name in sorted(section.keys() - allowed):
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"expected {', '.join(sorted(allowed))}"
+        raise StationError(f"{where}: [{key}] has unknown key '{name}' ({hint})")
+    for name in sorted(required - section.keys()):
+        raise StationError(f"{where}: [{key}] is missing key '{name}'")
+    return section
+
+
+def parse_station(doc: dict, where: str) -> StationConfig:
+    """Validate a parsed station TOML document; errors name the key and the file."""
+    for name in doc.keys() - {"station", "instruments", "chip", "safe_operating_area", "simulator"}:
+        raise StationError(f"{where}: unknown section [{name}]")
+    station = _table(doc, "station", where, {"name"})
+    instruments_doc = doc.get("instruments")
+    if not isinstance(instruments_doc, dict):
+        raise StationError(f"{where}: missing section [instruments]")
+    instruments = {}
+    for role in ROLES:
+        entry = _table(instruments_doc, role, f"{where}: [instruments]", {"driver", "resource"},
+                       {"timeout", "baudrate"})
+        if entry["driver"] not in DRIVERS:
+            raise StationError(f"{where}: [instruments.{role}] driver '{entry['driver']}' is unknown "
+                               f"(known: {', '.join(DRIVERS)})")
+        options = {k: v for k, v in entry.items() if k not in ("driver", "resource")}
+        instruments[role] = InstrumentConfig(entry["driver"], entry["resource"], options)
+    for role in instruments_doc.keys() - set(ROLES):
+        raise StationError(f"{where}: unknown instrument [instruments.{role}] (roles: {', '.join(ROLES)})")
+    chip_doc = _table(doc, "chip", where, {"rows", "cols", "wl_channels", "bl_channels", "sl_channels"},
+                      {"name"})
+    chip = ChipMap(chip_doc.get("name", ""), int(chip_doc["rows"]), int(chip_doc["cols"]),
+                   *(tuple(int(c) for c in chip_doc[k]) for k in ("wl_channels", "bl_channels", "sl_channels")))
+    for key, n in (("wl_channels", chip.rows), ("bl_channels", chip.cols), ("sl_channels", chip.cols)):
+        if len(getattr(chip, key)) != n:
+            raise StationError(f"{where}: [chip] {key} must list {n} channels, has {len(getattr(chip, key))}")
+    used = chip.wl_channels + chip.bl_channels + chip.sl_channels
+    if len(set(used)) != len(used):
+        raise StationError(f"{where}: [chip] a board channel is assigned to two lines")
+    soa_doc = _table(doc, "safe_operating_area", where, set(SafeOperatingArea.DESCRIPTIONS))
+    soa = SafeOperatingArea(**{k: float(v) for k, v in soa_doc.items()})
+    sim = _table(doc, "simulator", where, set(), {"device"}) if "simulator" in doc else {}
+    return StationConfig(station["name"], where, instruments, chip, soa, sim.get("device", ""))
+
+
+def load_station(spec: str) -> StationConfig:
+    """`sim`, `sim:ROWSxCOLS` or the path of a station TOML file."""
+    match = _SIM_SPEC.match(spec)
+    if match:
+        text = resources.files("labctl").joinpath("stations/sim.toml").read_text()
+        config = parse_station(tomllib.loads(text), "built-in station 'sim'")
+        if match.group(1):
+            rows, cols = int(match.group(1)), int(match.group(2))
+            if rows < 1 or cols < 1:
+                raise StationError(f"station {spec}: rows and cols must be >= 1")
+            config = replace(config, name=spec, chip=ChipMap.default_layout(rows, cols))
+        return config
+    path = Path(spec)
+    if not path.is_file():
+        raise StationError(f"station {spec!r}: no such file (use sim, sim:ROWSxCOLS or a .toml file)")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise StationError(f"{path}: not valid TOML ({exc})") from exc
+    return parse_station(doc, str(path))
+
+
+def default_sim_state(config: StationConfig) -> Path:
+    """Per-station chip state under the user's state directory."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.name)
+    return base / "labctl" / f"{tag}-{config.chip.rows}x{config.chip.cols}.npz"
+
+
+class Station:
+    """Connected instruments plus the crossbar built on them. Use as a context manager."""
+
+    def __init__(self, config: StationConfig, sim_state: str | os.PathLike | None = None,
+                 seed: int | None = None):
+        self.config = config
+        self.lab = None
+        self.sim_state: Path | None = None
+        self.seed = seed
+        if config.simulated:
+            self._open_lab(sim_state, seed)
+        self.drivers: dict[str, Any] = {}
+        self.identities: dict[str, str] = {}
+        try:
+            for role, inst in config.instruments.items():
+                driver = DRIVERS[inst.driver](self._transport(inst), name=role)
+                self.drivers[role] = driver
+                self.identities[role] = driver.check_identity()
+            chip = config.chip
+            self.board.configure_map(chip.wl_channels, chip.bl_channels, chip.sl_channels)
+            self.crossbar = Crossbar(self.smu, self.board, chip, config.soa)
+            self.crossbar.safe_state()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, spec: str = "sim", sim_state: str | os.PathLike | None = None,
+             seed: int | None = None) -> "Station":
+        """Open a station by spec: `sim`, `sim:ROWSxCOLS` or a station file."""
+        return cls(load_station(spec), sim_state, seed)
+
+    @property
+    def smu(self) -> Keithley2450:
+        return self.drivers["smu"]
+
+    @property
+    def board(self) -> FpgaBoard:
+        return self.drivers["board"]
+
+    def _open_lab(self, sim_state, seed) -> None:
+        from sim_backend.lab import SimLab
+        from sim_backend.physics import ArrayPhysics, DeviceParams
+
+        chip = self.config.chip
+        params = DeviceParams.load(self.config.device_file or None)
+        self.sim_state = Path(sim_state) if sim_state else default_sim_state(self.config)
+        if self.sim_state.exists():
+            physics = SimLab.load_physics(self.sim_state, params)
+            if (physics.rows, physics.cols) != (chip.rows, chip.cols):
+                raise StationError(f"simulator state {self.sim_state} holds a {physics.rows}x{physics.cols} "
+                                   f"chip, station {self.config.name} has {chip.rows}x{chip.cols}")
+            if seed is not None:
+                physics.reseed(seed)
+        else:
+            physics = ArrayPhysics(chip.rows, chip.cols, params, seed=seed or 0)
+        self.lab = SimLab(physics, chip.wl_channels, chip.bl_channels, chip.sl_channels)
+
+    def _transport(self, inst: InstrumentConfig) -> Transport:
+        resource = inst.resource
+        if resource.startswith("sim://"):
+            if self.lab is None:
+                raise StationError(f"{resource}: no simulated lab on this station")
+            return InProcessTransport(self.lab.instrument(resource[len("sim://"):]), resource)
+        timeout = float(inst.options.get("timeout", 5.0))
+        if is_serial_resource(resource):
+            return SerialTransport(resource, int(inst.options.get("baudrate", 921600)), timeout)
+        return VisaTransport(resource, timeout)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Station, chip map, SOA, instrument identities and (if simulated) the simulator's state."""
+        snap = self.config.snapshot() | {"identities": dict(self.identities)}
+        if self.lab is not None:
+            physics = self.lab.physics
+            snap["simulator"] = {"chip_seed": physics.seed, "run_seed": self.seed,
+                                 "state_file": str(self.sim_state), "virtual_time_s": physics.clock.now,
+                                 "device_file": self.config.device_file or "built-in"}
+        return snap
+
+    def close(self) -> None:
+        """Close every instrument link and save the simulated chip's state."""
+        for driver in self.drivers.values():
+            driver.close()
+        self.drivers.clear()
+        if self.lab is not None and self.sim_state is not None:
+            self.lab.save(self.sim_state)
+
+    def __enter__(self) -> "Station":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def reset_sim_state(config: StationConfig, sim_state: str | os.PathLike | None = None) -> Path:
+    """Return the simulated chip to pristine by deleting its state file; returns the path."""
+    path = Path(sim_state) if sim_state else default_sim_state(config)
+    path.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,164 @@
+"""HDF5 data store: one group per run, written at its final path from the first row.
+
+Layout of a file::
+
+    /runs/<run_id>            attrs: protocol, status, error, started, ended, parameters,
+                                     station, software, summary (JSON strings)
+    /runs/<run_id>/<table>    growable 1-D compound dataset, one row per measurement; attr units
+    /runs/<run_id>/<array>    an array snapshot (e.g. g_map, rows x cols); attr unit
+
+Rows are flushed as they arrive, so a crash loses at most the row being written; a run that
+never finished reads as status "running".
+"""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import h5py
+import numpy as np
+
+from . import __version__
+
+Column = tuple[str, str, str]  # (name, numpy dtype, unit)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+
+
+def software_versions() -> dict[str, str]:
+    import pyvisa
+    import serial
+
+    return {"labctl": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "h5py": h5py.__version__, "pyvisa": pyvisa.__version__, "pyserial": serial.__version__}
+
+
+class RunWriter:
+    """Writes one run's group; tables grow and are flushed row by row."""
+
+    def __init__(self, file: h5py.File, group: h5py.Group):
+        self._file, self.group = file, group
+        self.run_id = group.name.rsplit("/", 1)[-1]
+
+    def create_table(self, name: str, columns: Iterable[Column]) -> None:
+        columns = list(columns)
+        dtype = np.dtype([(c[0], c[1]) for c in columns])
+        ds = self.group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                       chunks=(max(1, 65536 // dtype.itemsize),))
+        ds.attrs["units"] = _json({c[0]: c[2] for c in columns})
+        self._file.flush()
+
+    def append(self, name: str, rows: dict[str, Any]) -> None:
+        """Append rows given as columns (scalars or equal-length arrays) and flush."""
+        ds = self.group[name]
+        data = {k: np.atleast_1d(np.asarray(v)) for k, v in rows.items()}
+        n = max(len(v) for v in data.values())
+        block = np.zeros(n, dtype=ds.dtype)
+        for key in ds.dtype.names:
+            if key not in data:
+                raise KeyError(f"table {name}: missing column {key!r}")
+            block[key] = data[key]
+        ds.resize((ds.shape[0] + n,))
+        ds[-n:] = block
+        self._file.flush()
+
+    def write_array(self, name: str, data: np.ndarray, unit: str) -> None:
+        if name in self.group:
+            del self.group[name]
+        self.group.create_dataset(name, data=np.asarray(data)).attrs["unit"] = unit
+        self._file.flush()
+
+    def finish(self, status: str, summary: dict | None = None, error: str = "") -> None:
+        attrs = self.group.attrs
+        attrs.update({"status": status, "error": error, "ended": _now(), "summary": _json(summary or {})})
+        self._file.flush()
+
+
+class DataStore:
+    """An HDF5 file holding runs; opened for appending, created with its parents if new."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.path, "a")
+        self._file.attrs.setdefault("labctl_version", __version__)
+        self._runs = self._file.require_group("runs")
+
+    def begin_run(self, protocol: str, parameters: dict, station: dict) -> RunWriter:
+        run_id = f"{len(self._runs) + 1:03d}_{protocol}"
+        group = self._runs.create_group(run_id)
+        group.attrs.update({"protocol": protocol, "run_id": run_id, "status": "running", "error": "",
+                            "started": _now(), "ended": "", "parameters": _json(parameters),
+                            "station": _json(station), "software": _json(software_versions()),
+                            "summary": "{}"})
+        self._file.flush()
+        return RunWriter(self._file, group)
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> "DataStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- reading ------------------------------------------------------------------------------------
+_JSON_ATTRS = ("parameters", "station", "software", "summary")
+
+
+def list_runs(path: str | Path) -> list[dict[str, Any]]:
+    """Every run in a file: id, protocol, status, times, error and dataset shapes."""
+    with h5py.File(path, "r") as f:
+        return [{"run_id": rid, **{k: group.attrs[k] for k in ("protocol", "status", "started", "ended", "error")},
+                 "datasets": {name: list(ds.shape) for name, ds in group.items()}}
+                for rid, group in f.get("runs", {}).items()]
+
+
+def load_run(path: str | Path, run_id: str) -> dict[str, Any]:
+    """A run as plain Python: attrs (JSON decoded) and every dataset as a numpy array."""
+    with h5py.File(path, "r") as f:
+        if run_id not in f.get("runs", {}):
+            raise KeyError(f"{path} has no run {run_id!r}")
+        group = f["runs"][run_id]
+        attrs = {k: (json.loads(v) if k in _JSON_ATTRS else v) for k, v in group.attrs.items()}
+        data = {name: ds[()] for name, ds in group.items()}
+        units = {name: json.loads(ds.attrs["units"]) if "units" in ds.attrs else ds.attrs.get("unit", "")
+                 for name, ds in group.items()}
+    return {"attrs": attrs, "data": data, "units": units}
+
+
+def export_csv(path: str | Path, run_id: str, out_dir: str | Path) -> list[Path]:
+    """Write each dataset of a run as CSV (header `name [unit]`) plus run.json; returns the files."""
+    run = load_run(path, run_id)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in run["data"].items():
+        target = out / f"{run_id}_{name}.csv"
+        with open(target, "w", newline="") as f:
+            writer = csv.writer(f)
+            if data.dtype.names:
+                units = run["units"][name]
+                writer.writerow([f"{c} [{units.get(c, '')}]" if units.get(c) else c for c in data.dtype.names])
+                for row in data.tolist():
+                    writer.writerow([v.decode() if isinstance(v, bytes) else repr(v) for v in row])
+            else:
+                for row in np.atleast_2d(data):
+                    writer.writerow([repr(v) for v in row.tolist()])
+        written.append(target)
+    meta = out / f"{run_id}_run.json"
+    meta.write_text(json.dumps(run["attrs"], indent=2, default=str))
+    return written + [meta]

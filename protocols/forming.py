@@ -1,0 +1,67 @@
+"""forming: electroform every cell with a voltage ramp under gate-limited current.
+
+Per cell: a read tells whether it is already formed (then it is skipped, as re-forming a formed
+cell would only stress it); otherwise a hardware-timed ramp on the BL, with the WL gate setting
+the selector's current limit, ends at the first point where the SMU reaches `i_stop` (the
+forming event), and a verify read decides whether the cell formed.
+"""
+import numpy as np
+
+from labctl.engine import Protocol, RunContext
+from labctl.params import Parameter
+
+from .common import V_GATE, V_READ
+
+STATUS_FORMED, STATUS_ALREADY, STATUS_FAILED = b"formed", b"already_formed", b"not_formed"
+
+
+class Forming(Protocol):
+    name = "forming"
+    title = "Electroforming"
+    parameters = (
+        Parameter("v_start", "float", 0.0, "V", minimum=0.0, soa="max_v_bl", doc="ramp start"),
+        Parameter("v_stop", "float", 4.0, "V", minimum=0.1, soa="max_v_bl", doc="ramp end (highest voltage)"),
+        Parameter("v_step", "float", 0.01, "V", minimum=1e-3, maximum=0.5, doc="ramp step"),
+        Parameter("delay", "float", 0.0, "s", minimum=0.0, maximum=1.0, doc="source delay per point"),
+        Parameter("i_stop", "float", 100e-6, "A", minimum=1e-6, soa="max_current",
+                  doc="SMU compliance that ends the ramp at the forming event"),
+        V_GATE,
+        V_READ,
+        Parameter("g_formed_min", "float", 2e-6, "S", minimum=0.0,
+                  doc="a cell reading above this conductance counts as formed"),
+    )
+
+    def run(self, ctx: RunContext) -> dict:
+        p, xbar = ctx.params, ctx.crossbar
+        rows, cols = xbar.shape
+        ramp = np.arange(p["v_start"], p["v_stop"] + p["v_step"] / 2, p["v_step"])
+        ctx.table("ramp", [("row", "i4", ""), ("col", "i4", ""), ("v", "f8", "V"), ("i", "f8", "A")])
+        ctx.table("cells", [("row", "i4", ""), ("col", "i4", ""), ("status", "S16", ""),
+                            ("v_form", "f8", "V"), ("g_after", "f8", "S")])
+        formed = np.zeros((rows, cols), dtype=bool)
+        v_form = np.full((rows, cols), np.nan)
+        n_already = 0
+        for k in range(rows * cols):
+            r, c = divmod(k, cols)
+            ctx.progress(k, rows * cols, f"forming cell ({r}, {c})")
+            g = xbar.read_cell(r, c, p["v_read"], p["v_gate"])
+            if g >= p["g_formed_min"]:
+                status, n_already = STATUS_ALREADY, n_already + 1
+            else:
+                v, i = xbar.sweep(r, c, ramp, p["i_stop"], p["v_gate"], p["delay"], stop_at_limit=True)
+                ctx.append("ramp", row=r, col=c, v=v, i=i)
+                g = xbar.read_cell(r, c, p["v_read"], p["v_gate"])
+                tripped = len(i) > 0 and abs(i[-1]) >= 0.99 * p["i_stop"]
+                status = STATUS_FORMED if g >= p["g_formed_min"] else STATUS_FAILED
+                if status == STATUS_FORMED and tripped:
+                    v_form[r, c] = ramp[len(i) - 1]  # programmed level at the trip point
+            formed[r, c] = status != STATUS_FAILED
+            ctx.append("cells", row=r, col=c, status=status, v_form=v_form[r, c], g_after=g)
+        ctx.progress(rows * cols, rows * cols, "done")
+        ctx.save_array("formed_map", formed.astype(np.uint8), "")
+        ctx.save_array("v_form_map", v_form, "V")
+        new = v_form[~np.isnan(v_form)]
+        return {"yield": float(formed.mean()), "cells": rows * cols, "formed": int(formed.sum()),
+                "formed_now": int(new.size), "already_formed": n_already,
+                "v_form_mean": float(new.mean()) if new.size else None,
+                "v_form_std": float(new.std(ddof=1)) if new.size > 1 else None}
