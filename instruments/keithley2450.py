@@ -1,0 +1,153 @@
+"""Keithley 2450 SourceMeter in its native SCPI command set (*LANG SCPI): source V, measure I.
+
+Sweeps are hardware-timed: the instrument runs the whole sweep into its reading buffer and the
+driver reads it back in one :TRAC:DATA? query, so a 200-point I-V costs four round trips.
+"""
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from .base import InstrumentError, SCPIInstrument, boolean, control, in_range, measurement, \
+    parse_bool
+
+V_MAX = 210.0
+BUFFER = "defbuffer1"
+BUFFER_SIZE = 100_000  # default capacity of defbuffer1
+LIST_CHUNK = 100  # values per :SOUR:LIST:VOLT[:APP] command (reference manual)
+LIST_MAX = 2500
+
+
+def _num(value: float) -> str:
+    return f"{float(value):.10g}"
+
+
+def _on_off(flag: bool) -> str:
+    return "ON" if flag else "OFF"
+
+
+def _check_sweep_delay(delay: float) -> None:
+    if not (delay == 0 or 50e-6 <= delay <= 10_000):
+        raise ValueError(f"Keithley2450 sweep delay={delay:g} s must be 0 or in [50e-06, 10000] s")
+
+
+class Keithley2450(SCPIInstrument):
+    """Keithley 2450 SMU used as a voltage source measuring current.
+
+    Call :meth:`check_identity` once after connecting and :meth:`configure_voltage_source` before
+    measuring. Sweeps leave the output on at their last level, as the instrument does; call
+    :meth:`source_off` for the safe state.
+    """
+
+    models = ("2450",)
+
+    source_voltage = control(":SOUR:VOLT?", ":SOUR:VOLT %g", "Source level (V).",
+                             validator=in_range(-V_MAX, V_MAX, " V"))
+    current_limit = control(":SOUR:VOLT:ILIM?", ":SOUR:VOLT:ILIM %g",
+                            "Current limit (compliance) of the voltage source (A).",
+                            validator=in_range(1e-9, 1.05, " A"))
+    output_enabled = control(":OUTP?", ":OUTP %d", "Output on (True) or off.", validator=boolean,
+                             cast=parse_bool)
+    nplc = control(":SENS:CURR:NPLC?", ":SENS:CURR:NPLC %g",
+                   "Current integration time in power-line cycles.", validator=in_range(0.01, 10))
+    source_delay = control(":SOUR:VOLT:DEL?", ":SOUR:VOLT:DEL %g",
+                           "Wait between setting the source and measuring (s).",
+                           validator=in_range(0, 10_000, " s"))
+    limit_tripped = measurement(":SOUR:VOLT:ILIM:TRIP?",
+                                "True if the source was clamped by the current limit.",
+                                cast=parse_bool)
+
+    def check_identity(self) -> str:
+        """Check *IDN? is a 2450 and that it runs the SCPI command set (not TSP or SCPI2400)."""
+        idn = super().check_identity()
+        language = self.ask("*LANG?")
+        if language.upper() != "SCPI":
+            raise InstrumentError(
+                f"{self.name} at {self.transport.resource}: command set is {language}; select "
+                "SCPI (*LANG SCPI or the front panel) and power-cycle the instrument")
+        return idn
+
+    def next_error(self) -> tuple[int, str]:
+        """Pop one error: (code, message), dropping the 2450's severity and time stamp fields."""
+        code, message = super().next_error()
+        return code, message.split(";", 1)[0]
+
+    def configure_voltage_source(self, current_limit: float, nplc: float = 1.0,
+                                 source_delay: float = 0.0) -> None:
+        """Source voltage and measure current, both autoranging; nothing is sent if an argument
+        is out of range; raises InstrumentError if the instrument rejects the setup."""
+        for name, value in (("current_limit", current_limit), ("nplc", nplc),
+                            ("source_delay", source_delay)):
+            prop = getattr(type(self), name)
+            prop.validator(prop.name, value)
+        self.write(":SOUR:FUNC VOLT")
+        self.write(":SOUR:VOLT:RANG:AUTO ON")
+        self.write(':SENS:FUNC "CURR"')
+        self.write(":SENS:CURR:RANG:AUTO ON")
+        self.current_limit = current_limit
+        self.nplc = nplc
+        self.source_delay = source_delay
+        self.check_errors()
+
+    def measure_current(self) -> float:
+        """One measurement at the present source level (A); the output must be on to source."""
+        return float(self.ask(":READ?"))
+
+    def sweep_linear(self, start: float, stop: float, points: int, delay: float,
+                     fail_abort: bool = False, dual: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Hardware-timed staircase from `start` to `stop` V (and back if `dual`).
+
+        `delay` (s) is added before each measurement; with `fail_abort` the sweep stops at the
+        first point in current limit (that point included). Returns (source V, current A) of the
+        points taken. The transport timeout must exceed the sweep's duration.
+        """
+        for name, value in (("start", start), ("stop", stop)):
+            type(self).source_voltage.validator(f"Keithley2450.sweep_linear {name}", value)
+        most = BUFFER_SIZE // (2 if dual else 1)
+        if not isinstance(points, (int, np.integer)) or not 2 <= points <= most:
+            raise ValueError(f"Keithley2450.sweep_linear points={points!r} must be an integer in "
+                             f"[2, {most}]")
+        _check_sweep_delay(delay)
+        self.write(f':TRAC:CLE "{BUFFER}"')
+        self.write(f":SOUR:SWE:VOLT:LIN {_num(start)}, {_num(stop)}, {points}, {_num(delay)}, 1, "
+                   f'BEST, {_on_off(fail_abort)}, {_on_off(dual)}, "{BUFFER}"')
+        self.check_errors()
+        return self._run_sweep()
+
+    def sweep_list(self, voltages: npt.ArrayLike, delay: float,
+                   fail_abort: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Hardware-timed sweep through `voltages` (V, up to 2500) in order; see sweep_linear."""
+        levels = np.asarray(voltages, dtype=float).ravel()
+        if not 1 <= levels.size <= LIST_MAX:
+            raise ValueError(f"Keithley2450.sweep_list takes 1 to {LIST_MAX} voltages, "
+                             f"got {levels.size}")
+        outside = levels[~(np.abs(levels) <= V_MAX)]
+        if outside.size:
+            raise ValueError(f"Keithley2450.sweep_list voltage {outside[0]:g} V is outside "
+                             f"[{-V_MAX:g}, {V_MAX:g}] V")
+        _check_sweep_delay(delay)
+        self.write(f':TRAC:CLE "{BUFFER}"')
+        for first in range(0, levels.size, LIST_CHUNK):
+            header = ":SOUR:LIST:VOLT" if first == 0 else ":SOUR:LIST:VOLT:APP"
+            self.write(header + " " + ", ".join(map(_num, levels[first:first + LIST_CHUNK])))
+        self.write(f':SOUR:SWE:VOLT:LIST 1, {_num(delay)}, 1, {_on_off(fail_abort)}, "{BUFFER}"')
+        self.check_errors()
+        return self._run_sweep()
+
+    def _run_sweep(self) -> tuple[np.ndarray, np.ndarray]:
+        self.write(":INIT")
+        self.ask("*OPC?")
+        taken = int(self.ask(f':TRAC:ACT? "{BUFFER}"'))
+        if taken == 0:
+            return np.empty(0), np.empty(0)
+        reply = self.ask(f':TRAC:DATA? 1, {taken}, "{BUFFER}", SOUR, READ')
+        data = np.array(reply.split(","), dtype=float)
+        if data.size != 2 * taken:
+            raise InstrumentError(f"{self.name} at {self.transport.resource}: expected "
+                                  f"{2 * taken} values from :TRAC:DATA?, got {data.size}")
+        return data[0::2].copy(), data[1::2].copy()
+
+    def source_off(self) -> None:
+        """The safe state: source at 0 V, then output off."""
+        self.source_voltage = 0
+        self.output_enabled = False

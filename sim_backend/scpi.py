@@ -1,0 +1,317 @@
+"""SCPI parsing for the virtual instruments: header matching, dispatch and the error queue.
+
+Headers are registered the way manuals print them::
+
+    twin.register(":SOURce#:VOLTage[:LEVel][:IMMediate][:AMPLitude]", set_level, nargs=1)
+    twin.register("[:SENSe#]:CURRent[:DC]:NPLCycles?", get_nplc)
+
+Upper-case letters are the short form, the whole word the long form (either is accepted, in any
+case), ``[...]`` is optional, ``#`` an optional numeric suffix (1 when omitted) and a trailing ``?``
+makes the pattern a query. A message line may hold several commands separated by ``;``; every
+piece is treated as rooted (what the Keithley 2450 accepts in practice). Replies to the queries of
+one line are joined by ``;`` and terminated by ``\\n``; commands never reply.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+ERRORS = {
+    -100: "Command error",
+    -104: "Data type error",
+    -108: "Parameter not allowed",
+    -109: "Missing parameter",
+    -113: "Undefined header",
+    -114: "Header suffix out of range",
+    -151: "Invalid string data",
+    -221: "Settings conflict",
+    -222: "Data out of range",
+    -223: "Too much data",
+    -224: "Illegal parameter value",
+    -350: "Queue overflow",
+}
+
+
+class ScpiError(Exception):
+    """A command the instrument rejects; it ends up in the error queue, never on the wire."""
+
+    def __init__(self, code: int, message: str | None = None):
+        self.code = code
+        self.message = message or ERRORS.get(code, ERRORS[-100])
+        super().__init__(f"{code},{self.message}")
+
+
+@dataclass
+class Call:
+    """One parsed command: its parameters (quotes kept) and header suffixes (1 where omitted)."""
+
+    params: list[str]
+    suffixes: tuple[int, ...]
+
+
+Handler = Callable[[Call], "str | None"]
+
+_TOKEN = re.compile(r"\[|\]|:?\*?[A-Za-z][A-Za-z0-9]*#?")
+_HEADER = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
+
+
+@lru_cache(maxsize=None)
+def compile_header(pattern: str) -> re.Pattern:
+    """Regex for a header pattern; it matches a header normalised to a leading ':'."""
+    query = pattern.endswith("?")
+    body = pattern[:-1] if query else pattern
+    parts, pos = [], 0
+    for token in _TOKEN.finditer(body):
+        if token.start() != pos:
+            raise ValueError(f"bad SCPI header pattern {pattern!r}")
+        text = token.group()
+        if text == "[":
+            parts.append("(?:")
+        elif text == "]":
+            parts.append(")?")
+        else:
+            name = text.lstrip(":")
+            suffix = name.endswith("#")
+            name = name.rstrip("#")
+            forms = {name.upper(), "".join(c for c in name if not c.islower())}
+            parts.append(":(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+                         + ")" + (r"(\d+)?" if suffix else ""))
+        pos = token.end()
+    if pos != len(body):
+        raise ValueError(f"bad SCPI header pattern {pattern!r}")
+    return re.compile("".join(parts) + (r"\?" if query else ""), re.IGNORECASE)
+
+
+def split_quoted(text: str, separator: str) -> list[str]:
+    """Split on `separator` outside single or double quotes; pieces are stripped."""
+    pieces, start, quote = [], 0, ""
+    for i, char in enumerate(text):
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == separator:
+            pieces.append(text[start:i].strip())
+            start = i + 1
+    if quote:
+        raise ScpiError(-151)
+    pieces.append(text[start:].strip())
+    return pieces
+
+
+# Parameter conversions: each raises the ScpiError the instrument would queue.
+
+_NRF = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def to_float(param: str, low: float = -math.inf, high: float = math.inf) -> float:
+    if not _NRF.fullmatch(param):
+        raise ScpiError(-104)
+    value = float(param)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ScpiError(-222)
+    return value
+
+
+def float_in(low: float, high: float) -> Callable[[str], float]:
+    """A parser for a number within [low, high]."""
+    return lambda param: to_float(param, low, high)
+
+
+def to_int(param: str, low: int, high: int) -> int:
+    value = to_float(param)
+    if value != int(value):
+        raise ScpiError(-104)
+    if not low <= value <= high:
+        raise ScpiError(-222)
+    return int(value)
+
+
+def to_bool(param: str) -> bool:
+    value = param.upper()
+    if value in ("ON", "1"):
+        return True
+    if value in ("OFF", "0"):
+        return False
+    raise ScpiError(-104)
+
+
+def to_keyword(param: str, *names: str) -> str:
+    """Match `param` against manual-style keywords (`FIXed`, `CURRent[:DC]`); return the name."""
+    for name in names:
+        if compile_header(name).fullmatch(":" + param):
+            return name
+    raise ScpiError(-224)
+
+
+def unquote(param: str) -> str:
+    if len(param) >= 2 and param[0] == param[-1] and param[0] in "'\"":
+        return param[1:-1]
+    return param
+
+
+def format_number(value: float) -> str:
+    """The Keithley/Keysight ASCII number format, e.g. +1.000000E-01."""
+    return f"{value:+.6E}"
+
+
+class ErrorQueue:
+    """First in, first out; when full, the last entry becomes -350 Queue overflow."""
+
+    def __init__(self, capacity: int = 32):
+        self.capacity = capacity
+        self._entries: deque[tuple[int, str, float]] = deque()
+
+    def push(self, code: int, message: str, t: float = 0.0) -> None:
+        if len(self._entries) >= self.capacity:
+            self._entries[-1] = (-350, ERRORS[-350], t)
+        else:
+            self._entries.append((code, message, t))
+
+    def pop(self) -> tuple[int, str, float] | None:
+        return self._entries.popleft() if self._entries else None
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class _Entry:
+    regex: re.Pattern
+    query: bool
+    handler: Handler
+    nargs: tuple[int, int]
+    suffix_max: int
+
+
+class ScpiTwin:
+    """Base of the virtual SCPI instruments: bytes in, reply bytes out.
+
+    Subclasses register their headers, override :meth:`reset` (the *RST state) and, for their own
+    error text, :meth:`format_error` and :meth:`now`.
+    """
+
+    def __init__(self, idn: str, error_capacity: int = 32):
+        self.idn = idn
+        self.errors = ErrorQueue(error_capacity)
+        self._entries: list[_Entry] = []
+        self._lookup_cache: dict[str, tuple[_Entry, tuple[int, ...]]] = {}
+        self._rx = bytearray()
+        self.register("*IDN?", lambda call: self.idn)
+        self.register("*RST", lambda call: self.reset())
+        self.register("*CLS", lambda call: self.errors.clear())
+        self.register("*OPC", lambda call: None)
+        self.register("*OPC?", lambda call: "1")  # commands finish before the next is parsed
+        self.register("*WAI", lambda call: None)
+        self.register(":STATus:PRESet", lambda call: None)
+        self.register(":SYSTem:ERRor[:NEXT]?", lambda call: self._next_error())
+        self.register(":SYSTem:ERRor:COUNt?", lambda call: str(len(self.errors)))
+
+    def register(self, pattern: str, handler: Handler, nargs: int | tuple[int, int] = 0,
+                 suffix_max: int = 1) -> None:
+        """Route `pattern` to `handler(call)`; a query handler returns the reply text.
+
+        `nargs` is the number of parameters, or (fewest, most); `suffix_max` the largest
+        numeric suffix accepted (e.g. 2 for a two-channel instrument).
+        """
+        counts = (nargs, nargs) if isinstance(nargs, int) else nargs
+        self._entries.append(_Entry(compile_header(pattern), pattern.endswith("?"), handler, counts,
+                                    suffix_max))
+        self._lookup_cache.clear()
+
+    def register_setting(self, pattern: str, attribute: str, parse: Callable[[str], object],
+                         fmt: Callable[[object], str] = str) -> None:
+        """A command that sets `self.<attribute>` from one parameter, and its query."""
+        self.register(pattern, lambda call: setattr(self, attribute, parse(call.params[0])), nargs=1)
+        self.register(pattern + "?", lambda call: fmt(getattr(self, attribute)))
+
+    def handle(self, data: bytes) -> bytes:
+        """Feed received bytes; return the replies to every line they completed."""
+        self._rx += data
+        out = []
+        while (end := self._rx.find(b"\n")) >= 0:
+            line = self._rx[:end].decode("latin-1").rstrip("\r")
+            del self._rx[: end + 1]
+            replies = self._execute(line)
+            if replies:
+                out.append(";".join(replies) + "\n")
+        return "".join(out).encode("latin-1")
+
+    def device_clear(self) -> None:
+        """Drop a partly received line (a client disconnected, or a VISA clear)."""
+        self._rx.clear()
+
+    def reset(self) -> None:
+        """Return to the *RST state; subclasses define it."""
+
+    def push_error(self, code: int, message: str | None = None) -> None:
+        self.errors.push(code, message or ERRORS.get(code, ERRORS[-100]), self.now())
+
+    def now(self) -> float:
+        """Instrument time stamped on errors (s)."""
+        return 0.0
+
+    def format_error(self, code: int, message: str, t: float) -> str:
+        """The :SYST:ERR? reply for an entry queued at instrument time `t`; code 0: queue empty."""
+        return f'{code},"{message}"'
+
+    def _next_error(self) -> str:
+        entry = self.errors.pop()
+        return self.format_error(*(entry or (0, "No error", self.now())))
+
+    def _execute(self, line: str) -> list[str]:
+        try:
+            pieces = split_quoted(line, ";")
+        except ScpiError as exc:
+            self.push_error(exc.code, exc.message)
+            return []
+        replies = []
+        for piece in pieces:
+            if not piece:
+                continue
+            try:
+                reply = self._dispatch(piece)
+            except ScpiError as exc:
+                self.push_error(exc.code, exc.message)
+                continue
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+    def _dispatch(self, piece: str) -> str | None:
+        header, rest = _HEADER.match(piece).groups()
+        found = self._lookup(header)
+        if found is None:
+            raise ScpiError(-113)
+        entry, suffixes = found
+        if any(s < 1 or s > entry.suffix_max for s in suffixes):
+            raise ScpiError(-114)
+        params = split_quoted(rest, ",") if rest else []
+        if any(p == "" for p in params) or len(params) < entry.nargs[0]:
+            raise ScpiError(-109)
+        if len(params) > entry.nargs[1]:
+            raise ScpiError(-108)
+        reply = entry.handler(Call(params, suffixes))
+        return reply if entry.query else None
+
+    def _lookup(self, header: str) -> tuple[_Entry, tuple[int, ...]] | None:
+        key = ":" + header.upper().removeprefix(":")
+        if key in self._lookup_cache:
+            return self._lookup_cache[key]
+        query = key.endswith("?")
+        for entry in self._entries:
+            match = entry.regex.fullmatch(key) if entry.query == query else None
+            if match:
+                if len(self._lookup_cache) >= 4096:  # bound it against endless suffix variants
+                    self._lookup_cache.clear()
+                found = self._lookup_cache[key] = (entry, tuple(int(s or 1) for s in match.groups()))
+                return found
+        return None

@@ -1,0 +1,84 @@
+"""Loopback TCP server for virtual instruments: a raw SCPI socket (like port 5025 on a LAN
+instrument) or the far end of a pyserial ``socket://`` URL (the FPGA board)."""
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+import weakref
+
+from instruments.transport import VirtualInstrument
+
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def instrument_lock(instrument: VirtualInstrument) -> threading.Lock:
+    """The lock every server of `instrument` holds while it handles bytes."""
+    with _locks_guard:
+        return _locks.setdefault(instrument, threading.Lock())
+
+
+class _Connection(socketserver.BaseRequestHandler):
+    server: "InstrumentServer"
+
+    def handle(self) -> None:
+        server = self.server
+        server.clients.add(self.request)
+        try:
+            while data := self.request.recv(65536):
+                with server.lock:
+                    reply = server.instrument.handle(data)
+                if reply:
+                    self.request.sendall(reply)
+        except OSError:
+            pass  # the client went away or close() shut the socket
+        finally:
+            server.clients.discard(self.request)
+            with server.lock:
+                getattr(server.instrument, "device_clear", lambda: None)()
+
+
+class InstrumentServer(socketserver.ThreadingTCPServer):
+    """Serves one instrument to its clients, one after another or at once.
+
+    The instrument parses one byte stream, so clients at once must each send whole messages (as
+    VISA and the drivers do); a client that disconnects mid-message has its partial input dropped.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, instrument: VirtualInstrument, host: str, port: int,
+                 lock: threading.Lock | None = None):
+        super().__init__((host, port), _Connection)
+        self.instrument = instrument
+        self.lock = lock or instrument_lock(instrument)
+        self.clients: set[socket.socket] = set()
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"instrument-server-{self.address[1]}", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server_address[:2]
+
+    def close(self) -> None:
+        """Stop accepting, drop connected clients and free the port; closing twice is harmless."""
+        if self._thread.is_alive():
+            self.shutdown()
+            for client in list(self.clients):
+                try:
+                    client.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already gone
+            self.server_close()
+
+
+def serve(instrument: VirtualInstrument, host: str = "127.0.0.1", port: int = 0,
+          lock: threading.Lock | None = None) -> InstrumentServer:
+    """Serve `instrument` on host:port (port 0 picks a free one; see `.address`).
+
+    `lock` serialises access to shared simulated hardware; by default each instrument has its own.
+    """
+    return InstrumentServer(instrument, host, port, lock)
