@@ -124,6 +124,7 @@ class VisaTransport(Transport):
         inst, self._inst = getattr(self, "_inst", None), None
         if inst is not None:
             inst.close()
+            self._rm.close()
 
 
 _SERIAL_URL = re.compile(r"^([a-z0-9+]+://|/dev/|COM\d+$)", re.IGNORECASE)
@@ -139,6 +140,7 @@ class SerialTransport(Transport):
         self._errors = (serial.SerialException, OSError)
         try:
             self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
+            self._rx = bytearray()
         except self._errors as exc:
             raise TransportError(f"{url}: cannot open ({exc})") from exc
 
@@ -148,23 +150,33 @@ class SerialTransport(Transport):
         except self._errors as exc:
             raise TransportError(f"{self.resource}: write failed ({exc})") from exc
 
+    def _fill(self) -> None:
+        """Move what the port has (at least one byte, within the timeout) into the buffer."""
+        try:
+            chunk = self._port.read(max(1, self._port.in_waiting))
+        except self._errors as exc:
+            raise TransportError(f"{self.resource}: read failed ({exc})") from exc
+        if not chunk:
+            raise InstrumentTimeout(f"{self.resource}: no reply")
+        self._rx += chunk
+
     def read(self, size: int) -> bytes:
         try:
-            data = self._port.read(size)
-        except self._errors as exc:
-            raise TransportError(f"{self.resource}: read failed ({exc})") from exc
-        if len(data) < size:
-            raise InstrumentTimeout(f"{self.resource}: expected {size} bytes, got {len(data)}")
-        return bytes(data)
+            while len(self._rx) < size:
+                self._fill()
+        except InstrumentTimeout:
+            raise InstrumentTimeout(f"{self.resource}: expected {size} bytes, got {len(self._rx)}") from None
+        out = bytes(self._rx[:size])
+        del self._rx[:size]
+        return out
 
     def read_line(self, terminator: bytes = b"\n") -> bytes:
-        try:
-            data = self._port.read_until(terminator)
-        except self._errors as exc:
-            raise TransportError(f"{self.resource}: read failed ({exc})") from exc
-        if not data.endswith(terminator):
-            raise InstrumentTimeout(f"{self.resource}: no reply")
-        return bytes(data[: -len(terminator)])
+        # pyserial's read_until goes byte by byte; take whatever is waiting instead
+        while (end := self._rx.find(terminator)) < 0:
+            self._fill()
+        out = bytes(self._rx[:end])
+        del self._rx[: end + len(terminator)]
+        return out
 
     def close(self) -> None:
         port, self._port = getattr(self, "_port", None), None
