@@ -12,8 +12,9 @@ import math
 import time
 from collections import deque
 from itertools import islice
-from typing import Iterable, Protocol
+from typing import Iterable
 
+from .loads import SmuLoad
 from .scpi import Call, ScpiError, ScpiTwin, float_in, format_number, to_bool, to_float, to_int, \
     to_keyword, unquote
 
@@ -22,16 +23,6 @@ LINE_FREQUENCY = 60.0
 BUFFER_CAPACITY = 100_000
 LIST_MAX = 2500
 ELEMENTS = ("READing", "SOURce", "RELative")
-
-
-class SmuLoad(Protocol):
-    """What the SMU's HI terminal drives (LO grounded); the simulated bench provides it."""
-
-    def apply(self, v: float | None, duration: float) -> float:
-        """Hold v volts for `duration` s (None: output off); return the current into HI at the end."""
-
-    def current(self, v: float) -> float:
-        """Current into HI at v volts, changing nothing."""
 
 
 class _Buffer:
