@@ -6,6 +6,7 @@ Drivers speak only to a :class:`Transport`; which one is chosen from the resourc
 from __future__ import annotations
 
 import re
+import socket
 from abc import ABC, abstractmethod
 from typing import Protocol
 
@@ -91,8 +92,9 @@ class VisaTransport(Transport):
             self._inst = self._rm.open_resource(resource, timeout=int(timeout * 1000))
         except self._errors as exc:
             raise TransportError(f"{resource}: cannot connect ({exc})") from exc
-        self._inst.read_termination = None
+        self._inst.read_termination = "\n"
         self._inst.write_termination = ""
+        _disable_nagle(self._inst)
 
     def write(self, data: bytes) -> None:
         try:
@@ -107,17 +109,12 @@ class VisaTransport(Transport):
             raise InstrumentTimeout(f"{self.resource}: read of {size} bytes failed ({exc})") from exc
 
     def read_line(self, terminator: bytes = b"\n") -> bytes:
-        try:
-            return self._read_to(terminator)
-        except self._errors as exc:
-            raise InstrumentTimeout(f"{self.resource}: no reply ({exc})") from exc
-
-    def _read_to(self, terminator: bytes) -> bytes:
-        self._inst.read_termination = terminator.decode()
+        if self._inst.read_termination != terminator.decode():  # rare: set only on a change
+            self._inst.read_termination = terminator.decode()
         try:
             raw = self._inst.read_raw()
-        finally:
-            self._inst.read_termination = None
+        except self._errors as exc:
+            raise InstrumentTimeout(f"{self.resource}: no reply ({exc})") from exc
         return raw[: -len(terminator)] if raw.endswith(terminator) else raw
 
     def close(self) -> None:
@@ -125,6 +122,16 @@ class VisaTransport(Transport):
         if inst is not None:
             inst.close()
             self._rm.close()
+
+
+def _disable_nagle(inst) -> None:
+    """Send small writes at once: otherwise a command followed by a query waits ~40 ms for the
+    instrument's delayed ACK. pyvisa-py 0.8 cannot set VI_ATTR_TCPIP_NODELAY (its setter is
+    miswired), so set it on the session's socket when there is one."""
+    session = getattr(inst.visalib, "sessions", {}).get(inst.session)
+    sock = getattr(session, "interface", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 _SERIAL_URL = re.compile(r"^([a-z0-9+]+://|/dev/|COM\d+$)", re.IGNORECASE)

@@ -9,11 +9,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from instruments.fpga import LineMode
+from sim_backend.lab import PULSE_TWINS, SMU_TWINS
+
 from . import __version__
 from .engine import get_protocol, prepare, run_protocol
 from .params import ParameterError, parse_cli_value
 from .safety import SafetyError
-from .station import Station, StationError, load_station, reset_sim_state
+from .station import (Station, StationError, check_station, load_station, open_sim_lab,
+                      reset_sim_state, station_toml)
 from .store import export_csv, list_runs
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -128,6 +132,80 @@ def cmd_sim_reset(args) -> int:
     return 0
 
 
+def cmd_sim_serve(args) -> int:
+    import signal
+    import tempfile
+    import threading
+
+    from sim_backend.virtual_lab import VirtualLabServer
+
+    config = load_station(args.station)
+    if not config.simulated:
+        raise CliError(f"station {args.station} is not simulated", EXIT_USAGE)
+    lab, state = open_sim_lab(config, args.sim_state, args.seed, args.smu, args.pulse)
+    server = VirtualLabServer(lab, args.host, args.base_port, state)
+    try:
+        out = Path(args.station_out) if args.station_out else Path(tempfile.mkstemp(suffix=".toml")[1])
+        roles = {e.name: (e.model, e.resource) for e in server.endpoints if e.name != "control"}
+        out.write_text(station_toml(config, roles, f"virtual lab ({config.name})"))
+        if args.json:
+            print(json.dumps({"instruments": [e.__dict__ for e in server.endpoints],
+                              "station_file": str(out.resolve())}), flush=True)
+        else:
+            for e in server.endpoints:
+                print(f"{e.name} {e.model} {e.resource}")
+            print(f"station file: {out.resolve()}\nCtrl-C stops the virtual lab.", flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_board(args) -> int:
+    with Station.open(args.station, sim_state=args.sim_state) as station:
+        if args.board_command == "route":
+            row, col = _cell(args.cell)
+            station.crossbar.connect_cell(row, col, args.gate)
+        elif args.board_command == "release":
+            station.crossbar.safe_state()
+        chip = station.config.chip
+        modes, dac = station.board.status()
+        for kind, channels in (("WL", chip.wl_channels), ("BL", chip.bl_channels), ("SL", chip.sl_channels)):
+            for index, ch in enumerate(channels):
+                mode = LineMode(int(modes[ch])).name
+                level = f" {dac[ch]:+.3f} V" if mode == "DAC" else ""
+                print(f"{kind}{index + 1:<4} channel {ch:<4} {mode}{level}")
+    return 0
+
+
+def _cell(text: str) -> tuple[int, int]:
+    try:
+        row, col = (int(x) for x in text.split(","))
+    except ValueError:
+        raise CliError(f"--cell expects ROW,COL (0-based), got {text!r}", EXIT_USAGE) from None
+    return row, col
+
+
+def cmd_station_check(args) -> int:
+    report = check_station(load_station(args.file))
+    if args.json:
+        print(json.dumps(report))
+    for entry in report if not args.json else ():
+        state = entry["identity"] if entry["ok"] else f"FAILED {entry['error']}"
+        print(f"{entry['role']:<6} {entry['driver']:<16} {entry['resource']}  {state}")
+    failed = [e["role"] for e in report if not e["ok"]]
+    if failed:
+        raise CliError(f"not reachable: {', '.join(failed)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labctl", description="Control suite for an analog ReRAM AI chip "
                                      "(1T1R CMO/HfOx array on an FPGA board), on a bench or simulated.")
@@ -175,6 +253,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sim.add_parser("reset", help="return the simulated chip to pristine")
     station_options(p)
     p.set_defaults(func=cmd_sim_reset)
+    p = sim.add_parser("serve", help="serve the simulated bench on loopback TCP (VISA sockets, socket://)")
+    station_options(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--base-port", type=int, default=5025,
+                   help="smu, pulse, board, control on consecutive ports (0: any free ports)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--smu", choices=sorted(SMU_TWINS), help="SMU twin (default: the station's)")
+    p.add_argument("--pulse", choices=sorted(PULSE_TWINS), help="pulse-generator twin (default: the station's)")
+    p.add_argument("--station-out", metavar="FILE", help="where to write the station file (default: a temp file)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sim_serve)
+
+    board = sub.add_parser("board", help="manual routing on the FPGA board").add_subparsers(
+        dest="board_command", required=True)
+    p = board.add_parser("route", help="connect one cell between the SMU input and ground, gate on")
+    station_options(p)
+    p.add_argument("--cell", required=True, metavar="ROW,COL")
+    p.add_argument("--gate", type=float, default=1.2, metavar="VOLTS")
+    p.set_defaults(func=cmd_board)
+    for name, text in (("release", "every line to the safe state"), ("status", "print the routing")):
+        p = board.add_parser(name, help=text)
+        station_options(p)
+        p.set_defaults(func=cmd_board)
+
+    st = sub.add_parser("station", help="station files").add_subparsers(dest="station_command", required=True)
+    p = st.add_parser("check", help="connect to every instrument and print its identity (no voltage applied)")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_station_check)
     return parser
 
 
@@ -190,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         code, message = exc.code, str(exc)
     except KeyboardInterrupt:
         code, message = EXIT_INTERRUPTED, "interrupted; the station was put in its safe state"
-    except (OSError, KeyError, RuntimeError) as exc:
+    except (OSError, KeyError, RuntimeError, IndexError) as exc:
         code, message = EXIT_FAILED, f"{type(exc).__name__}: {exc}"
     print(f"labctl: {message}", file=sys.stderr)
     return code

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from instruments.fpga import FpgaBoard, LineMode
-from instruments.keithley2450 import Keithley2450
+from instruments.pulse import PulseGenerator
+from instruments.smu import SourceMeter
 
 from .safety import SafeOperatingArea
 
@@ -16,8 +17,9 @@ from .safety import SafeOperatingArea
 class Crossbar:
     """Operations on a rows x cols 1T1R array through an SMU and the FPGA board."""
 
-    def __init__(self, smu: Keithley2450, board: FpgaBoard, chip, soa: SafeOperatingArea):
-        self.smu, self.board, self.chip, self.soa = smu, board, chip, soa
+    def __init__(self, smu: SourceMeter, board: FpgaBoard, chip, soa: SafeOperatingArea,
+                 pulse: PulseGenerator | None = None):
+        self.smu, self.board, self.chip, self.soa, self.pulse_generator = smu, board, chip, soa, pulse
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -28,8 +30,9 @@ class Crossbar:
         if not (0 <= row < rows and 0 <= col < cols):
             raise IndexError(f"cell ({row}, {col}) is outside the {rows}x{cols} array")
 
-    def connect_cell(self, row: int, col: int, v_gate: float) -> None:
-        """Route one cell between the SMU (on its BL) and ground (its SL), its WL gate at v_gate.
+    def connect_cell(self, row: int, col: int, v_gate: float, bl: LineMode = LineMode.SMU,
+                     sl: LineMode = LineMode.GROUND) -> None:
+        """Route one cell's BL and SL (default: SMU and ground), its WL gate at v_gate.
 
         Every other BL/SL is grounded (no bias across unselected cells) and every other WL is
         grounded (gates off); the gate is raised last.
@@ -38,7 +41,8 @@ class Crossbar:
         self.soa.check("max_v_wl", v_gate, "v_gate")
         chip = self.chip
         routing = {ch: LineMode.GROUND for ch in chip.wl_channels + chip.bl_channels + chip.sl_channels}
-        routing[chip.bl_channels[col]] = LineMode.SMU
+        routing[chip.bl_channels[col]] = bl
+        routing[chip.sl_channels[col]] = sl
         self.board.route(routing)
         wl = chip.wl_channels[row]
         self.board.set_dac({wl: v_gate})
@@ -84,13 +88,41 @@ class Crossbar:
         finally:
             self.smu.source_off()
 
-    def safe_state(self) -> None:
-        """SMU to 0 V and output off, then every board line grounded with DACs at 0 V.
+    def pulse(self, row: int, col: int, amplitude: float, width: float, count: int = 1,
+              v_gate: float = 1.2, period: float | None = None) -> None:
+        """Fire `count` pulses of V_BL - V_SL = amplitude (V), `width` s each, on one cell.
 
-        Both steps are tried even if the first fails; the first error is raised afterwards.
+        SET pulses (amplitude > 0) reach the cell's BL with its SL grounded; RESET pulses
+        (amplitude < 0) reach its SL with its BL grounded. The generator fires a burst on a bus
+        trigger; `period` defaults to twice the width.
+        """
+        if self.pulse_generator is None:
+            raise RuntimeError("this station has no pulse generator ([instruments.pulse])")
+        line = "max_v_bl" if amplitude >= 0 else "max_v_sl"
+        self.soa.check(line, amplitude, "pulse amplitude")
+        self.soa.check("max_pulse_width", width, "pulse width")
+        self.soa.check("max_pulses", count, "pulse count")
+        if amplitude >= 0:
+            self.connect_cell(row, col, v_gate, bl=LineMode.PULSE, sl=LineMode.GROUND)
+        else:
+            self.connect_cell(row, col, v_gate, bl=LineMode.GROUND, sl=LineMode.PULSE)
+        generator = self.pulse_generator
+        generator.configure_burst(abs(amplitude), width, count, period or 2 * width)
+        generator.set_output(True)
+        try:
+            generator.fire()
+        finally:
+            generator.set_output(False)
+
+    def safe_state(self) -> None:
+        """SMU to 0 V and output off, pulse outputs off, then every board line grounded with
+        DACs at 0 V. Every step is tried even if one fails; the first error is raised afterwards.
         """
         errors = []
-        for step in (self.smu.source_off, self.board.release_all):
+        steps = [self.smu.source_off, self.board.release_all]
+        if self.pulse_generator is not None:
+            steps.insert(1, self.pulse_generator.safe_state)
+        for step in steps:
             try:
                 step()
             except Exception as exc:  # keep going: the next step still makes the bench safer

@@ -15,16 +15,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from instruments import DRIVERS, driver_class
 from instruments.fpga import FpgaBoard
-from instruments.keithley2450 import Keithley2450
+from instruments.smu import SourceMeter
 from instruments.transport import (InProcessTransport, SerialTransport, Transport, VisaTransport,
                                    is_serial_resource)
 
 from .crossbar import Crossbar
 from .safety import SafeOperatingArea
 
-DRIVERS: dict[str, type] = {"keithley2450": Keithley2450, "fpga_board": FpgaBoard}
-ROLES = ("smu", "board")
+ROLES = ("smu", "board", "pulse")
+REQUIRED_ROLES = ("smu", "board")
 _SIM_SPEC = re.compile(r"^sim(?::(\d+)x(\d+))?$")
 
 
@@ -105,11 +106,14 @@ def parse_station(doc: dict, where: str) -> StationConfig:
         raise StationError(f"{where}: missing section [instruments]")
     instruments = {}
     for role in ROLES:
+        if role not in instruments_doc and role not in REQUIRED_ROLES:
+            continue
         entry = _table(instruments_doc, role, f"{where}: [instruments]", {"driver", "resource"},
                        {"timeout", "baudrate"})
-        if entry["driver"] not in DRIVERS:
+        known = [name for name, (_, _, kind) in DRIVERS.items() if kind == role]
+        if entry["driver"] not in known:
             raise StationError(f"{where}: [instruments.{role}] driver '{entry['driver']}' is unknown "
-                               f"(known: {', '.join(DRIVERS)})")
+                               f"(known: {', '.join(known)})")
         options = {k: v for k, v in entry.items() if k not in ("driver", "resource")}
         instruments[role] = InstrumentConfig(entry["driver"], entry["resource"], options)
     for role in instruments_doc.keys() - set(ROLES):
@@ -124,7 +128,8 @@ def parse_station(doc: dict, where: str) -> StationConfig:
     used = chip.wl_channels + chip.bl_channels + chip.sl_channels
     if len(set(used)) != len(used):
         raise StationError(f"{where}: [chip] a board channel is assigned to two lines")
-    soa_doc = _table(doc, "safe_operating_area", where, set(SafeOperatingArea.DESCRIPTIONS))
+    soa_doc = _table(doc, "safe_operating_area", where, set(SafeOperatingArea.REQUIRED),
+                     set(SafeOperatingArea.DESCRIPTIONS) - set(SafeOperatingArea.REQUIRED))
     soa = SafeOperatingArea(**{k: float(v) for k, v in soa_doc.items()})
     sim = _table(doc, "simulator", where, set(), {"device"}) if "simulator" in doc else {}
     return StationConfig(station["name"], where, instruments, chip, soa, sim.get("device", ""))
@@ -159,6 +164,13 @@ def default_sim_state(config: StationConfig) -> Path:
     return base / "labctl" / f"{tag}-{config.chip.rows}x{config.chip.cols}.npz"
 
 
+def _open_transport(inst: InstrumentConfig) -> Transport:
+    timeout = float(inst.options.get("timeout", 5.0))
+    if is_serial_resource(inst.resource):
+        return SerialTransport(inst.resource, int(inst.options.get("baudrate", 921600)), timeout)
+    return VisaTransport(inst.resource, timeout)
+
+
 class Station:
     """Connected instruments plus the crossbar built on them. Use as a context manager."""
 
@@ -169,18 +181,17 @@ class Station:
         self.sim_state: Path | None = None
         self.seed = seed
         if config.simulated:
-            self._open_lab(sim_state, seed)
+            self.lab, self.sim_state = open_sim_lab(config, sim_state, seed)
         self.drivers: dict[str, Any] = {}
         self.identities: dict[str, str] = {}
         try:
             for role, inst in config.instruments.items():
-                driver = DRIVERS[inst.driver](self._transport(inst), name=role)
+                driver = driver_class(inst.driver)(self._transport(inst), name=role)
                 self.drivers[role] = driver
                 self.identities[role] = driver.check_identity()
             chip = config.chip
             self.board.configure_map(chip.wl_channels, chip.bl_channels, chip.sl_channels)
-            self.crossbar = Crossbar(self.smu, self.board, chip, config.soa)
-            self.crossbar.safe_state()
+            self.crossbar = Crossbar(self.smu, self.board, chip, config.soa, self.drivers.get("pulse"))
         except BaseException:
             self.close()
             raise
@@ -192,41 +203,17 @@ class Station:
         return cls(load_station(spec), sim_state, seed)
 
     @property
-    def smu(self) -> Keithley2450:
+    def smu(self) -> SourceMeter:
         return self.drivers["smu"]
 
     @property
     def board(self) -> FpgaBoard:
         return self.drivers["board"]
 
-    def _open_lab(self, sim_state, seed) -> None:
-        from sim_backend.lab import SimLab
-        from sim_backend.physics import ArrayPhysics, DeviceParams
-
-        chip = self.config.chip
-        params = DeviceParams.load(self.config.device_file or None)
-        self.sim_state = Path(sim_state) if sim_state else default_sim_state(self.config)
-        if self.sim_state.exists():
-            physics = SimLab.load_physics(self.sim_state, params)
-            if (physics.rows, physics.cols) != (chip.rows, chip.cols):
-                raise StationError(f"simulator state {self.sim_state} holds a {physics.rows}x{physics.cols} "
-                                   f"chip, station {self.config.name} has {chip.rows}x{chip.cols}")
-            if seed is not None:
-                physics.reseed(seed)
-        else:
-            physics = ArrayPhysics(chip.rows, chip.cols, params, seed=seed or 0)
-        self.lab = SimLab(physics, chip.wl_channels, chip.bl_channels, chip.sl_channels)
-
     def _transport(self, inst: InstrumentConfig) -> Transport:
-        resource = inst.resource
-        if resource.startswith("sim://"):
-            if self.lab is None:
-                raise StationError(f"{resource}: no simulated lab on this station")
-            return InProcessTransport(self.lab.instrument(resource[len("sim://"):]), resource)
-        timeout = float(inst.options.get("timeout", 5.0))
-        if is_serial_resource(resource):
-            return SerialTransport(resource, int(inst.options.get("baudrate", 921600)), timeout)
-        return VisaTransport(resource, timeout)
+        if inst.resource.startswith("sim://"):
+            return InProcessTransport(self.lab.instrument(inst.resource[len("sim://"):]), inst.resource)
+        return _open_transport(inst)
 
     def snapshot(self) -> dict[str, Any]:
         """Station, chip map, SOA, instrument identities and (if simulated) the simulator's state."""
@@ -251,6 +238,64 @@ class Station:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = None,
+                 seed: int | None = None, smu: str | None = None, pulse: str | None = None):
+    """The simulated lab of a station: its chip from the state file (or new from `seed`), with the
+    station's SMU and pulse-generator twins unless `smu` / `pulse` name others. Returns
+    (lab, state path)."""
+    from sim_backend.lab import SimLab
+    from sim_backend.physics import ArrayPhysics, DeviceParams
+
+    chip = config.chip
+    params = DeviceParams.load(config.device_file or None)
+    path = Path(sim_state) if sim_state else default_sim_state(config)
+    if path.exists():
+        physics = SimLab.load_physics(path, params)
+        if (physics.rows, physics.cols) != (chip.rows, chip.cols):
+            raise StationError(f"simulator state {path} holds a {physics.rows}x{physics.cols} "
+                               f"chip, station {config.name} has {chip.rows}x{chip.cols}")
+        if seed is not None:
+            physics.reseed(seed)
+    else:
+        physics = ArrayPhysics(chip.rows, chip.cols, params, seed=seed or 0)
+    configured = config.instruments.get("pulse")
+    lab = SimLab(physics, chip.wl_channels, chip.bl_channels, chip.sl_channels,
+                 smu=smu or config.instruments["smu"].driver,
+                 pulse=pulse or (configured.driver if configured else None))
+    return lab, path
+
+
+def station_toml(config: StationConfig, instruments: dict[str, tuple[str, str]], name: str) -> str:
+    """A station file for `config`'s chip and SOA with the given {role: (driver, resource)}."""
+    chip, lines = config.chip, [f'[station]\nname = "{name}"\n']
+    for role, (driver, resource) in instruments.items():
+        lines.append(f'[instruments.{role}]\ndriver = "{driver}"\nresource = "{resource}"\n')
+    lines.append(f'[chip]\nname = "{chip.name}"\nrows = {chip.rows}\ncols = {chip.cols}\n'
+                 f"wl_channels = {list(chip.wl_channels)}\nbl_channels = {list(chip.bl_channels)}\n"
+                 f"sl_channels = {list(chip.sl_channels)}\n")
+    lines.append("[safe_operating_area]\n" + "".join(f"{k} = {v!r}\n" for k, v in config.soa.as_dict().items()))
+    return "\n".join(lines)
+
+
+def check_station(config: StationConfig) -> list[dict[str, Any]]:
+    """Connect to every instrument and read its identity, applying no voltage; one dict per role."""
+    report = []
+    for role, inst in config.instruments.items():
+        entry = {"role": role, "driver": inst.driver, "resource": inst.resource, "ok": False}
+        try:
+            if inst.resource.startswith("sim://"):
+                raise StationError("simulated instrument: use `labctl sim serve` to check over the network")
+            driver = driver_class(inst.driver)(_open_transport(inst), name=role)
+            try:
+                entry["identity"], entry["ok"] = driver.check_identity(), True
+            finally:
+                driver.close()
+        except Exception as exc:  # report every instrument, whatever failed
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        report.append(entry)
+    return report
 
 
 def reset_sim_state(config: StationConfig, sim_state: str | os.PathLike | None = None) -> Path:

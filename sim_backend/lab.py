@@ -1,53 +1,83 @@
-"""The simulated bench: one chip, its FPGA board and an SMU, wired as in the lab.
+"""The simulated bench: one chip, its FPGA board, an SMU and a pulse generator, wired as in the lab.
 
-The SMU's HI terminal reaches the chip only through lines the board routes to its SMU input
-(LO is ground), so the board's routing decides which cells the SMU sees. The chip's state
-survives between sessions in a state file (numpy .npz, no pickle), as a real chip keeps its
-conductances between runs.
+The SMU's HI terminal and the generator's channel 1 reach the chip only through the lines the
+board routes to its SMU and PULSE inputs (LO and the generator's return are ground), so the
+board's routing decides which cells each instrument sees. The chip's state survives between
+sessions in a state file (numpy .npz, no pickle), as a real chip keeps its conductances.
 """
 from __future__ import annotations
 
 import os
 import tempfile
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
 from instruments.fpga import LineMode
 from .board import VirtualBoard
-from .keithley2450 import VirtualKeithley2450
 from .physics import ArrayPhysics, DeviceParams
+
+# station driver name -> (module, class) of its twin
+SMU_TWINS = {"keithley2450": ("keithley2450", "VirtualKeithley2450"),
+             "keysight_b2900": ("keysight_b2900", "VirtualKeysightB2900"),
+             "keithley2600b": ("keithley2600b", "VirtualKeithley2600B")}
+PULSE_TWINS = {"keysight81160a": ("keysight81160a", "VirtualKeysight81160A"),
+               "keysight33500b": ("keysight33500b", "VirtualKeysight33500B")}
+PULSE_CHANNEL = 1  # the generator channel cabled to the board's pulse input
+
+
+def twin_class(table: dict, name: str, kind: str):
+    if name not in table:
+        raise ValueError(f"no virtual {kind} {name!r} (choose from {', '.join(table)})")
+    module, cls = table[name]
+    return getattr(import_module(f"{__package__}.{module}"), cls)
 
 
 class SimLab:
-    """A virtual chip behind a virtual FPGA board and a virtual Keithley 2450."""
+    """A virtual chip behind a virtual FPGA board, SMU and pulse generator."""
 
-    def __init__(self, physics: ArrayPhysics, wl_channels, bl_channels, sl_channels):
+    def __init__(self, physics: ArrayPhysics, wl_channels, bl_channels, sl_channels,
+                 smu: str = "keithley2450", pulse: str | None = "keysight81160a"):
         self.physics = physics
         self.board = VirtualBoard(physics, wl_channels, bl_channels, sl_channels)
-        self.smu = VirtualKeithley2450(self)
+        self.smu = twin_class(SMU_TWINS, smu, "SMU")(self)
+        self.pulse = twin_class(PULSE_TWINS, pulse, "pulse generator")(self) if pulse else None
+        self.models = {"smu": smu, "board": "fpga_board", **({"pulse": pulse} if pulse else {})}
 
     def instrument(self, name: str):
         """The twin behind resource `sim://NAME`."""
-        twins = {"smu": self.smu, "board": self.board}
-        if name not in twins:
-            raise KeyError(f"the simulated lab has no instrument {name!r} (it has {', '.join(twins)})")
+        twins = {"smu": self.smu, "board": self.board, "pulse": self.pulse}
+        if twins.get(name) is None:
+            raise KeyError(f"the simulated lab has no instrument {name!r} "
+                           f"(it has {', '.join(k for k, v in twins.items() if v is not None)})")
         return twins[name]
 
-    # -- what the SMU's HI terminal sees (SmuLoad) -----------------------------------------------
-    def apply(self, v: float | None, duration: float) -> float:
-        return self._smu_current(v, duration)
+    # -- what the instruments' outputs see -------------------------------------------------------
+    def _smu_level(self) -> float:
+        return self.smu.source_level if self.smu.output_on else np.nan
 
-    def current(self, v: float) -> float:
-        return self._smu_current(v, None)
+    def _drive(self, v_smu: float, v_pulse: float, duration: float | None) -> np.ndarray:
+        lines = self.board.line_voltages(v_smu, v_pulse)
+        return self.physics.currents(*lines) if duration is None else self.physics.apply(*lines, duration)
 
-    def _smu_current(self, v: float | None, duration: float | None) -> float:
-        lines = self.board.line_voltages(np.nan if v is None else v)
-        cells = (self.physics.currents(*lines) if duration is None
-                 else self.physics.apply(*lines, duration))
+    def _into_smu(self, cells: np.ndarray) -> float:
         _, bl_modes, sl_modes = self.board.line_modes()
         smu = int(LineMode.SMU)
         return float(cells[:, bl_modes == smu].sum() - cells[:, sl_modes == smu].sum())
+
+    def apply(self, v: float | None, duration: float) -> float:
+        """SmuLoad: hold the SMU at v (None: output off) for duration; current into HI."""
+        return self._into_smu(self._drive(np.nan if v is None else v, np.nan, duration))
+
+    def current(self, v: float) -> float:
+        """SmuLoad: current into HI at v, changing nothing."""
+        return self._into_smu(self._drive(v, np.nan, None))
+
+    def hold(self, channel: int, v: float | None, duration: float) -> None:
+        """PulseLoad: the generator's channel at v for duration (only channel 1 is cabled)."""
+        level = v if channel == PULSE_CHANNEL and v is not None else np.nan
+        self._drive(self._smu_level(), level, duration)
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -75,8 +75,12 @@ class ArrayPhysics:
         self.shape = (rows, cols)
         self.p = params or DeviceParams.load()
         self.clock = clock or VirtualClock()
-        self.rng = np.random.default_rng(seed)
-        p, shape, rng = self.p, (rows, cols), self.rng
+        self.reset()
+
+    def reset(self) -> None:
+        """A pristine chip: device-to-device draws from the seed, nothing formed."""
+        p, shape = self.p, self.shape
+        self.rng = rng = np.random.default_rng(self.seed)
         self.g_lo = p.g_min * rng.lognormal(0.0, p.d2d_window, shape)
         self.g_hi = p.g_max * rng.lognormal(0.0, p.d2d_window, shape)
         self.v_form = rng.normal(p.v_form_mean, p.v_form_std, shape)

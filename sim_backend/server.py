@@ -9,6 +9,7 @@ import weakref
 
 from instruments.transport import VirtualInstrument
 
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
@@ -23,10 +24,13 @@ class _Connection(socketserver.BaseRequestHandler):
     server: "InstrumentServer"
 
     def handle(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server = self.server
         server.clients.add(self.request)
         try:
             while data := self.request.recv(65536):
+                if _QUICKACK is not None:  # ACK at once, whatever the client's Nagle setting
+                    self.request.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
                 with server.lock:
                     reply = server.instrument.handle(data)
                 if reply:

@@ -1,0 +1,54 @@
+"""Crossbar operations reach exactly the cells they name, with exactly the requested bias."""
+import numpy as np
+import pytest
+
+from labctl.engine import run_protocol
+from labctl.safety import SafetyError
+from sim_backend.physics import ArrayPhysics
+
+
+@pytest.fixture
+def formed(sim_station, tmp_path):
+    assert run_protocol(sim_station, "forming", {"v_start": 2.9}, out=tmp_path / "d.h5").status == "completed"
+    return sim_station
+
+
+@pytest.mark.parametrize("amplitude", [1.35, -1.5])
+def test_pulses_reach_exactly_the_selected_cell(formed, amplitude):
+    physics = formed.lab.physics
+    reference = ArrayPhysics.from_state(physics.state())
+    g_before = physics.g.copy()
+    row, col, width, count, period = 1, 3, 100e-9, 5, 1e-6
+    formed.crossbar.pulse(row, col, amplitude, width, count, v_gate=1.2, period=period)
+
+    gate = np.zeros(4)
+    gate[row] = np.float32(1.2)  # the board's gate DAC takes f4 volts
+    pulse_line = np.zeros(8)
+    for _ in range(count):
+        pulse_line[col] = abs(amplitude)
+        high = (pulse_line, np.zeros(8)) if amplitude > 0 else (np.zeros(8), pulse_line)
+        reference.apply(gate, *high, width)
+        pulse_line[col] = 0.0
+        reference.apply(gate, np.zeros(8), np.zeros(8), period - width)
+    np.testing.assert_allclose(physics.g, reference.g, rtol=1e-12)
+    assert physics.clock.now == pytest.approx(reference.clock.now)
+    step = physics.g[row, col] - g_before[row, col]
+    assert np.sign(step) == np.sign(amplitude) and abs(step) > 1e-7  # SET up, RESET down, visibly
+
+
+def test_pulse_changes_only_the_selected_cell(formed):
+    g0 = formed.lab.physics.g.copy()
+    formed.crossbar.pulse(2, 6, 1.35, 100e-9, 3)
+    changed = np.argwhere(formed.lab.physics.g != g0)
+    assert changed.tolist() == [[2, 6]]
+    assert formed.lab.physics.g[2, 6] > g0[2, 6]
+
+
+def test_pulse_requests_beyond_the_soa_apply_nothing(formed):
+    g0, t0 = formed.lab.physics.g.copy(), formed.lab.physics.clock.now
+    for kwargs, limit in (({"amplitude": 4.5}, "max_v_bl"), ({"amplitude": -4.5}, "max_v_sl"),
+                          ({"amplitude": 1.0, "width": 1.0}, "max_pulse_width"),
+                          ({"amplitude": 1.0, "count": 10**7}, "max_pulses")):
+        with pytest.raises(SafetyError, match=limit):
+            formed.crossbar.pulse(0, 0, **({"width": 1e-7} | kwargs))
+    assert np.array_equal(formed.lab.physics.g, g0) and formed.lab.physics.clock.now == t0

@@ -1,0 +1,119 @@
+"""The simulated bench over loopback TCP: pyvisa-py and pyserial against the twins."""
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvisa
+
+from labctl.cli import main
+from labctl.engine import run_protocol
+from labctl.station import Station, load_station, open_sim_lab, station_toml
+from sim_backend.virtual_lab import VirtualLabServer
+
+FAST_FORMING = {"v_start": 2.9}  # skip the uneventful part of the ramp
+
+
+@pytest.fixture
+def virtual_lab(tmp_path):
+    """A served 4x8 chip (seed 3) and the station file pointing at it."""
+    config = load_station("sim")
+    lab, state = open_sim_lab(config, tmp_path / "served.npz", seed=3)
+    server = VirtualLabServer(lab, base_port=0, state_path=state)
+    roles = {e.name: (e.model, e.resource) for e in server.endpoints if e.name != "control"}
+    station_file = tmp_path / "lab.toml"
+    station_file.write_text(station_toml(config, roles, "virtual lab"))
+    yield server, station_file
+    server.close()
+
+
+def test_same_results_over_tcp_as_in_process(virtual_lab, tmp_path):
+    server, station_file = virtual_lab
+    summaries = []
+    for spec, state in ((str(station_file), None), ("sim", tmp_path / "local.npz")):
+        with Station.open(spec, sim_state=state, seed=3) as station:
+            runs = [run_protocol(station, "forming", FAST_FORMING, out=tmp_path / "d.h5"),
+                    run_protocol(station, "iv_sweep", {"row": 1, "col": 2}, out=tmp_path / "d.h5")]
+        assert all(r.status == "completed" for r in runs)
+        summaries.append([r.summary for r in runs])
+    assert summaries[0] == summaries[1]
+    assert summaries[0][0]["yield"] == 1.0
+
+
+def test_manual_routing_lets_a_plain_scpi_client_measure_the_cell(virtual_lab, tmp_path, capsys):
+    server, station_file = virtual_lab
+    with Station.open(str(station_file)) as station:
+        run_protocol(station, "forming", FAST_FORMING, out=tmp_path / "d.h5")
+        g_map = np.array(run_protocol(station, "read_map", out=tmp_path / "d.h5").summary["g_map"])
+    assert main(["board", "route", "--station", str(station_file), "--cell", "2,5", "--gate", "1.2"]) == 0
+    status = capsys.readouterr().out
+    assert "WL3" in status and "BL6" in status and "SMU" in status
+    rm = pyvisa.ResourceManager("@py")
+    smu = rm.open_resource(server.resource("smu"), read_termination="\n", write_termination="\n")
+    try:
+        smu.write(':SOUR:FUNC VOLT;:SENS:FUNC "CURR";:SOUR:VOLT 0.2;:OUTP ON')
+        g = float(smu.query(":READ?")) / 0.2
+        smu.write(":OUTP OFF")
+    finally:
+        smu.close()
+        rm.close()
+    assert g == pytest.approx(g_map[2, 5], rel=1e-3)
+    assert main(["board", "release", "--station", str(station_file)]) == 0
+    assert "SMU" not in capsys.readouterr().out
+
+
+def test_station_check_reports_identities_and_failures(virtual_lab, tmp_path, capsys):
+    server, station_file = virtual_lab
+    assert main(["station", "check", str(station_file)]) == 0
+    out = capsys.readouterr().out
+    assert "MODEL 2450" in out and "81160A" in out and "FPGA-1T1R" in out
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    broken = tmp_path / "broken.toml"
+    broken.write_text(station_file.read_text().replace(server.resource("board"), f"socket://127.0.0.1:{dead}"))
+    assert main(["station", "check", str(broken)]) == 1
+    captured = capsys.readouterr()
+    assert f"127.0.0.1:{dead}" in captured.out and "board" in captured.err
+
+
+def test_sim_control_port(virtual_lab):
+    server, _ = virtual_lab
+    host, port = server.resource("control").split(":")
+    with socket.create_connection((host, int(port))) as s, s.makefile("rw") as f:
+        def ask(line):
+            f.write(line + "\n")
+            f.flush()
+            return f.readline().strip()
+
+        t0 = float(ask("TIME?"))
+        assert ask("ADVANCE 3600") == "OK"
+        assert float(ask("TIME?")) == pytest.approx(t0 + 3600)
+        assert ask("BOGUS").startswith("ERR")
+
+
+def test_sim_serve_command_end_to_end(tmp_path):
+    exe = Path(sys.executable).with_name("labctl")
+    station_file = tmp_path / "served.toml"
+    server = subprocess.Popen([exe, "sim", "serve", "--base-port", "0", "--json", "--seed", "4",
+                               "--sim-state", str(tmp_path / "s.npz"), "--station-out", str(station_file),
+                               "--smu", "keithley2450", "--pulse", "keysight81160a"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        announced = json.loads(server.stdout.readline())
+        names = {i["name"]: i for i in announced["instruments"]}
+        assert names["smu"]["resource"].startswith("TCPIP0::127.0.0.1::")
+        assert names["board"]["resource"].startswith("socket://127.0.0.1:")
+        assert announced["station_file"] == str(station_file)
+        run = subprocess.run([exe, "run", "iv_sweep", "--station", str(station_file), "--json",
+                              "--out", str(tmp_path / "d.h5")], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout.splitlines()[-1])["status"] == "completed"
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    assert (tmp_path / "s.npz").exists()  # the chip state was saved on the way out
