@@ -109,7 +109,7 @@ def parse_station(doc: dict, where: str) -> StationConfig:
         if role not in instruments_doc and role not in REQUIRED_ROLES:
             continue
         entry = _table(instruments_doc, role, f"{where}: [instruments]", {"driver", "resource"},
-                       {"timeout", "baudrate"})
+                       {"timeout", "baudrate", "channel"})
         known = [name for name, (_, _, kind) in DRIVERS.items() if kind == role]
         if entry["driver"] not in known:
             raise StationError(f"{where}: [instruments.{role}] driver '{entry['driver']}' is unknown "
@@ -164,6 +164,12 @@ def default_sim_state(config: StationConfig) -> Path:
     return base / "labctl" / f"{tag}-{config.chip.rows}x{config.chip.cols}.npz"
 
 
+def _make_driver(role: str, inst: InstrumentConfig, transport: Transport):
+    """The driver of one station entry; `channel` (e.g. 2 on a B2902A, "b" on a 2602B) if given."""
+    extra = {"channel": inst.options["channel"]} if "channel" in inst.options else {}
+    return driver_class(inst.driver)(transport, name=role, **extra)
+
+
 def _open_transport(inst: InstrumentConfig) -> Transport:
     timeout = float(inst.options.get("timeout", 5.0))
     if is_serial_resource(inst.resource):
@@ -186,7 +192,7 @@ class Station:
         self.identities: dict[str, str] = {}
         try:
             for role, inst in config.instruments.items():
-                driver = driver_class(inst.driver)(self._transport(inst), name=role)
+                driver = _make_driver(role, inst, self._transport(inst))
                 self.drivers[role] = driver
                 self.identities[role] = driver.check_identity()
             chip = config.chip
@@ -287,7 +293,7 @@ def check_station(config: StationConfig) -> list[dict[str, Any]]:
         try:
             if inst.resource.startswith("sim://"):
                 raise StationError("simulated instrument: use `labctl sim serve` to check over the network")
-            driver = driver_class(inst.driver)(_open_transport(inst), name=role)
+            driver = _make_driver(role, inst, _open_transport(inst))
             try:
                 entry["identity"], entry["ok"] = driver.check_identity(), True
             finally:
