@@ -147,7 +147,7 @@ def cmd_sim_serve(args) -> int:
     try:
         out = Path(args.station_out) if args.station_out else Path(tempfile.mkstemp(suffix=".toml")[1])
         roles = {e.name: (e.model, e.resource) for e in server.endpoints if e.name != "control"}
-        out.write_text(station_toml(config, roles, f"virtual lab ({config.name})"))
+        out.write_text(station_toml(config, roles, f"virtual lab ({config.name})", server.resource("control")))
         if args.json:
             print(json.dumps({"instruments": [e.__dict__ for e in server.endpoints],
                               "station_file": str(out.resolve())}), flush=True)

@@ -61,13 +61,18 @@ class Crossbar:
         finally:
             self.smu.source_off()
 
-    def read_map(self, v_read: float, v_gate: float, t_read: float = 1e-6) -> np.ndarray:
-        """Conductance of every cell (S, shape rows x cols) read row by row by the board."""
+    def read_map(self, v_read: float, v_gate: float, t_read: float = 1e-6,
+                 block: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Conductance (S) of every cell, or of block = (row0, col0, n_rows, n_cols), read row by
+        row by the board in one transaction."""
         self.soa.check("max_v_bl", v_read, "v_read")
         self.soa.check("max_v_wl", v_gate, "v_gate")
         if v_read == 0:
             raise ValueError("v_read must be nonzero")
-        return self.board.read_block(v_read, v_gate, t_read=t_read) / v_read
+        r0, c0, n_rows, n_cols = block or (0, 0, *self.shape)
+        self._check_cell(r0, c0)
+        self._check_cell(r0 + n_rows - 1, c0 + n_cols - 1)
+        return self.board.read_block(v_read, v_gate, r0, c0, n_rows, n_cols, t_read=t_read) / v_read
 
     def sweep(self, row: int, col: int, voltages, current_limit: float, v_gate: float,
               delay: float = 0.0, nplc: float = 1.0, stop_at_limit: bool = False

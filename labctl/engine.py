@@ -97,6 +97,10 @@ class RunContext:
         for subscriber in self.subscribers:
             subscriber(name, {name: data})
 
+    def wait(self, seconds: float) -> None:
+        """Let time pass on the station (virtual time on a simulator); abortable."""
+        self.station.wait(seconds, self.control.checkpoint)
+
     def progress(self, done: int, total: int, message: str = "") -> None:
         for callback in self.progress_callbacks:
             callback(done, total, message)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import socket
+import time
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -66,10 +68,27 @@ class StationConfig:
     chip: ChipMap
     soa: SafeOperatingArea
     device_file: str = ""
+    sim_control: str = ""  # HOST:PORT of a virtual lab's simulator-control port
 
     @property
     def simulated(self) -> bool:
         return any(i.resource.startswith("sim://") for i in self.instruments.values())
+
+    def wait(self, seconds: float, checkpoint=lambda: None) -> None:
+        """Let `seconds` pass: on a simulated chip in virtual time (10 years cost nothing), on a
+        bench in real time, calling `checkpoint` (pause/abort) at least once a second."""
+        if seconds < 0:
+            raise ValueError(f"wait: seconds must be >= 0, got {seconds}")
+        if self.lab is not None:
+            self.lab.physics.clock.advance(seconds)
+        elif self.config.sim_control:
+            _sim_control(self.config.sim_control, f"ADVANCE {seconds!r}")
+        else:
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                checkpoint()
+                time.sleep(min(left, 1.0))
+        checkpoint()
 
     def snapshot(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source,
@@ -131,8 +150,9 @@ def parse_station(doc: dict, where: str) -> StationConfig:
     soa_doc = _table(doc, "safe_operating_area", where, set(SafeOperatingArea.REQUIRED),
                      set(SafeOperatingArea.DESCRIPTIONS) - set(SafeOperatingArea.REQUIRED))
     soa = SafeOperatingArea(**{k: float(v) for k, v in soa_doc.items()})
-    sim = _table(doc, "simulator", where, set(), {"device"}) if "simulator" in doc else {}
-    return StationConfig(station["name"], where, instruments, chip, soa, sim.get("device", ""))
+    sim = _table(doc, "simulator", where, set(), {"device", "control"}) if "simulator" in doc else {}
+    return StationConfig(station["name"], where, instruments, chip, soa, sim.get("device", ""),
+                         sim.get("control", ""))
 
 
 def load_station(spec: str) -> StationConfig:
@@ -162,6 +182,18 @@ def default_sim_state(config: StationConfig) -> Path:
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.name)
     return base / "labctl" / f"{tag}-{config.chip.rows}x{config.chip.cols}.npz"
+
+
+def _sim_control(address: str, command: str) -> str:
+    """One command to a virtual lab's simulator-control port."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn, conn.makefile("rw") as f:
+        f.write(command + "\n")
+        f.flush()
+        reply = f.readline().strip()
+    if not reply or reply.startswith("ERR"):
+        raise StationError(f"simulator control {address}: {reply or 'no reply'}")
+    return reply
 
 
 def _make_driver(role: str, inst: InstrumentConfig, transport: Transport):
@@ -221,6 +253,22 @@ class Station:
             return InProcessTransport(self.lab.instrument(inst.resource[len("sim://"):]), inst.resource)
         return _open_transport(inst)
 
+    def wait(self, seconds: float, checkpoint=lambda: None) -> None:
+        """Let `seconds` pass: on a simulated chip in virtual time (10 years cost nothing), on a
+        bench in real time, calling `checkpoint` (pause/abort) at least once a second."""
+        if seconds < 0:
+            raise ValueError(f"wait: seconds must be >= 0, got {seconds}")
+        if self.lab is not None:
+            self.lab.physics.clock.advance(seconds)
+        elif self.config.sim_control:
+            _sim_control(self.config.sim_control, f"ADVANCE {seconds!r}")
+        else:
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                checkpoint()
+                time.sleep(min(left, 1.0))
+        checkpoint()
+
     def snapshot(self) -> dict[str, Any]:
         """Station, chip map, SOA, instrument identities and (if simulated) the simulator's state."""
         snap = self.config.snapshot() | {"identities": dict(self.identities)}
@@ -273,7 +321,8 @@ def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = No
     return lab, path
 
 
-def station_toml(config: StationConfig, instruments: dict[str, tuple[str, str]], name: str) -> str:
+def station_toml(config: StationConfig, instruments: dict[str, tuple[str, str]], name: str,
+                 sim_control: str = "") -> str:
     """A station file for `config`'s chip and SOA with the given {role: (driver, resource)}."""
     chip, lines = config.chip, [f'[station]\nname = "{name}"\n']
     for role, (driver, resource) in instruments.items():
@@ -282,6 +331,8 @@ def station_toml(config: StationConfig, instruments: dict[str, tuple[str, str]],
                  f"wl_channels = {list(chip.wl_channels)}\nbl_channels = {list(chip.bl_channels)}\n"
                  f"sl_channels = {list(chip.sl_channels)}\n")
     lines.append("[safe_operating_area]\n" + "".join(f"{k} = {v!r}\n" for k, v in config.soa.as_dict().items()))
+    if sim_control:
+        lines.append(f'[simulator]\ncontrol = "{sim_control}"  # virtual time: `wait` advances it\n')
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ def virtual_lab(tmp_path):
     server = VirtualLabServer(lab, base_port=0, state_path=state)
     roles = {e.name: (e.model, e.resource) for e in server.endpoints if e.name != "control"}
     station_file = tmp_path / "lab.toml"
-    station_file.write_text(station_toml(config, roles, "virtual lab"))
+    station_file.write_text(station_toml(config, roles, "virtual lab", server.resource("control")))
     yield server, station_file
     server.close()
 
@@ -117,3 +117,11 @@ def test_sim_serve_command_end_to_end(tmp_path):
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0
     assert (tmp_path / "s.npz").exists()  # the chip state was saved on the way out
+
+
+def test_wait_advances_virtual_time_over_the_network(virtual_lab):
+    server, station_file = virtual_lab
+    t0 = server.lab.physics.clock.now
+    with Station.open(str(station_file)) as station:
+        station.wait(86400.0)
+    assert server.lab.physics.clock.now == pytest.approx(t0 + 86400.0)
