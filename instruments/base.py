@@ -54,6 +54,11 @@ def parse_bool(reply: str) -> bool:
     return bool(int(float(reply)))
 
 
+def num(value: float) -> str:
+    """A number as the drivers send it: up to 10 significant digits (0.0001, 1e-09, 210)."""
+    return f"{float(value):.10g}"
+
+
 class control:
     """A read/write instrument setting: reads with `get_cmd`, writes `set_cmd % value`.
 
@@ -74,10 +79,12 @@ class control:
             return self
         return self.cast(instrument.ask(self.get_cmd))
 
+    def validate(self, instrument: "SCPIInstrument", value: Any) -> Any:
+        """The value as it will be sent; raises (naming the property) if it is not acceptable."""
+        return value if self.validator is None else self.validator(self.name, value)
+
     def __set__(self, instrument: "SCPIInstrument", value: Any) -> None:
-        if self.validator is not None:
-            value = self.validator(self.name, value)
-        instrument.write(self.set_cmd % value)
+        instrument.write(self.set_cmd % self.validate(instrument, value))
 
 
 class measurement:
@@ -128,6 +135,12 @@ class SCPIInstrument:
                 f"{self.name} at {self.transport.resource}: model {model!r} is not one of "
                 f"{', '.join(self.models)} (*IDN? said {idn!r})")
         return idn
+
+    def check_settings(self, **settings: Any) -> None:
+        """Validate values for the named settings without sending anything; the error names the
+        property (`Driver.setting`)."""
+        for name, value in settings.items():
+            getattr(type(self), name).validate(self, value)
 
     def reset(self) -> None:
         self.write("*RST")

@@ -9,17 +9,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .base import InstrumentError, SCPIInstrument, boolean, control, in_range, measurement, \
-    parse_bool
+    num, parse_bool
+from .smu import sweep_levels
 
 V_MAX = 210.0
 BUFFER = "defbuffer1"
 BUFFER_SIZE = 100_000  # default capacity of defbuffer1
 LIST_CHUNK = 100  # values per :SOUR:LIST:VOLT[:APP] command (reference manual)
 LIST_MAX = 2500
-
-
-def _num(value: float) -> str:
-    return f"{float(value):.10g}"
 
 
 def _on_off(flag: bool) -> str:
@@ -76,10 +73,7 @@ class Keithley2450(SCPIInstrument):
                                  source_delay: float = 0.0) -> None:
         """Source voltage and measure current, both autoranging; nothing is sent if an argument
         is out of range; raises InstrumentError if the instrument rejects the setup."""
-        for name, value in (("current_limit", current_limit), ("nplc", nplc),
-                            ("source_delay", source_delay)):
-            prop = getattr(type(self), name)
-            prop.validator(prop.name, value)
+        self.check_settings(current_limit=current_limit, nplc=nplc, source_delay=source_delay)
         self.write(":SOUR:FUNC VOLT")
         self.write(":SOUR:VOLT:RANG:AUTO ON")
         self.write(':SENS:FUNC "CURR"')
@@ -109,7 +103,7 @@ class Keithley2450(SCPIInstrument):
                              f"[2, {most}]")
         _check_sweep_delay(delay)
         self.write(f':TRAC:CLE "{BUFFER}"')
-        self.write(f":SOUR:SWE:VOLT:LIN {_num(start)}, {_num(stop)}, {points}, {_num(delay)}, 1, "
+        self.write(f":SOUR:SWE:VOLT:LIN {num(start)}, {num(stop)}, {points}, {num(delay)}, 1, "
                    f'BEST, {_on_off(fail_abort)}, {_on_off(dual)}, "{BUFFER}"')
         self.check_errors()
         return self._run_sweep()
@@ -117,20 +111,13 @@ class Keithley2450(SCPIInstrument):
     def sweep_list(self, voltages: npt.ArrayLike, delay: float,
                    fail_abort: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Hardware-timed sweep through `voltages` (V, up to 2500) in order; see sweep_linear."""
-        levels = np.asarray(voltages, dtype=float).ravel()
-        if not 1 <= levels.size <= LIST_MAX:
-            raise ValueError(f"Keithley2450.sweep_list takes 1 to {LIST_MAX} voltages, "
-                             f"got {levels.size}")
-        outside = levels[~(np.abs(levels) <= V_MAX)]
-        if outside.size:
-            raise ValueError(f"Keithley2450.sweep_list voltage {outside[0]:g} V is outside "
-                             f"[{-V_MAX:g}, {V_MAX:g}] V")
+        levels = sweep_levels("Keithley2450.sweep_list", voltages, LIST_MAX, V_MAX)
         _check_sweep_delay(delay)
         self.write(f':TRAC:CLE "{BUFFER}"')
         for first in range(0, levels.size, LIST_CHUNK):
             header = ":SOUR:LIST:VOLT" if first == 0 else ":SOUR:LIST:VOLT:APP"
-            self.write(header + " " + ", ".join(map(_num, levels[first:first + LIST_CHUNK])))
-        self.write(f':SOUR:SWE:VOLT:LIST 1, {_num(delay)}, 1, {_on_off(fail_abort)}, "{BUFFER}"')
+            self.write(header + " " + ", ".join(map(num, levels[first:first + LIST_CHUNK])))
+        self.write(f':SOUR:SWE:VOLT:LIST 1, {num(delay)}, 1, {_on_off(fail_abort)}, "{BUFFER}"')
         self.check_errors()
         return self._run_sweep()
 

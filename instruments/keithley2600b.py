@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import numpy.typing as npt
 
-from .base import InstrumentError, SCPIInstrument, Validator, boolean, in_range, parse_bool
+from .base import InstrumentError, SCPIInstrument, Validator, boolean, in_range, num, parse_bool
+from .smu import sweep_levels
 from .transport import Transport
 
 # model: (channels, largest |source level| (V), current limit range (A)), per the 2600B Reference
@@ -30,12 +31,8 @@ POINTS_MAX = 5000  # the driver's cap; a list travels on one TSP line, about 10 
 BUFFER = "nvbuffer1"
 
 
-def _num(value: float) -> str:
-    return f"{float(value):.10g}"
-
-
 def _table(values: np.ndarray) -> str:
-    return "{" + ", ".join(map(_num, values)) + "}"
+    return "{" + ", ".join(map(num, values)) + "}"
 
 
 def _lua_bool(reply: str) -> bool:
@@ -77,7 +74,7 @@ class tsp_attribute:
 
     def __set__(self, instrument: "Keithley2600B", value: Any) -> None:
         value = self.validate(instrument, value)
-        text = f"{instrument.smu}.{self.constants[value]}" if self.constants else _num(value)
+        text = f"{instrument.smu}.{self.constants[value]}" if self.constants else num(value)
         instrument.write(f"{instrument.smu}.{self.path} = {text}")
 
 
@@ -150,9 +147,7 @@ class Keithley2600B(SCPIInstrument):
                                  source_delay: float = 0.0) -> None:
         """Source voltage and measure current, both autoranging, measure delay off; nothing is
         sent if an argument is out of range; raises InstrumentError if the instrument objects."""
-        for name, value in (("current_limit", current_limit), ("nplc", nplc),
-                            ("source_delay", source_delay)):
-            getattr(type(self), name).validate(self, value)
+        self.check_settings(current_limit=current_limit, nplc=nplc, source_delay=source_delay)
         smu = self.smu
         self.write(f"{smu}.source.func = {smu}.OUTPUT_DCVOLTS")
         self.write(f"{smu}.source.autorangev = {smu}.AUTORANGE_ON")
@@ -184,19 +179,12 @@ class Keithley2600B(SCPIInstrument):
         check_sweep_delay("Keithley2600B sweep delay", delay)
         if fail_abort:
             return self._sweep_loop(np.linspace(start, stop, points), delay)
-        return self._sweep(f"linearv({_num(start)}, {_num(stop)}, {points})", points, delay)
+        return self._sweep(f"linearv({num(start)}, {num(stop)}, {points})", points, delay)
 
     def sweep_list(self, voltages: npt.ArrayLike, delay: float,
                    fail_abort: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Sweep through `voltages` (V, up to POINTS_MAX) in order; see sweep_linear."""
-        levels = np.asarray(voltages, dtype=float).ravel()
-        if not 1 <= levels.size <= POINTS_MAX:
-            raise ValueError(f"Keithley2600B.sweep_list takes 1 to {POINTS_MAX} voltages, "
-                             f"got {levels.size}")
-        outside = levels[~(np.abs(levels) <= self.v_max)]
-        if outside.size:
-            raise ValueError(f"Keithley2600B.sweep_list voltage {outside[0]:g} V is outside "
-                             f"[{-self.v_max:g}, {self.v_max:g}] V")
+        levels = sweep_levels("Keithley2600B.sweep_list", voltages, POINTS_MAX, self.v_max)
         check_sweep_delay("Keithley2600B sweep delay", delay)
         if fail_abort:
             return self._sweep_loop(levels, delay)
@@ -207,7 +195,7 @@ class Keithley2600B(SCPIInstrument):
         self.write(f"{buffer}.clear()")
         self.write(f"{buffer}.appendmode = 1")
         self.write(f"{buffer}.collectsourcevalues = 1")  # settable only while the buffer is empty
-        self.write(f"{self.smu}.measure.delay = {_num(delay)}")
+        self.write(f"{self.smu}.measure.delay = {num(delay)}")
         return buffer
 
     def _sweep(self, source_function: str, points: int, delay: float

@@ -7,7 +7,6 @@ rules are shared with the twin (sim_backend/keysight33500b.py) so both refuse th
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -47,7 +46,6 @@ MODELS: dict[str, ModelSpec] = {
 MAX_PERIOD = 1e6  # s
 MAX_EDGE = 1e-6  # s
 EDGE_FIT = 0.625  # an edge takes at most this fraction of the time spent at the level it leaves
-SOURCE_IMPEDANCE = 50.0  # ohm, in series with every output
 V_OPEN_MAX = 10.0  # |level| at open circuit (5 V into 50 ohm)
 AMPLITUDE_OPEN_MIN = 2e-3  # Vpp at open circuit (1 mVpp into 50 ohm)
 BURST_MAX = 100_000_000
@@ -61,11 +59,6 @@ def width_limits(spec: ModelSpec, period: float) -> tuple[float, float]:
 def edge_limits(width: float, period: float) -> tuple[float, float]:
     """Largest leading and trailing edge time (s) that fit `width` and the rest of `period`."""
     return min(MAX_EDGE, EDGE_FIT * width), min(MAX_EDGE, EDGE_FIT * (period - width))
-
-
-def open_circuit_gain(load: float) -> float:
-    """Open-circuit voltage per programmed volt for an OUTPut:LOAD setting (ohm, inf: high Z)."""
-    return 1.0 if math.isinf(load) else (load + SOURCE_IMPEDANCE) / load
 
 
 def _num(value: float) -> str:

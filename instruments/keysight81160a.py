@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Integral
 
-from .base import SCPIInstrument, in_range
+from .base import SCPIInstrument, in_range, num
 from .transport import Transport
 
 CHANNELS = (1, 2)
@@ -35,10 +35,6 @@ LIMITS = {
     "81150A": Limits(period_min=8.33e-9, width_min=4.1e-9, edge_min=2.5e-9),
     "81160A": Limits(period_min=3.03e-9, width_min=1.5e-9, edge_min=1e-9),
 }
-
-
-def _num(value: float) -> str:
-    return f"{float(value):.10g}"
 
 
 def _check_channel(name: str, channel: object) -> int:
@@ -86,25 +82,25 @@ class Keysight81160A(SCPIInstrument):
         if isinstance(count, bool) or not isinstance(count, Integral) \
                 or not 1 <= count <= COUNT_MAX:
             raise ValueError(f"{where} count={count!r} must be an integer in [1, {COUNT_MAX}]")
-        edge_arg = "MIN" if edge is None else _num(edge)
+        edge_arg = "MIN" if edge is None else num(edge)
         self.write(f":OUTP{ch} OFF")
         # Manual arming ends free running (the *RST arm source, immediate, is continuous output).
         self.write(f":ARM:SOUR{ch} MAN")
         self.write(f":ARM:SENS{ch} EDGE")
         self.write(f":FUNC{ch} PULS")
-        self.write(f":OUTP{ch}:IMP:EXT {_num(HIGH_Z)}")
+        self.write(f":OUTP{ch}:IMP:EXT {num(HIGH_Z)}")
         self.write(f":OUTP{ch}:POL {polarity}")
         # Offset 0 first, so no intermediate (amplitude, offset) pair leaves the level window.
         self.write(f":VOLT{ch}:OFFS 0")
-        self.write(f":VOLT{ch} {_num(spread)}")
-        self.write(f":VOLT{ch}:OFFS {_num(offset)}")
+        self.write(f":VOLT{ch} {num(spread)}")
+        self.write(f":VOLT{ch}:OFFS {num(offset)}")
         # Edges and width to their minimums first: every intermediate timing then satisfies
         # period >= width + 1.6 * edge, whatever the instrument held before.
         self.write(f":PULS:TRAN{ch} MIN")
         self.write(f":PULS:TRAN{ch}:TRA MIN")
         self.write(f":PULS:WIDT{ch} MIN")
-        self.write(f":PULS:PER{ch} {_num(period)}")
-        self.write(f":PULS:WIDT{ch} {_num(width)}")
+        self.write(f":PULS:PER{ch} {num(period)}")
+        self.write(f":PULS:WIDT{ch} {num(width)}")
         self.write(f":PULS:TRAN{ch} {edge_arg}")
         self.write(f":PULS:TRAN{ch}:TRA {edge_arg}")
         self.write(f":PULS:DEL{ch} 0")

@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .base import InstrumentError, SCPIInstrument, boolean, control, in_range, measurement, \
-    parse_bool
+    num, parse_bool
+from .smu import sweep_levels
 from .transport import Transport
 
 V_MAX = 210.0
@@ -33,10 +34,6 @@ LIST_CHUNK = 100  # values per :LIST:VOLT[:APP] message, to keep each program me
 TWO_CHANNEL_MODELS = ("B2902A", "B2912A")
 COMPLIANCE_BITS = 0b110  # status word bits 1 and 2: the channel was in compliance
 VALUES_PER_POINT = 3  # :FORM:ELEM:SENS VOLT,CURR,STAT
-
-
-def _num(value: float) -> str:
-    return f"{float(value):.10g}"
 
 
 class KeysightB2900(SCPIInstrument):
@@ -92,10 +89,7 @@ class KeysightB2900(SCPIInstrument):
         """Source voltage (fixed level) and measure voltage and current, autoranging; output
         protection off and the output switched only by this driver. Nothing is sent if an argument
         is out of range; raises InstrumentError if the instrument rejects the setup."""
-        for name, value in (("current_limit", current_limit), ("nplc", nplc),
-                            ("source_delay", source_delay)):
-            prop = getattr(type(self), name)
-            prop.validator(prop.name, value)
+        self.check_settings(current_limit=current_limit, nplc=nplc, source_delay=source_delay)
         self.write(":SOUR[c]:FUNC:MODE VOLT")
         self.write(":SOUR[c]:VOLT:MODE FIX")
         self.write(":SOUR[c]:VOLT:RANG:AUTO ON")
@@ -130,27 +124,20 @@ class KeysightB2900(SCPIInstrument):
                              f"[1, {SWEEP_MAX}]")
         type(self).source_delay.validator("KeysightB2900.sweep_linear delay", delay)
         self.write(":SOUR[c]:VOLT:MODE SWE")
-        self.write(f":SOUR[c]:VOLT:STAR {_num(start)}")
-        self.write(f":SOUR[c]:VOLT:STOP {_num(stop)}")
+        self.write(f":SOUR[c]:VOLT:STAR {num(start)}")
+        self.write(f":SOUR[c]:VOLT:STOP {num(stop)}")
         self.write(f":SOUR[c]:VOLT:POIN {points}")
         return self._run(int(points), delay, fail_abort)
 
     def sweep_list(self, voltages: npt.ArrayLike, delay: float,
                    fail_abort: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Hardware-timed sweep through `voltages` (V, 1 to 2500) in order; see sweep_linear."""
-        levels = np.asarray(voltages, dtype=float).ravel()
-        if not 1 <= levels.size <= SWEEP_MAX:
-            raise ValueError(f"KeysightB2900.sweep_list takes 1 to {SWEEP_MAX} voltages, "
-                             f"got {levels.size}")
-        outside = levels[~(np.abs(levels) <= V_MAX)]
-        if outside.size:
-            raise ValueError(f"KeysightB2900.sweep_list voltage {outside[0]:g} V is outside "
-                             f"[{-V_MAX:g}, {V_MAX:g}] V")
+        levels = sweep_levels("KeysightB2900.sweep_list", voltages, SWEEP_MAX, V_MAX)
         type(self).source_delay.validator("KeysightB2900.sweep_list delay", delay)
         self.write(":SOUR[c]:VOLT:MODE LIST")
         for first in range(0, levels.size, LIST_CHUNK):
             header = ":SOUR[c]:LIST:VOLT" if first == 0 else ":SOUR[c]:LIST:VOLT:APP"
-            self.write(header + " " + ",".join(map(_num, levels[first:first + LIST_CHUNK])))
+            self.write(header + " " + ",".join(map(num, levels[first:first + LIST_CHUNK])))
         return self._run(levels.size, delay, fail_abort)
 
     def _run(self, points: int, delay: float, fail_abort: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +145,7 @@ class KeysightB2900(SCPIInstrument):
         self.write(":TRIG[c]:SOUR AINT")
         self.write(f":TRIG[c]:COUN {points}")
         self.write(":TRIG[c]:TRAN:DEL 0")
-        self.write(f":TRIG[c]:ACQ:DEL {_num(delay)}")
+        self.write(f":TRIG[c]:ACQ:DEL {num(delay)}")
         self.write(f":OUTP[c]:PROT {'ON' if fail_abort else 'OFF'}")
         self.check_errors()
         self.write(":OUTP[c] ON")

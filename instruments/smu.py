@@ -39,3 +39,15 @@ class SourceMeter(Protocol):
         """The safe state: source at 0 V, then output off."""
 
     def close(self) -> None: ...
+
+
+def sweep_levels(where: str, voltages: npt.ArrayLike, most: int, v_max: float) -> np.ndarray:
+    """`voltages` as a flat float array for a list sweep; raises ValueError (naming `where`) unless
+    there are 1 to `most` of them, each within [-v_max, v_max] V."""
+    levels = np.asarray(voltages, dtype=float).ravel()
+    if not 1 <= levels.size <= most:
+        raise ValueError(f"{where} takes 1 to {most} voltages, got {levels.size}")
+    outside = levels[~(np.abs(levels) <= v_max)]
+    if outside.size:
+        raise ValueError(f"{where} voltage {outside[0]:g} V is outside [{-v_max:g}, {v_max:g}] V")
+    return levels

@@ -124,6 +124,13 @@ def cmd_data_export(args) -> int:
     return 0
 
 
+def cmd_data_plot(args) -> int:
+    from .plots import plot_run  # matplotlib is imported only by this command
+
+    print(plot_run(args.file, args.run_id, args.out))
+    return 0
+
+
 def cmd_sim_reset(args) -> int:
     config = load_station(args.station)
     if not config.simulated:
@@ -248,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--csv", required=True, metavar="DIR")
     p.set_defaults(func=cmd_data_export)
+    p = data.add_parser("plot", help="draw a run's standard figure as PNG")
+    p.add_argument("file")
+    p.add_argument("run_id")
+    p.add_argument("--out", required=True, metavar="FIG.png")
+    p.set_defaults(func=cmd_data_plot)
 
     sim = sub.add_parser("sim", help="the simulated lab").add_subparsers(dest="sim_command", required=True)
     p = sim.add_parser("reset", help="return the simulated chip to pristine")

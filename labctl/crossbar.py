@@ -20,6 +20,7 @@ class Crossbar:
     def __init__(self, smu: SourceMeter, board: FpgaBoard, chip, soa: SafeOperatingArea,
                  pulse: PulseGenerator | None = None):
         self.smu, self.board, self.chip, self.soa, self.pulse_generator = smu, board, chip, soa, pulse
+        self._burst: tuple | None = None  # the generator's present burst setup, to skip resending it
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -112,7 +113,11 @@ class Crossbar:
         else:
             self.connect_cell(row, col, v_gate, bl=LineMode.GROUND, sl=LineMode.PULSE)
         generator = self.pulse_generator
-        generator.configure_burst(abs(amplitude), width, count, period or 2 * width)
+        burst = (abs(amplitude), width, count, period or 2 * width)
+        if burst != self._burst:
+            self._burst = None  # unknown until the configuration has gone through
+            generator.configure_burst(*burst)
+            self._burst = burst
         generator.set_output(True)
         try:
             generator.fire()
@@ -123,7 +128,7 @@ class Crossbar:
         """SMU to 0 V and output off, pulse outputs off, then every board line grounded with
         DACs at 0 V. Every step is tried even if one fails; the first error is raised afterwards.
         """
-        errors = []
+        errors, self._burst = [], None
         steps = [self.smu.source_off, self.board.release_all]
         if self.pulse_generator is not None:
             steps.insert(1, self.pulse_generator.safe_state)

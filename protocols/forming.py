@@ -65,3 +65,53 @@ class Forming(Protocol):
                 "formed_now": int(new.size), "already_formed": n_already,
                 "v_form_mean": float(new.mean()) if new.size else None,
                 "v_form_std": float(new.std(ddof=1)) if new.size > 1 else None}
+
+    @staticmethod
+    def plot(run: dict, fig) -> None:
+        """Histogram of the forming voltages of the cells formed in this run, and their map."""
+        from labctl.plots import cell_map, no_data
+
+        data, params = run["data"], run["attrs"].get("parameters", {})
+        cells = data.get("cells")
+        chip = run["attrs"].get("station", {}).get("chip", {})
+        if "v_form_map" in data:
+            v_form = np.asarray(data["v_form_map"], dtype=float)
+        elif cells is not None and len(cells):  # a run that stopped before its maps were saved
+            shape = (chip.get("rows") or int(cells["row"].max()) + 1,
+                     chip.get("cols") or int(cells["col"].max()) + 1)
+            v_form = np.full(shape, np.nan)
+            v_form[cells["row"], cells["col"]] = cells["v_form"]
+        else:
+            v_form = None
+        hist_ax, map_ax = fig.subplots(1, 2, width_ratios=[1.0, 1.25])
+        new = v_form[np.isfinite(v_form)] if v_form is not None else np.array([])
+        hist_ax.set_xlabel(r"forming voltage $V_\mathrm{form}$ (V)")
+        hist_ax.set_ylabel("cells")
+        if new.size:
+            step = float(params.get("v_step", 0.01))  # no finer than the ramp's resolution
+            width = max(step, float(np.ptp(new)) / max(1.0, 2.0 * np.cbrt(new.size)))
+            bins = np.arange(new.min() - width / 2, new.max() + width, width)
+            hist_ax.hist(new, bins=bins, color="tab:blue", edgecolor="white")
+            mean = float(new.mean())
+            spread = f", std {1e3 * new.std(ddof=1):.0f} mV" if new.size > 1 else ""
+            hist_ax.axvline(mean, color="black", linestyle="--", label=f"mean {mean:.3f} V{spread}")
+            hist_ax.legend(loc="upper left", fontsize="small")
+            hist_ax.yaxis.get_major_locator().set_params(integer=True)
+        else:
+            no_data(hist_ax, "no cell formed in this run")
+        hist_ax.set_title(f"{new.size} cells formed in this run")
+        if v_form is None:
+            no_data(map_ax, "no cell recorded")
+            return
+        cell_map(fig, map_ax, v_form, r"$V_\mathrm{form}$ (V)", cmap="plasma", fmt="{:.2f}")
+        title = "forming voltage per cell"
+        if cells is not None and len(cells):
+            failed = cells[cells["status"] == STATUS_FAILED]
+            already = cells[cells["status"] == STATUS_ALREADY]
+            if len(failed):
+                map_ax.plot(failed["col"], failed["row"], "x", color="red", markersize=8, linestyle="none",
+                            label="not formed")
+                map_ax.legend(loc="upper right", bbox_to_anchor=(1.0, -0.12), fontsize="small", frameon=False)
+            title += f"\n{len(cells) - len(failed)}/{len(cells)} formed" + \
+                (f", grey: {len(already)} already formed before" if len(already) else "")
+        map_ax.set_title(title)

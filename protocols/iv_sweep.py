@@ -62,3 +62,58 @@ class IVSweep(Protocol):
         lrs, hrs = _mean(g_lrs), _mean(g_hrs)
         return {"points": int(len(volts) * p["cycles"]), "g_lrs": lrs, "g_hrs": hrs,
                 "on_off_ratio": lrs / hrs if lrs and hrs else None}
+
+    @staticmethod
+    def plot(run: dict, fig) -> None:
+        """The I-V loop, one line per cycle: current (uA) linear and |I| (A) on a log axis."""
+        import matplotlib
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        from labctl.plots import no_data
+
+        iv, params = run["data"].get("iv"), run["attrs"].get("parameters", {})
+        summary = run["attrs"].get("summary", {})
+        lin_ax, log_ax = fig.subplots(1, 2)
+        lin_ax.set_xlabel("voltage $V_{BL} - V_{SL}$ (V)")
+        lin_ax.set_ylabel("current (µA)")
+        log_ax.set_xlabel("voltage $V_{BL} - V_{SL}$ (V)")
+        log_ax.set_ylabel("|current| (A)")
+        cell = f"cell (row {params.get('row', '?')}, col {params.get('col', '?')})"
+        lin_ax.set_title(f"I-V loop, {cell}")
+        log_ax.set_title("|I| on a log scale")
+        if iv is None or not len(iv):
+            no_data(lin_ax, "no I-V point recorded")
+            no_data(log_ax, "no I-V point recorded")
+            return
+        cycles = np.unique(iv["cycle"])
+        many = len(cycles) > 8
+        cmap, norm = matplotlib.colormaps["viridis"], Normalize(cycles.min(), max(cycles.max(), cycles.min() + 1))
+        for cycle in cycles:
+            sel = iv["cycle"] == cycle
+            v, i = iv["v"][sel], iv["i"][sel]
+            color = cmap(norm(cycle)) if many else None
+            lin_ax.plot(v, i * 1e6, color=color, linewidth=1.0, label=None if many else f"cycle {cycle + 1}")
+            magnitude = np.abs(i)
+            log_ax.plot(v, np.where(magnitude > 0, magnitude, np.nan), color=color, linewidth=1.0)
+        if many:
+            fig.colorbar(ScalarMappable(norm, cmap), ax=log_ax, label="cycle (0-based)")
+        else:
+            lin_ax.legend(fontsize="small", loc="upper left")
+        limit = params.get("current_limit")
+        if limit:
+            log_ax.axhline(limit, color="red", linestyle=":", linewidth=1.0)
+            log_ax.annotate(f"compliance {limit * 1e6:g} µA", (0.02, limit), xycoords=("axes fraction", "data"),
+                            va="bottom", color="red", fontsize="small")
+        log_ax.set_yscale("log")
+        for ax in (lin_ax, log_ax):
+            ax.axvline(0.0, color="0.6", linewidth=0.6)
+            ax.grid(True, which="major", alpha=0.3)
+        lin_ax.axhline(0.0, color="0.6", linewidth=0.6)
+        text = [f"{name} {summary[key] * 1e6:.1f} µS" for name, key in (("LRS", "g_lrs"), ("HRS", "g_hrs"))
+                if summary.get(key) is not None]
+        if summary.get("on_off_ratio") is not None:
+            text.append(f"on/off {summary['on_off_ratio']:.1f}")
+        if text:
+            lin_ax.text(0.98, 0.03, "\n".join(text), transform=lin_ax.transAxes, ha="right", va="bottom",
+                        fontsize="small", bbox={"facecolor": "white", "edgecolor": "0.7", "alpha": 0.9})

@@ -161,13 +161,19 @@ class VirtualBoard:
         self._map = (channels[:rows], channels[rows:rows + cols], channels[rows + cols:])
         return b""
 
-    def _route(self, payload: bytes) -> bytes:
-        if len(payload) % ROUTE_DTYPE.itemsize:
-            raise _Fault(ErrorCode.BAD_LENGTH, f"ROUTE payload of {len(payload)} bytes is not "
-                                               f"a multiple of {ROUTE_DTYPE.itemsize}")
-        entries = np.frombuffer(payload, ROUTE_DTYPE)
+    def _channel_entries(self, payload: bytes, dtype: np.dtype, command: str
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """The records of a ROUTE or SET_DAC payload, and their channels (checked)."""
+        if len(payload) % dtype.itemsize:
+            raise _Fault(ErrorCode.BAD_LENGTH, f"{command} payload of {len(payload)} bytes is not "
+                                               f"a multiple of {dtype.itemsize}")
+        entries = np.frombuffer(payload, dtype)
         channels = entries["channel"].astype(np.int64)
         self._check_channels(channels)
+        return entries, channels
+
+    def _route(self, payload: bytes) -> bytes:
+        entries, channels = self._channel_entries(payload, ROUTE_DTYPE, "ROUTE")
         bad = entries["mode"][entries["mode"] > max(LineMode)]
         if len(bad):
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"line mode {bad[0]} unknown")
@@ -175,12 +181,7 @@ class VirtualBoard:
         return b""
 
     def _set_dac(self, payload: bytes) -> bytes:
-        if len(payload) % DAC_DTYPE.itemsize:
-            raise _Fault(ErrorCode.BAD_LENGTH, f"SET_DAC payload of {len(payload)} bytes is not "
-                                               f"a multiple of {DAC_DTYPE.itemsize}")
-        entries = np.frombuffer(payload, DAC_DTYPE)
-        channels = entries["channel"].astype(np.int64)
-        self._check_channels(channels)
+        entries, channels = self._channel_entries(payload, DAC_DTYPE, "SET_DAC")
         self._check_dac(entries["volts"])
         self._write_dac(channels, entries["volts"])
         return b""

@@ -8,15 +8,14 @@ line frequency is 60 Hz, and an infinite sweep count is refused.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from itertools import islice
 from typing import Iterable
 
-from .loads import SmuLoad
-from .scpi import Call, ScpiError, ScpiTwin, float_in, format_number, to_bool, to_float, to_int, \
-    to_keyword, unquote
+from .loads import SmuLoad, hold_in_compliance
+from .scpi import Call, ScpiError, ScpiTwin, float_in, format_bool, format_number, to_bool, \
+    to_float, to_int, to_keyword, unquote
 
 V_MAX = 210.0
 LINE_FREQUENCY = 60.0
@@ -58,14 +57,14 @@ class VirtualKeithley2450(ScpiTwin):
                               float_in(-V_MAX, V_MAX), format_number)
         self.register_setting(src + ":ILIMit[:LEVel]", "current_limit", float_in(1e-9, 1.05),
                               format_number)
-        self.register(src + ":ILIMit[:LEVel]:TRIPped?", lambda call: _flag(self.tripped))
+        self.register(src + ":ILIMit[:LEVel]:TRIPped?", lambda call: format_bool(self.tripped))
         self.register_setting(src + ":DELay", "source_delay", float_in(0.0, 10_000.0), format_number)
-        self.register_setting(src + ":RANGe:AUTO", "source_autorange", to_bool, _flag)
-        self.register_setting(":OUTPut#[:STATe]", "output_on", to_bool, _flag)
+        self.register_setting(src + ":RANGe:AUTO", "source_autorange", to_bool, format_bool)
+        self.register_setting(":OUTPut#[:STATe]", "output_on", to_bool, format_bool)
         self.register("[:SENSe#]:FUNCtion[:ON]", self._set_sense_function, nargs=1)
         self.register("[:SENSe#]:FUNCtion[:ON]?", lambda call: f'"{self.sense_function}:DC"')
         self.register_setting(sense + ":NPLCycles", "nplc", float_in(0.01, 10.0), format_number)
-        self.register_setting(sense + ":RANGe:AUTO", "sense_autorange", to_bool, _flag)
+        self.register_setting(sense + ":RANGe:AUTO", "sense_autorange", to_bool, format_bool)
         self.register(":READ?", self._read, nargs=(0, 1 + 14))
         self.register(":SOURce#:LIST:VOLTage", self._set_list, nargs=(1, 100))
         self.register(":SOURce#:LIST:VOLTage:APPend", self._append_list, nargs=(1, 100))
@@ -112,19 +111,6 @@ class VirtualKeithley2450(ScpiTwin):
         self.elapsed += duration
         return current
 
-    def _limited(self, level: float) -> float:
-        """`level`, or the voltage between 0 V and it at which the load draws the current limit."""
-        if abs(self.load.current(level)) <= self.current_limit:
-            return level
-        low, high = 0.0, level
-        for _ in range(50):
-            mid = 0.5 * (low + high)
-            if abs(self.load.current(mid)) > self.current_limit:
-                high = mid
-            else:
-                low = mid
-        return low
-
     def _source_point(self, level: float, delay: float) -> tuple[float, float]:
         """Source `level` for `delay` then one integration time; return (source, reading)."""
         integration = self.nplc / LINE_FREQUENCY
@@ -132,17 +118,8 @@ class VirtualKeithley2450(ScpiTwin):
             self._apply(None, delay + integration)
             self.tripped = False
             return 0.0, 0.0
-        for duration in (d for d in (delay, integration) if d > 0):
-            # The limit is solved again per phase and at the end: the load may change while held.
-            v = self._limited(level)
-            current = self._apply(v, duration)
-        if v != level or abs(current) > self.current_limit:
-            v = self._limited(level)
-            if v == level:  # out of the limit again: back at the programmed level
-                current = self.load.current(level)
-        self.tripped = v != level
-        if self.tripped:
-            current = math.copysign(self.current_limit, self.load.current(level))
+        v, current, self.tripped = hold_in_compliance(self.load.current, self._apply, level,
+                                                      self.current_limit, (delay, integration))
         return v, (current if self.sense_function == "CURR" else v)
 
     def _read(self, call: Call) -> str:
@@ -227,10 +204,6 @@ class VirtualKeithley2450(ScpiTwin):
         start = to_int(call.params[0], 1, max(n, 1))
         end = to_int(call.params[1], start, n)
         return _format(buffer, islice(buffer.rows, start - 1, end), names)
-
-
-def _flag(value: bool) -> str:
-    return str(int(value))
 
 
 def _elements(params: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ import math
 import re
 from typing import Any, Callable, NamedTuple
 
-from .loads import SmuLoad
+from .loads import SmuLoad, compliance_voltage
 from .scpi import ErrorQueue
 
 LINE_FREQUENCY = 60.0
@@ -411,16 +411,7 @@ class _Channel:
 
     def _limited(self, level: float) -> float:
         """`level`, or the voltage between 0 V and it at which the load draws the limit."""
-        if abs(self.load.current(level)) <= self.limit:
-            return level
-        low, high = 0.0, level
-        for _ in range(50):
-            mid = 0.5 * (low + high)
-            if abs(self.load.current(mid)) > self.limit:
-                high = mid
-            else:
-                low = mid
-        return low
+        return compliance_voltage(self.load.current, level, self.limit)
 
     def in_compliance(self) -> bool:
         return self.output and self._limited(self.applied) != self.applied

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from instruments.keysight33500b import AMPLITUDE_OPEN_MIN, BURST_MAX, MAX_PERIOD, MODELS, \
-    V_OPEN_MAX, ModelSpec, edge_limits, open_circuit_gain, width_limits
-from .loads import PulseLoad
-from .scpi import Call, ScpiError, ScpiTwin, to_bool, to_float, to_int, to_keyword
+    V_OPEN_MAX, ModelSpec, edge_limits, width_limits
+from .loads import PulseLoad, open_circuit_gain
+from .scpi import Call, ScpiError, ScpiTwin, short_form, to_bool, to_float, to_keyword, to_number
 
 FUNCTIONS = ("SINusoid", "SQUare", "TRIangle", "RAMP", "PULSe", "PRBS", "NOISe", "ARB", "DC")
 LOAD_MAX = 10e3  # ohm
@@ -134,7 +134,7 @@ class VirtualKeysight33500B(ScpiTwin):
     def _volts(self, channel: Channel, param: str, low: float, high: float) -> float:
         """An open-circuit level from a programmed value (or MIN/MAX) within [low, high]."""
         gain = open_circuit_gain(channel.load)
-        return _number(param, low / gain, high / gain) * gain
+        return to_number(param, low / gain, high / gain) * gain
 
     def _set_levels(self, channel: Channel, high: float, low: float) -> None:
         if high - low < AMPLITUDE_OPEN_MIN:
@@ -174,7 +174,7 @@ class VirtualKeysight33500B(ScpiTwin):
     # -- function and pulse timing
 
     def _set_function(self, channel: Channel, param: str) -> None:
-        name = _short(to_keyword(param, *FUNCTIONS))
+        name = short_form(to_keyword(param, *FUNCTIONS))
         if name == "DC" and channel.burst:
             raise ScpiError(-221)
         if name != "DC" and abs(channel.offset) + channel.amplitude / 2 > V_OPEN_MAX:
@@ -182,10 +182,10 @@ class VirtualKeysight33500B(ScpiTwin):
         channel.function = name
 
     def _set_period(self, channel: Channel, param: str) -> None:
-        self._apply_period(channel, _number(param, self.spec.min_period, MAX_PERIOD))
+        self._apply_period(channel, to_number(param, self.spec.min_period, MAX_PERIOD))
 
     def _set_frequency(self, channel: Channel, param: str) -> None:
-        self._apply_period(channel, 1 / _number(param, 1 / MAX_PERIOD, 1 / self.spec.min_period))
+        self._apply_period(channel, 1 / to_number(param, 1 / MAX_PERIOD, 1 / self.spec.min_period))
 
     def _apply_period(self, channel: Channel, period: float) -> None:
         """The period, if the present width and edges still fit (-221 otherwise)."""
@@ -196,14 +196,14 @@ class VirtualKeysight33500B(ScpiTwin):
         channel.period = period
 
     def _set_width(self, channel: Channel, param: str) -> None:
-        width = _number(param, *width_limits(self.spec, channel.period))
+        width = to_number(param, *width_limits(self.spec, channel.period))
         lead_max, trail_max = edge_limits(width, channel.period)
         if channel.lead > lead_max or channel.trail > trail_max:
             raise ScpiError(-221)
         channel.width = width
 
     def _edge(self, param: str, most: float) -> float:
-        return _number(param, self.spec.min_edge, most)
+        return to_number(param, self.spec.min_edge, most)
 
     def _set_edges(self, channel: Channel, param: str) -> None:
         most = min(edge_limits(channel.width, channel.period))
@@ -224,15 +224,16 @@ class VirtualKeysight33500B(ScpiTwin):
         channel.burst = on
 
     def _set_burst_mode(self, channel: Channel, param: str) -> None:
-        channel.burst_mode = _short(to_keyword(param, "TRIGgered", "GATed"))
+        channel.burst_mode = short_form(to_keyword(param, "TRIGgered", "GATed"))
 
     def _set_burst_count(self, channel: Channel, param: str) -> None:
         if param.upper() in ("INF", "INFINITY"):
             raise ScpiError(-221, "Settings conflict; infinite bursts are not simulated")
-        channel.burst_count = int(_number(param, 1, BURST_MAX, integer=True))
+        channel.burst_count = int(to_number(param, 1, BURST_MAX, integer=True))
 
     def _set_trigger_source(self, channel: Channel, param: str) -> None:
-        channel.trigger_source = _short(to_keyword(param, "IMMediate", "EXTernal", "TIMer", "BUS"))
+        channel.trigger_source = short_form(to_keyword(param, "IMMediate", "EXTernal", "TIMer",
+                                                       "BUS"))
 
     def _set_output(self, channel: Channel, param: str) -> None:
         channel.output = to_bool(param)
@@ -252,18 +253,3 @@ class VirtualKeysight33500B(ScpiTwin):
                 for _ in range(channel.burst_count):
                     self.load.hold(n, pulse, channel.width)
                     self.load.hold(n, rest, channel.period - channel.width)
-
-
-def _short(keyword: str) -> str:
-    """The short form of a manual-style keyword (`PULSe` -> `PULS`), as queries return it."""
-    return "".join(c for c in keyword if not c.islower())
-
-
-def _number(param: str, low: float, high: float, integer: bool = False) -> float:
-    """A number within [low, high] (-222 outside), or MINimum/MAXimum for the bounds."""
-    word = param.upper()
-    if word in ("MIN", "MINIMUM"):
-        return low
-    if word in ("MAX", "MAXIMUM"):
-        return high
-    return to_int(param, low, high) if integer else to_float(param, low, high)

@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .loads import PulseLoad
-from .scpi import Call, ScpiError, ScpiTwin, format_number, to_bool, to_float, to_int, to_keyword
+from .loads import PulseLoad, open_circuit_gain
+from .scpi import Call, ScpiError, ScpiTwin, format_number, short_form, to_bool, to_float, to_int, \
+    to_keyword, to_number
 
-R_OUT = 50.0  # source impedance (ohm); the 81150A's optional 5 ohm is not simulated
+# The source impedance is 50 ohm (sim_backend.loads); the 81150A's optional 5 ohm is not simulated.
 V_OC_MAX = 10.0  # open-circuit level window +-10 V (+-5 V into 50 ohm)
 AMPLITUDE_OC = (0.1, 10.0)  # open-circuit peak-to-peak
-LOAD_RANGE = (0.3, 1e6)
+LOAD_RANGE = (0.3, 1e6)  # the largest (MAXimum, 1 Mohm) stands for high Z: open circuit
 PERIOD_MAX = 1e6
 EDGE_MAX = 1e3
 DELAY_MAX = 1e6
@@ -38,29 +39,6 @@ FUNCTIONS = ("SINusoid", "SQUare", "RAMP", "PULSe", "NOISe", "DC", "USER", "PATT
 ARM_SOURCES = ("IMMediate", "INTernal2", "EXTernal", "MANual")
 ARM_SENSES = ("EDGE", "LEVel")
 POLARITIES = ("NORMal", "INVerted")
-
-
-def open_circuit_gain(load: float) -> float:
-    """Open-circuit volts per programmed volt for an expected load (ohm).
-
-    The largest setting (MAXimum, 1 Mohm) stands for high impedance and counts as open circuit.
-    """
-    return 1.0 if load >= LOAD_RANGE[1] else (load + R_OUT) / load
-
-
-def _short(keyword: str) -> str:
-    """The short form of a manual keyword, as queries reply it (``PULSe`` -> ``PULS``)."""
-    return "".join(c for c in keyword if not c.islower())
-
-
-def _number(param: str, low: float, high: float) -> float:
-    """A number within [low, high], or MINimum / MAXimum."""
-    keyword = param.upper()
-    if keyword in ("MIN", "MINIMUM"):
-        return low
-    if keyword in ("MAX", "MAXIMUM"):
-        return high
-    return to_float(param, low, high)
 
 
 @dataclass
@@ -92,7 +70,7 @@ class ChannelState:
 
     def open_circuit(self, v: float) -> float:
         """The open-circuit voltage that puts `v` across the expected load."""
-        return v * open_circuit_gain(self.load)
+        return v * open_circuit_gain(self.load, LOAD_RANGE[1])
 
 
 class VirtualKeysight81160A(ScpiTwin):
@@ -112,7 +90,7 @@ class VirtualKeysight81160A(ScpiTwin):
         self.channels: dict[int, ChannelState] = {}
         volt, pulse = "[:SOURce]:VOLTage#[:LEVel][:IMMediate]", "[:SOURce]:PULSe"
         self._channel_setting("[:SOURce]:FUNCtion#[:SHAPe]", self._set_function,
-                              lambda s: _short(s.function))
+                              lambda s: short_form(s.function))
         self._channel_setting(volt + "[:AMPLitude]", self._set_amplitude,
                               lambda s: format_number(s.amplitude))
         self._channel_setting(volt + ":OFFSet", self._set_offset,
@@ -131,10 +109,10 @@ class VirtualKeysight81160A(ScpiTwin):
         self._channel_setting(":OUTPut#:IMPedance:EXTernal", self._set_load,
                               lambda s: format_number(s.load))
         self._channel_setting(":OUTPut#:POLarity", self._set_polarity,
-                              lambda s: _short(s.polarity))
+                              lambda s: short_form(s.polarity))
         self._channel_setting(":ARM:SOURce#", self._set_arm_source,
-                              lambda s: _short(s.arm_source))
-        self._channel_setting(":ARM:SENSe#", self._set_arm_sense, lambda s: _short(s.arm_sense))
+                              lambda s: short_form(s.arm_source))
+        self._channel_setting(":ARM:SENSe#", self._set_arm_sense, lambda s: short_form(s.arm_sense))
         self._channel_setting(":TRIGger#:COUNt", self._set_count, lambda s: str(s.count))
         self.register("*TRG", self._trigger)
         self.reset()
@@ -170,7 +148,7 @@ class VirtualKeysight81160A(ScpiTwin):
     @staticmethod
     def _check_levels(function: str, amplitude: float, offset: float, load: float) -> None:
         """The open-circuit levels must stay within the window."""
-        scale = open_circuit_gain(load)
+        scale = open_circuit_gain(load, LOAD_RANGE[1])
         spread = 0.0 if function == "DC" else amplitude
         if abs(offset) * scale + spread * scale / 2 > V_OC_MAX * (1 + 1e-12):
             raise ScpiError(-222)
@@ -185,11 +163,11 @@ class VirtualKeysight81160A(ScpiTwin):
         state.function = function
 
     def _amplitude_range(self, state: ChannelState) -> tuple[float, float]:
-        scale = open_circuit_gain(state.load)
+        scale = open_circuit_gain(state.load, LOAD_RANGE[1])
         return AMPLITUDE_OC[0] / scale, AMPLITUDE_OC[1] / scale
 
     def _set_amplitude(self, state: ChannelState, param: str) -> None:
-        self._apply_levels(state, _number(param, *self._amplitude_range(state)), state.offset)
+        self._apply_levels(state, to_number(param, *self._amplitude_range(state)), state.offset)
 
     def _set_offset(self, state: ChannelState, param: str) -> None:
         self._apply_levels(state, state.amplitude, to_float(param))
@@ -207,7 +185,7 @@ class VirtualKeysight81160A(ScpiTwin):
         self._apply_levels(state, high - low, (high + low) / 2)
 
     def _set_load(self, state: ChannelState, param: str) -> None:
-        load = _number(param, *LOAD_RANGE)
+        load = to_number(param, *LOAD_RANGE)
         # The programmed levels are kept; they must still fit the window for the new load.
         self._check_levels(state.function, state.amplitude, state.offset, load)
         state.load = load
@@ -223,27 +201,27 @@ class VirtualKeysight81160A(ScpiTwin):
             raise ScpiError(-222)
 
     def _set_period(self, state: ChannelState, param: str) -> None:
-        period = _number(param, self.period_min, PERIOD_MAX)
+        period = to_number(param, self.period_min, PERIOD_MAX)
         self._check_timing(period, state.width, state.leading, state.trailing)
         state.period = period
 
     def _set_width(self, state: ChannelState, param: str) -> None:
-        width = _number(param, self.width_min, PERIOD_MAX)
+        width = to_number(param, self.width_min, PERIOD_MAX)
         self._check_timing(state.period, width, state.leading, state.trailing)
         state.width = width
 
     def _set_leading(self, state: ChannelState, param: str) -> None:
-        leading = _number(param, self.edge_min, EDGE_MAX)
+        leading = to_number(param, self.edge_min, EDGE_MAX)
         self._check_timing(state.period, state.width, leading, state.trailing)
         state.leading = leading
 
     def _set_trailing(self, state: ChannelState, param: str) -> None:
-        trailing = _number(param, self.edge_min, EDGE_MAX)
+        trailing = to_number(param, self.edge_min, EDGE_MAX)
         self._check_timing(state.period, state.width, state.leading, trailing)
         state.trailing = trailing
 
     def _set_delay(self, state: ChannelState, param: str) -> None:
-        state.delay = _number(param, 0.0, DELAY_MAX)
+        state.delay = to_number(param, 0.0, DELAY_MAX)
 
     # -- arming, output, trigger
 

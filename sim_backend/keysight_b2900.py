@@ -15,14 +15,14 @@ output protection) is evaluated only while measuring; resistance is not measured
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
-from .loads import SmuLoad
-from .scpi import Call, Handler, ScpiError, ScpiTwin, float_in, format_number, to_bool, \
-    to_float, to_int, to_keyword, unquote
+from .loads import SmuLoad, compliance_voltage, hold_in_compliance
+from .scpi import Call, Handler, ScpiError, ScpiTwin, float_in, format_bool, format_number, \
+    short_form, to_bool, to_float, to_int, to_keyword, unquote
 
 MODELS = ("B2901A", "B2902A", "B2911A", "B2912A")
 TWO_CHANNEL_MODELS = ("B2902A", "B2912A")
@@ -40,15 +40,6 @@ SOURCES = ("AINT", "BUS", "TIMer", "INT1", "INT2", "LAN", *(f"EXT{n}" for n in r
 SIMULATED_SOURCES = ("AINT", "TIM")
 ACTIONS = ("ACQuire", "TRANsient")
 _CHANNEL_LIST = re.compile(r"\(@(\d+)(?:([,:])(\d+))?\)")
-
-
-def _short(keyword: str) -> str:
-    """The short form a query answers with, e.g. SWEep -> SWE, EXT3 -> EXT3."""
-    return "".join(c for c in keyword if not c.islower())
-
-
-def _flag(value: bool) -> str:
-    return str(int(value))
 
 
 @dataclass
@@ -131,13 +122,13 @@ class VirtualKeysightB2900(ScpiTwin):
         self._channel_query(src + ":VOLTage[:LEVel][:IMMediate][:AMPLitude]?", "immediate",
                             format_number)
         self._channel_setting(src + ":VOLTage:MODE", "mode",
-                              lambda p: to_keyword(p, "FIXed", "LIST", "SWEep"), _short)
+                              lambda p: to_keyword(p, "FIXed", "LIST", "SWEep"), short_form)
         for bound, attribute in (("STARt", "start"), ("STOP", "stop")):
             self._channel_setting(f"{src}:VOLTage:{bound}", attribute, float_in(-V_MAX, V_MAX),
                                   format_number)
         for pattern in (src + ":VOLTage:POINts", src + ":SWEep:POINts"):
             self._channel_setting(pattern, "points", lambda p: to_int(p, 1, SWEEP_MAX))
-        self._channel_setting(src + ":VOLTage:RANGe:AUTO", "source_autorange", to_bool, _flag)
+        self._channel_setting(src + ":VOLTage:RANGe:AUTO", "source_autorange", to_bool, format_bool)
         self._register_channel(src + ":LIST:VOLTage", self._set_list, nargs=(1, SWEEP_MAX))
         self._register_channel(src + ":LIST:VOLTage:APPend", self._append_list,
                                nargs=(1, SWEEP_MAX))
@@ -151,23 +142,23 @@ class VirtualKeysightB2900(ScpiTwin):
         self._register_channel(sense + ":FUNCtion:OFF:ALL",
                                lambda call: self._channel(call).functions.clear())
         self._register_channel(sense + ":FUNCtion[:ON]?", lambda call: ",".join(
-            f'"{_short(f)}"' for f in FUNCTIONS if f in self._channel(call).functions))
+            f'"{short_form(f)}"' for f in FUNCTIONS if f in self._channel(call).functions))
         self._channel_setting(sense + ":CURRent[:DC]:PROTection[:LEVel]", "current_limit",
                               float_in(*I_LIMIT), format_number)
         self._register_channel(sense + ":CURRent[:DC]:PROTection:TRIPped?",
-                               lambda call: _flag(self._channel(call).tripped))
+                               lambda call: format_bool(self._channel(call).tripped))
         for function in FUNCTIONS[:2]:
             self._channel_setting(f"{sense}:{function}[:DC]:NPLCycles", "nplc",
                                   self._parse_nplc, format_number)
         self._channel_setting(sense + ":CURRent[:DC]:RANGe:AUTO", "sense_autorange", to_bool,
-                              _flag)
+                              format_bool)
 
-        self._channel_setting(":OUTPut#[:STATe]", "output_on", to_bool, _flag)
-        self._channel_setting(":OUTPut#:PROTection[:STATe]", "protection", to_bool, _flag)
-        self._channel_setting(":OUTPut#:ON:AUTO", "auto_on", to_bool, _flag)
+        self._channel_setting(":OUTPut#[:STATe]", "output_on", to_bool, format_bool)
+        self._channel_setting(":OUTPut#:PROTection[:STATe]", "protection", to_bool, format_bool)
+        self._channel_setting(":OUTPut#:ON:AUTO", "auto_on", to_bool, format_bool)
 
         for name, attribute, parse, fmt in (
-                ("SOURce[:SIGNal]", "source", lambda p: _short(to_keyword(p, *SOURCES)), str),
+                ("SOURce[:SIGNal]", "source", lambda p: short_form(to_keyword(p, *SOURCES)), str),
                 ("TIMer", "timer", float_in(1e-5, 1e5), format_number),
                 ("COUNt", "count", lambda p: to_int(p, 1, TRIGGER_COUNT_MAX), str),
                 ("DELay", "delay", float_in(0.0, 100.0), format_number)):
@@ -188,7 +179,7 @@ class VirtualKeysightB2900(ScpiTwin):
                           lambda call, e=element: self._fetch(call, False, e), nargs=(0, 2))
         self.register(":FORMat:ELEMents:SENSe", self._set_elements, nargs=(1, len(ELEMENTS)))
         self.register(":FORMat:ELEMents:SENSe?",
-                      lambda call: ",".join(_short(e) for e in self.elements))
+                      lambda call: ",".join(short_form(e) for e in self.elements))
         self.register(":FORMat[:DATA]", self._set_data_format, nargs=(1, 2))
         self.register(":FORMat[:DATA]?", lambda call: "ASC")
         self.register_setting(":SYSTem:LFRequency", "line_frequency", _parse_line_frequency,
@@ -336,24 +327,13 @@ class VirtualKeysightB2900(ScpiTwin):
         self.elapsed += duration
         return current if number == 1 and v is not None else 0.0
 
-    def _clamped(self, number: int, level: float) -> float:
-        """`level`, or the voltage between 0 V and it where the load draws the compliance."""
-        limit = self.channels[number].current_limit
-        if abs(self._load_current(number, level)) <= limit:
-            return level
-        inside, outside = 0.0, level
-        for _ in range(50):
-            middle = 0.5 * (inside + outside)
-            if abs(self._load_current(number, middle)) > limit:
-                outside = middle
-            else:
-                inside = middle
-        return inside
-
     def _output(self, number: int) -> float | None:
         """The voltage at channel `number`'s terminals between measurements (None: off)."""
         channel = self.channels[number]
-        return self._clamped(number, channel.level) if channel.output_on else None
+        if not channel.output_on:
+            return None
+        return compliance_voltage(partial(self._load_current, number), channel.level,
+                                  channel.current_limit)
 
     def _step(self, number: int, level: float) -> _Reading:
         """One trigger: the transient delay at the old level, the step, the acquire delay, then
@@ -368,18 +348,9 @@ class VirtualKeysightB2900(ScpiTwin):
             self._hold(number, None, delays["ACQuire"] + integration)
             channel.tripped = False
             return _Reading(0.0, 0.0, self.elapsed, 0, level)
-        v, current = level, 0.0
-        for duration in (delays["ACQuire"], integration):
-            if duration > 0:
-                v = self._clamped(number, level)
-                current = self._hold(number, v, duration)
-        if v != level or abs(current) > channel.current_limit:
-            v = self._clamped(number, level)
-            if v == level:  # back out of compliance
-                current = self._load_current(number, level)
-        channel.tripped = v != level
-        if channel.tripped:
-            current = math.copysign(channel.current_limit, self._load_current(number, level))
+        v, current, channel.tripped = hold_in_compliance(
+            partial(self._load_current, number), partial(self._hold, number), level,
+            channel.current_limit, (delays["ACQuire"], integration))
         reading = _Reading(v, current, self.elapsed, COMPLIANCE if channel.tripped else 0, level)
         if channel.tripped and channel.protection:
             channel.output_on, channel.level = False, 0.0

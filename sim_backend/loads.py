@@ -1,7 +1,14 @@
-"""What a virtual instrument's output terminals are connected to; the simulated bench provides these."""
+"""What a virtual instrument's output terminals are connected to; the simulated bench provides these.
+
+Also the output physics the twins share: an SMU's compliance solver and a 50 ohm generator's
+open-circuit gain.
+"""
 from __future__ import annotations
 
-from typing import Protocol
+import math
+from typing import Callable, Iterable, Protocol
+
+SOURCE_IMPEDANCE = 50.0  # ohm, in series with a pulse generator's output
 
 
 class SmuLoad(Protocol):
@@ -21,3 +28,51 @@ class PulseLoad(Protocol):
     def hold(self, channel: int, v: float | None, duration: float) -> None:
         """Hold the channel's open-circuit output at v volts for `duration` s (None: output off).
         A burst of N pulses is N pairs of hold(high, width), hold(base, period - width)."""
+
+
+def compliance_voltage(current: Callable[[float], float], level: float, limit: float) -> float:
+    """`level`, or the voltage between 0 V and it at which the load draws the current limit:
+    where |current(v)| (A, from SmuLoad.current) reaches `limit`, by bisection, on the side within
+    the limit."""
+    if abs(current(level)) <= limit:
+        return level
+    inside, outside = 0.0, level
+    for _ in range(50):
+        middle = 0.5 * (inside + outside)
+        if abs(current(middle)) > limit:
+            outside = middle
+        else:
+            inside = middle
+    return inside
+
+
+def hold_in_compliance(current: Callable[[float], float], hold: Callable[[float, float], float],
+                       level: float, limit: float, durations: Iterable[float]
+                       ) -> tuple[float, float, bool]:
+    """Source `level` for each of `durations` (s, zero ones skipped) through hold(v, duration),
+    which returns the current at its end. The voltage is clamped to compliance_voltage, solved
+    again per phase and once more at the end, as the load may change while it is held.
+
+    Returns (the voltage at the terminals, the current reading, whether in compliance); in
+    compliance the reading is the limit with the sign of the load's current at `level`.
+    """
+    v, reading = level, 0.0
+    for duration in durations:
+        if duration > 0:
+            v = compliance_voltage(current, level, limit)
+            reading = hold(v, duration)
+    if v != level or abs(reading) > limit:
+        v = compliance_voltage(current, level, limit)
+        if v == level:  # out of compliance again: back at the programmed level
+            reading = current(level)
+    tripped = v != level
+    if tripped:
+        reading = math.copysign(limit, current(level))
+    return v, reading, tripped
+
+
+def open_circuit_gain(load: float, high_z: float = math.inf) -> float:
+    """Open-circuit volts per programmed volt for an expected-load setting (ohm): a programmed level
+    is the level across `load` behind the 50 ohm source. A load of `high_z` or more (the largest
+    setting the instrument has, or math.inf for INFinity) counts as open circuit."""
+    return 1.0 if load >= high_z else (load + SOURCE_IMPEDANCE) / load

@@ -2,9 +2,11 @@
 
 Each cell is an n-MOSFET selector (gate on its word line) in series with an analog ReRAM
 between the cell's bit line and source line. A bias held for some duration may form a pristine
-cell (gate-limited) or move a formed cell's conductance toward its window bound (SET for
-V_BL > V_SL, RESET for V_BL < V_SL) with exponential voltage acceleration; the transistor
-limits the current and so the voltage the ReRAM sees.
+cell (gate-limited) or step a formed cell's conductance toward its window bound (SET for
+V_BL > V_SL, RESET for V_BL < V_SL): generalized soft bounds with a threshold-power voltage
+law, device-to-device and cycle-to-cycle noise; the selector limits the current and so the
+voltage the ReRAM sees. After programming, the conductance relaxes (log-time law); every read
+carries 1/f noise that grows with the time since programming; cycling closes the window.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .clock import VirtualClock
 DEFAULT_DEVICE_FILE = Path(__file__).with_name("device_cmo_hfox.toml")
 _NEWTON_STEPS = 60
 _SUBSTEPS = 8  # re-solve the series circuit while a cell switches (self-limiting SET/RESET)
+US = 1e-6
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,29 @@ class DeviceParams:
     g_formed_std: float
     g_pristine: float
     v_pristine: float
+    p_unformable: float
+    p_stuck: float
     v_th: float
     v_gate_ref: float
     i_sat_ref: float
     r_on_ref: float
-    tau_set_ref: float
+    v_nonlinear: float
+    tau_set: float
     v_set_ref: float
-    tau_reset_ref: float
+    v_set_th: float
+    tau_reset: float
     v_reset_ref: float
-    v_slope: float
+    v_reset_th: float
+    v_power: float
     d2d_rate: float
+    c2c_noise: float
+    drift_mean: float
+    drift_sigma_slope: float
+    drift_sigma_0: float
+    read_noise: float
+    t_read_noise: float
+    endurance_n0: float
+    endurance_closing: float
     v_read: float
     t_read: float
 
@@ -63,9 +79,14 @@ class DeviceParams:
 
 
 class ArrayPhysics:
-    """State and dynamics of a rows x cols 1T1R array on a virtual clock with a seeded RNG."""
+    """State and dynamics of a rows x cols 1T1R array on a virtual clock with a seeded RNG.
 
-    STATE_KEYS = ("g", "formed", "g_lo", "g_hi", "v_form", "g_formed", "rate")
+    `g` is each cell's conductance at its last programming event (at the read voltage, the
+    selector excluded); `conductance()` adds the relaxation since then.
+    """
+
+    STATE_KEYS = ("g", "formed", "t_prog", "z_relax", "cycles", "stuck", "g_lo", "g_hi", "v_form",
+                  "g_formed", "rate")
 
     def __init__(self, rows: int, cols: int, params: DeviceParams | None = None, seed: int = 0,
                  clock: VirtualClock | None = None):
@@ -83,11 +104,49 @@ class ArrayPhysics:
         self.rng = rng = np.random.default_rng(self.seed)
         self.g_lo = p.g_min * rng.lognormal(0.0, p.d2d_window, shape)
         self.g_hi = p.g_max * rng.lognormal(0.0, p.d2d_window, shape)
-        self.v_form = rng.normal(p.v_form_mean, p.v_form_std, shape)
+        self.v_form = np.where(rng.random(shape) < p.p_unformable, np.inf,
+                               rng.normal(p.v_form_mean, p.v_form_std, shape))
         self.g_formed = np.clip(rng.normal(p.g_formed_mean, p.g_formed_std, shape), self.g_lo, self.g_hi)
         self.rate = rng.lognormal(0.0, p.d2d_rate, shape)
+        self.stuck = rng.random(shape) < p.p_stuck
         self.formed = np.zeros(shape, dtype=bool)
         self.g = np.full(shape, p.g_pristine)
+        self.t_prog = np.zeros(shape)
+        self.z_relax = np.zeros(shape)
+        self.cycles = np.zeros(shape)
+
+    # -- conductance --------------------------------------------------------------------------
+    def bounds(self, cells=...) -> tuple[np.ndarray, np.ndarray]:
+        """Window of the cells (default all) after their cycling so far: endurance closes it,
+        mostly from above."""
+        p = self.p
+        closing = np.minimum(0.9, p.endurance_closing * np.log10(1.0 + self.cycles[cells] / p.endurance_n0))
+        g_lo, g_hi = self.g_lo[cells], self.g_hi[cells]
+        span = g_hi - g_lo
+        return g_lo + 0.25 * closing * span, g_hi - 0.75 * closing * span
+
+    def conductance(self, cells=...) -> np.ndarray:
+        """Conductance now (S) of the cells (an index into the array; default all): programmed
+        value plus relaxation since programming.
+
+        Relaxation follows N(-drift_mean ln t, drift_sigma_slope ln t + drift_sigma_0), t in s,
+        one draw per cell and programming event (a consistent trajectory); it ramps in over the
+        first second and stays inside the window. Pristine cells report g_pristine.
+        """
+        p = self.p
+        age = self.clock.now - self.t_prog[cells]
+        log_t = np.log(np.maximum(age, 1.0))
+        drift = np.minimum(age, 1.0) * (-p.drift_mean * log_t
+                                        + (p.drift_sigma_slope * log_t + p.drift_sigma_0) * self.z_relax[cells])
+        lo, hi = self.bounds(cells)
+        g = self.g[cells]
+        return np.where(self.formed[cells], np.minimum(np.maximum(g + drift, lo), hi), g)
+
+    def read_noise_sigma(self, g: np.ndarray, age: np.ndarray) -> np.ndarray:
+        """1/f read noise (S): read_noise * log10(G/uS) * sqrt(ln((t + t_r) / (2 t_r)))."""
+        p = self.p
+        growth = np.log((np.maximum(age, 0.0) + p.t_read_noise) / (2 * p.t_read_noise))
+        return p.read_noise * np.log10(np.maximum(g, US) / US) * np.sqrt(np.maximum(growth, 0.0))
 
     # -- circuit -------------------------------------------------------------------------------
     def _selector(self, v_gate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,44 +156,49 @@ class ArrayPhysics:
         V_DS, the gate-set limit I_sat at large V_DS; I_sat ~ overdrive^2, R_on ~ 1/overdrive.
         """
         p = self.p
-        overdrive = np.clip(v_gate - p.v_th, 0.0, None) / (p.v_gate_ref - p.v_th)
+        overdrive = np.maximum(v_gate - p.v_th, 0.0) / (p.v_gate_ref - p.v_th)
         return p.i_sat_ref * overdrive**2, p.i_sat_ref * p.r_on_ref * overdrive
 
-    def _reram(self, v: np.ndarray, formed: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """ReRAM current and slope: ohmic once formed, tunnelling-like (sinh) while pristine."""
+    def _conduction(self, formed: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b) of every cell's ReRAM law I = a b sinh(V / b): formed cells are sinh-like
+        (trap-assisted tunnelling) with b = v_nonlinear, scaled so that I = g V at the read
+        voltage (near-ohmic there); pristine cells leak weakly with b = v_pristine."""
         p = self.p
-        x = v / p.v_pristine
-        i = np.where(formed, g * v, p.g_pristine * p.v_pristine * np.sinh(x))
-        return i, np.where(formed, g, p.g_pristine * np.cosh(x))
+        scale = np.sinh(p.v_read / p.v_nonlinear) / (p.v_read / p.v_nonlinear)
+        return (np.where(formed, g / scale, p.g_pristine),
+                np.where(formed, p.v_nonlinear, p.v_pristine))
 
-    def _solve(self, v_cell: np.ndarray, v_gate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Voltage across the ReRAM and the current of every cell for v_cell = V_BL - V_SL.
+    def _solve(self, v_cell: np.ndarray, v_gate: np.ndarray, formed: np.ndarray,
+               g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Voltage across the ReRAM and the current of conducting cells (1-D arrays) for
+        v_cell = V_BL - V_SL.
 
-        Only cells with a bias and an open selector conduct. For those, Kirchhoff's
-        I_ReRAM(x) = I_T(V - x) has a residual increasing and convex in x; Newton started at the
-        linear divider (which over-estimates x) converges monotonically in a few steps.
+        Kirchhoff's I_ReRAM(x) = I_T(V - x) has a residual increasing and convex in x; Newton
+        started at the linear divider (which over-estimates x) converges monotonically in a few
+        steps.
         """
-        v_r, current = np.zeros(self.shape), np.zeros(self.shape)
+        sign, v = np.sign(v_cell), np.abs(v_cell)
+        a, b = self._conduction(formed, g)
+        ab = a * b
+        i_sat, v_knee = self._selector(v_gate)
+        g_sel = i_sat / v_knee
+        x = v * g_sel / (g_sel + a)
+        for _ in range(_NEWTON_STEPS):
+            u = x / b
+            t = np.tanh((v - x) / v_knee)
+            step = (ab * np.sinh(u) - i_sat * t) / (a * np.cosh(u) + g_sel * (1.0 - t * t))
+            x = np.minimum(np.maximum(x - step, 0.0), v)  # np.clip costs ~10x more on tiny arrays
+            if np.abs(step).max() < 1e-10:
+                break
+        return sign * x, sign * ab * np.sinh(x / b)
+
+    def _conducting(self, v_wl, v_bl, v_sl) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+        """Index of the cells with a bias and an open selector, their bias V_BL - V_SL and gate
+        voltage; every other cell carries no current and sees no voltage on its ReRAM."""
+        v_cell, v_gate = self._bias(v_wl, v_bl, v_sl)
         v_cell, v_gate = np.broadcast_to(v_cell, self.shape), np.broadcast_to(v_gate, self.shape)
         on = np.nonzero((v_cell != 0) & (v_gate > self.p.v_th))
-        if not on[0].size:
-            return v_r, current
-        sign, v = np.sign(v_cell[on]), np.abs(v_cell[on])
-        formed, g = self.formed[on], self.g[on]
-        i_sat, v_knee = self._selector(v_gate[on])
-        g_on = i_sat / v_knee
-        g_small = np.where(formed, g, self.p.g_pristine)
-        x = v * g_on / (g_on + g_small)
-        for _ in range(_NEWTON_STEPS):
-            i_r, di_r = self._reram(x, formed, g)
-            t = np.tanh((v - x) / v_knee)
-            step = (i_r - i_sat * t) / (di_r + g_on * (1.0 - t * t))
-            x = np.clip(x - step, 0.0, v)
-            if np.max(np.abs(step)) < 1e-10:
-                break
-        v_r[on] = sign * x
-        current[on] = sign * self._reram(x, formed, g)[0]
-        return v_r, current
+        return on, v_cell[on], v_gate[on]
 
     def _bias(self, v_wl, v_bl, v_sl) -> tuple[np.ndarray, np.ndarray]:
         """Per-cell bias V_BL - V_SL (shape (1, cols)) and gate voltage (shape (rows, 1))."""
@@ -145,50 +209,92 @@ class ArrayPhysics:
         return np.where(np.isnan(v_cell), 0.0, v_cell)[None, :], np.where(np.isnan(v_wl), 0.0, v_wl)[:, None]
 
     def currents(self, v_wl, v_bl, v_sl) -> np.ndarray:
-        """Current through every cell from BL to SL (A); changes nothing.
+        """Current through every cell from BL to SL (A), noise-free; changes nothing.
 
         v_wl has shape (rows,), v_bl and v_sl (cols,); NaN marks a floating line: a floating WL
         leaves its gates at 0 V, a column with a floating BL or SL carries no current.
         """
-        v_cell, v_gate = self._bias(v_wl, v_bl, v_sl)
-        return self._solve(v_cell, v_gate)[1]
+        on, v, v_gate = self._conducting(v_wl, v_bl, v_sl)
+        current = np.zeros(self.shape)
+        if on[0].size:
+            current[on] = self._solve(v, v_gate, self.formed[on], self.conductance(on))[1]
+        return current
 
     # -- dynamics ------------------------------------------------------------------------------
     def apply(self, v_wl, v_bl, v_sl, duration: float) -> np.ndarray:
         """Hold the bias for `duration` s: cells form or switch, the clock advances.
 
-        Returns the cell currents (A, BL to SL) at the end of the interval.
+        Returns the cell currents (A, BL to SL) as measured at the end of the interval, with
+        the read noise of each formed cell. Only biased cells with an open selector cost work.
         """
         if duration < 0:
             raise ValueError(f"duration must be >= 0 s, got {duration}")
-        v_cell, v_gate = self._bias(v_wl, v_bl, v_sl)
-        v_r, i = self._solve(v_cell, v_gate)
-        newly = ~self.formed & (v_r >= self.v_form)
-        if newly.any():
-            self.formed |= newly
-            self.g = np.where(newly, self.g_formed, self.g)
-            v_r, i = self._solve(v_cell, v_gate)
-        dt = duration / _SUBSTEPS
-        for _ in range(_SUBSTEPS):
-            if not self._switch(v_r, dt, skip=newly):
-                break
-            v_r, i = self._solve(v_cell, v_gate)
+        on, v, v_gate = self._conducting(v_wl, v_bl, v_sl)
+        current = np.zeros(self.shape)
+        if not on[0].size:
+            self.clock.advance(duration)
+            return current
+        g_now, i, changed = self._evolve(on, v, v_gate, duration)
         self.clock.advance(duration)
-        return i
+        g_end, formed = self.conductance(on), self.formed[on]
+        if changed or not np.array_equal(g_end, g_now):
+            i = self._solve(v, v_gate, formed, g_end)[1]
+        sigma = self.read_noise_sigma(g_end, self.clock.now - self.t_prog[on])
+        current[on] = np.where(formed, i * (1.0 + sigma / g_end * self.rng.standard_normal(i.size)), i)
+        return current
 
-    def _switch(self, v_r: np.ndarray, dt: float, skip: np.ndarray) -> bool:
-        """Soft-bounds step toward g_hi (SET) or g_lo (RESET); False when nothing moved."""
+    def _evolve(self, on, v, v_gate, duration) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Forming and switching of the conducting cells `on` over `duration`.
+        Returns their conductance and current at the start, and whether any cell changed."""
         p = self.p
-        active = self.formed & ~skip
-        with np.errstate(over="ignore"):
-            k_set = self.rate / p.tau_set_ref * np.exp((v_r - p.v_set_ref) / p.v_slope)
-            k_reset = self.rate / p.tau_reset_ref * np.exp((-v_r - p.v_reset_ref) / p.v_slope)
-        frac_set = np.where(active & (v_r > 0), -np.expm1(-k_set * dt), 0.0)
-        frac_reset = np.where(active & (v_r < 0), -np.expm1(-k_reset * dt), 0.0)
-        if max(frac_set.max(), frac_reset.max()) < 1e-12:
-            return False
-        self.g = self.g + frac_set * (self.g_hi - self.g) - frac_reset * (self.g - self.g_lo)
-        return True
+        formed, g_now = self.formed[on], self.conductance(on)
+        v_r, i = self._solve(v, v_gate, formed, g_now)
+        newly = ~formed & (v_r >= self.v_form[on])
+        if newly.any():
+            cells = tuple(axis[newly] for axis in on)
+            self.formed[cells] = True
+            self.g[cells] = self.g_formed[cells]
+            self._programmed(cells, self.clock.now)
+            formed, g_now = self.formed[on], np.where(newly, self.g[on], g_now)
+            v_r, i = self._solve(v, v_gate, formed, g_now)
+        moving = formed & ~newly & ~self.stuck[on] & ((v_r > p.v_set_th) | (v_r < -p.v_reset_th))
+        if moving.any():
+            self._switch(tuple(axis[moving] for axis in on), v[moving], v_gate[moving], g_now[moving],
+                         v_r[moving], duration)
+        return g_now, i, bool(newly.any() or moving.any())
+
+    def _switch(self, cells, v, v_gate, g_start, v_r, duration) -> None:
+        """Soft-bounds steps of formed `cells` over `duration` (their relaxation so far is the
+        starting point), re-solving the circuit as the conductance changes; then cycle-to-cycle
+        noise proportional to each step (less for a pulse that saturates against the bound)."""
+        p = self.p
+        lo, hi = self.bounds(cells)
+        rate, formed = self.rate[cells], np.ones(v.size, dtype=bool)
+        g = g_start.copy()
+        dt = duration / _SUBSTEPS
+        for k in range(_SUBSTEPS):
+            drive_set = np.maximum((v_r - p.v_set_th) / (p.v_set_ref - p.v_set_th), 0.0) ** p.v_power
+            drive_reset = np.maximum((-v_r - p.v_reset_th) / (p.v_reset_ref - p.v_reset_th), 0.0) ** p.v_power
+            frac_set = -np.expm1(-rate * drive_set * dt / p.tau_set)
+            frac_reset = -np.expm1(-rate * drive_reset * dt / p.tau_reset)
+            g = g + frac_set * (hi - g) - frac_reset * (g - lo)
+            if k < _SUBSTEPS - 1:
+                v_r = self._solve(v, v_gate, formed, g)[0]
+        step = g - g_start
+        # noise proportional to the step, fading as a long pulse saturates against the bound
+        headroom = np.where(step > 0, hi - g_start, g_start - lo)
+        saturation = np.minimum(np.abs(step) / np.maximum(headroom, 1e-12), 1.0)
+        g = g + p.c2c_noise * np.abs(step) * (1.0 - saturation) * self.rng.standard_normal(step.size)
+        moved = step != 0
+        done = tuple(axis[moved] for axis in cells)
+        self.g[done] = np.minimum(np.maximum(g[moved], lo[moved]), hi[moved])
+        self.cycles[done] += np.abs(step[moved]) / (2 * (self.g_hi[done] - self.g_lo[done]))
+        self._programmed(done, self.clock.now + duration)
+
+    def _programmed(self, cells, at: float) -> None:
+        """Restart the relaxation of `cells` (an index): programming time and trajectory draw."""
+        self.t_prog[cells] = at
+        self.z_relax[cells] = self.rng.standard_normal(self.t_prog[cells].size)
 
     def reseed(self, seed: int) -> None:
         """Restart the noise RNG (the chip's device-to-device draws stay as they are)."""

@@ -77,13 +77,19 @@ def compile_header(pattern: str) -> re.Pattern:
             name = text.lstrip(":")
             suffix = name.endswith("#")
             name = name.rstrip("#")
-            forms = {name.upper(), "".join(c for c in name if not c.islower())}
+            forms = {name.upper(), short_form(name)}
             parts.append(":(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
                          + ")" + (r"(\d+)?" if suffix else ""))
         pos = token.end()
     if pos != len(body):
         raise ValueError(f"bad SCPI header pattern {pattern!r}")
     return re.compile("".join(parts) + (r"\?" if query else ""), re.IGNORECASE)
+
+
+def short_form(keyword: str) -> str:
+    """The short form of a manual-style keyword, as queries reply it (`PULSe` -> `PULS`,
+    `EXT3` -> `EXT3`)."""
+    return "".join(c for c in keyword if not c.islower())
 
 
 def split_quoted(text: str, separator: str) -> list[str]:
@@ -132,6 +138,17 @@ def to_int(param: str, low: int, high: int) -> int:
     return int(value)
 
 
+def to_number(param: str, low: float, high: float, integer: bool = False) -> float:
+    """A number within [low, high] (-222 outside), or MINimum / MAXimum for the bounds; with
+    `integer` the number must be whole."""
+    word = param.upper()
+    if word in ("MIN", "MINIMUM"):
+        return low
+    if word in ("MAX", "MAXIMUM"):
+        return high
+    return to_int(param, low, high) if integer else to_float(param, low, high)
+
+
 def to_bool(param: str) -> bool:
     value = param.upper()
     if value in ("ON", "1"):
@@ -158,6 +175,11 @@ def unquote(param: str) -> str:
 def format_number(value: float) -> str:
     """The Keithley/Keysight ASCII number format, e.g. +1.000000E-01."""
     return f"{value:+.6E}"
+
+
+def format_bool(value: bool) -> str:
+    """A boolean setting as queries reply it: 1 or 0."""
+    return str(int(value))
 
 
 class ErrorQueue:

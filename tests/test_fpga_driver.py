@@ -6,35 +6,9 @@ import pytest
 
 from instruments.base import InstrumentError
 from instruments.fpga import BoardError, FpgaBoard, FrameError, LineMode, encode_frame
-from instruments.transport import InstrumentTimeout, Transport
+from instruments.transport import InstrumentTimeout
 
-
-class ScriptedTransport(Transport):
-    """Expects the given requests in order; answers each with its scripted reply bytes."""
-
-    resource = "script://board"
-
-    def __init__(self, script: list[tuple[bytes, bytes]]):
-        self.script = list(script)
-        self.rx = bytearray()
-        self.sent: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.sent.append(data)
-        assert self.script, f"unexpected write {data.hex(' ')}"
-        expected, reply = self.script.pop(0)
-        assert data == expected, f"sent {data.hex(' ')}, expected {expected.hex(' ')}"
-        self.rx += reply
-
-    def read(self, size: int) -> bytes:
-        if len(self.rx) < size:
-            raise InstrumentTimeout(f"{self.resource}: expected {size} bytes")
-        out = bytes(self.rx[:size])
-        del self.rx[:size]
-        return out
-
-    def read_line(self, terminator: bytes = b"\n") -> bytes:
-        raise NotImplementedError
+from fakes import ScriptedTransport
 
 
 def ack(seq: int, cmd: int, data: bytes = b"") -> bytes:
@@ -42,7 +16,7 @@ def ack(seq: int, cmd: int, data: bytes = b"") -> bytes:
 
 
 def board(*script: tuple[bytes, bytes]) -> tuple[FpgaBoard, ScriptedTransport]:
-    transport = ScriptedTransport(list(script))
+    transport = ScriptedTransport(list(script), resource="script://board", binary=True)
     return FpgaBoard(transport), transport
 
 

@@ -4,39 +4,11 @@ import pytest
 
 from instruments.base import InstrumentError
 from instruments.keithley2450 import Keithley2450
-from instruments.transport import InstrumentTimeout, Transport
+
+from fakes import ScriptedTransport
 
 NO_ERROR = (b":SYST:ERR?\n", b'0,"No error;0;0 0"\n')
 IDN = b"KEITHLEY INSTRUMENTS,MODEL 2450,04000001,1.7.12b\n"
-
-
-class ScriptedTransport(Transport):
-    """Expects the scripted messages in order and answers each with its reply bytes."""
-
-    resource = "script://smu"
-
-    def __init__(self, script: list[tuple[bytes, bytes]]):
-        self.script = list(script)
-        self.rx = bytearray()
-        self.queries = 0
-
-    def write(self, data: bytes) -> None:
-        assert self.script, f"unexpected write {data!r}"
-        expected, reply = self.script.pop(0)
-        assert data == expected, f"sent {data!r}, expected {expected!r}"
-        self.rx += reply
-        self.queries += bool(reply)
-
-    def read(self, size: int) -> bytes:
-        raise NotImplementedError
-
-    def read_line(self, terminator: bytes = b"\n") -> bytes:
-        end = self.rx.find(terminator)
-        if end < 0:
-            raise InstrumentTimeout(f"{self.resource}: no reply")
-        out = bytes(self.rx[:end])
-        del self.rx[: end + len(terminator)]
-        return out
 
 
 def smu(*script: tuple[bytes, bytes]) -> tuple[Keithley2450, ScriptedTransport]:

@@ -7,22 +7,7 @@ from instruments.keithley2450 import Keithley2450
 from instruments.transport import InProcessTransport
 from sim_backend.keithley2450 import VirtualKeithley2450
 
-R = 10e3
-
-
-class Resistor:
-    """An ohmic SmuLoad that records every apply() call."""
-
-    def __init__(self, resistance: float = R):
-        self.resistance = resistance
-        self.applied: list[tuple[float | None, float]] = []
-
-    def apply(self, v, duration):
-        self.applied.append((v, duration))
-        return 0.0 if v is None else v / self.resistance
-
-    def current(self, v):
-        return v / self.resistance
+from fakes import FormingCell, R, Resistor
 
 
 @pytest.fixture
@@ -160,18 +145,6 @@ def test_trace_data_range_is_checked(bench):
     smu.write(':TRAC:DATA? 1, 2, "defbuffer1", READ')
     smu.write(':TRAC:CLE "defbuffer9"')
     assert [smu.next_error()[0] for _ in range(3)] == [-222, -224, 0]
-
-
-class FormingCell(Resistor):
-    """1 MOhm until it is held at 3 V or more, then 1 kOhm (a forming event)."""
-
-    def __init__(self):
-        super().__init__(1e6)
-
-    def apply(self, v, duration):
-        if v is not None and v >= 3.0:
-            self.resistance = 1e3
-        return super().apply(v, duration)
 
 
 def test_a_load_that_switches_during_a_point_is_clamped_and_aborts():

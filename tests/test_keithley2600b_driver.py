@@ -5,40 +5,12 @@ import pytest
 from instruments.base import InstrumentError
 from instruments.keithley2600b import Keithley2600B
 from instruments.smu import SourceMeter
-from instruments.transport import InstrumentTimeout, Transport
+
+from fakes import ScriptedTransport
 
 NO_ERROR = (b"print(errorqueue.next())\n",
             b"0.00000e+00\tQueue Is Empty\t0.00000e+00\t0.00000e+00\n")
 IDN = b"Keithley Instruments Inc., Model 2636B, 4000001, 4.0.0\n"
-
-
-class ScriptedTransport(Transport):
-    """Expects the scripted messages in order and answers each with its reply bytes."""
-
-    resource = "script://smu"
-
-    def __init__(self, script: list[tuple[bytes, bytes]]):
-        self.script = list(script)
-        self.rx = bytearray()
-        self.queries = 0
-
-    def write(self, data: bytes) -> None:
-        assert self.script, f"unexpected write {data!r}"
-        expected, reply = self.script.pop(0)
-        assert data == expected, f"sent {data!r}, expected {expected!r}"
-        self.rx += reply
-        self.queries += bool(reply)
-
-    def read(self, size: int) -> bytes:
-        raise NotImplementedError
-
-    def read_line(self, terminator: bytes = b"\n") -> bytes:
-        end = self.rx.find(terminator)
-        if end < 0:
-            raise InstrumentTimeout(f"{self.resource}: no reply")
-        out = bytes(self.rx[:end])
-        del self.rx[: end + len(terminator)]
-        return out
 
 
 def smu(*script: tuple[bytes, bytes],

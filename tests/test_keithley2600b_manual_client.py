@@ -1,31 +1,17 @@
 """A client written from the 2600B Reference Manual alone (pyvisa, raw TSP, no labctl driver)
 against the virtual 2600B served on loopback: the twin must understand what the manual shows."""
 import pytest
-import pyvisa
 
 from sim_backend.keithley2600b import VirtualKeithley2600B
-from sim_backend.server import serve
 
-
-class Resistor:
-    def apply(self, v, duration):
-        return 0.0 if v is None else v / 1e3
-
-    def current(self, v):
-        return v / 1e3
+from fakes import Resistor, visa_session
 
 
 @pytest.fixture
 def inst():
-    twin = VirtualKeithley2600B(Resistor(), model="2636B", serial="1234567")
-    server = serve(twin)
-    rm = pyvisa.ResourceManager("@py")
-    resource = rm.open_resource(f"TCPIP0::127.0.0.1::{server.address[1]}::SOCKET",
-                                read_termination="\n", write_termination="\n", timeout=2000)
-    yield resource
-    resource.close()
-    rm.close()
-    server.close()
+    twin = VirtualKeithley2600B(Resistor(1e3), model="2636B", serial="1234567")
+    with visa_session(twin) as resource:
+        yield resource
 
 
 def numbers(reply: str) -> list[float]:

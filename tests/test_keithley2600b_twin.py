@@ -7,22 +7,7 @@ from instruments.keithley2600b import Keithley2600B
 from instruments.transport import InProcessTransport
 from sim_backend.keithley2600b import VirtualKeithley2600B
 
-R = 10e3
-
-
-class Resistor:
-    """An ohmic SmuLoad that records every apply() call."""
-
-    def __init__(self, resistance: float = R):
-        self.resistance = resistance
-        self.applied: list[tuple[float | None, float]] = []
-
-    def apply(self, v, duration):
-        self.applied.append((v, duration))
-        return 0.0 if v is None else v / self.resistance
-
-    def current(self, v):
-        return v / self.resistance
+from fakes import FormingCell, R, Resistor
 
 
 def connect(model="2636B", channel="a", load=None):
@@ -139,18 +124,6 @@ def test_without_fail_abort_the_sweep_completes_clamped(bench):
     np.testing.assert_allclose(i, [5e-5, 1.05e-4, 5e-5], rtol=1e-6)
     np.testing.assert_allclose(v, [0.5, 3, 0.5])  # source values are the programmed levels
     assert load.applied[1][0] == pytest.approx(1.05)
-
-
-class FormingCell(Resistor):
-    """1 MOhm until it is held at 3 V or more, then 1 kOhm (a forming event)."""
-
-    def __init__(self):
-        super().__init__(1e6)
-
-    def apply(self, v, duration):
-        if v is not None and v >= 3.0:
-            self.resistance = 1e3
-        return super().apply(v, duration)
 
 
 def test_a_load_that_switches_during_a_point_is_clamped_and_aborts():

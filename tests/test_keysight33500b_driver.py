@@ -4,7 +4,8 @@ import pytest
 from instruments.base import InstrumentError
 from instruments.keysight33500b import Keysight33500B
 from instruments.pulse import PulseGenerator
-from test_keithley2450_driver import ScriptedTransport
+
+from fakes import ScriptedTransport
 
 IDN_33522B = b"Agilent Technologies,33522B,MY00000000,3.05-1.19-2.00-52-00\n"
 IDN_33511B = b"Keysight Technologies,33511B,MY00000001,5.00-1.19-2.00-58-00\n"
@@ -14,8 +15,7 @@ NO_ERROR = (b":SYST:ERR?\n", b'+0,"No error"\n')
 
 def generator(*script, idn: bytes = IDN_33522B) -> tuple[Keysight33500B, ScriptedTransport]:
     """A driver that has read *IDN? (`idn`) and expects `script` next."""
-    transport = ScriptedTransport([(b"*IDN?\n", idn), *script])
-    transport.resource = "script://pulse"
+    transport = ScriptedTransport([(b"*IDN?\n", idn), *script], resource="script://pulse")
     driver = Keysight33500B(transport)
     driver.check_identity()
     return driver, transport
@@ -50,8 +50,7 @@ def test_check_identity_accepts_both_series_and_vendor_names(idn, model):
 @pytest.mark.parametrize("idn", [b"Agilent Technologies,33250A,0,1.0\n",
                                  b"Agilent Technologies,81160A,DE00000000,1.0\n"])
 def test_check_identity_refuses_other_models(idn):
-    t = ScriptedTransport([(b"*IDN?\n", idn)])
-    t.resource = "script://pulse"
+    t = ScriptedTransport([(b"*IDN?\n", idn)], resource="script://pulse")
     with pytest.raises(InstrumentError, match=r"pulse at script://pulse: model '8?\d+A' is not one "
                                               r"of 33509B, 33510B"):
         Keysight33500B(t).check_identity()

@@ -1,24 +1,17 @@
 """A hand-written client that knows only pyvisa and the 33500B guide's SCPI, against the twin on
 loopback TCP: what a user's own script would send to the real instrument."""
 import pytest
-import pyvisa
 
 from sim_backend.keysight33500b import VirtualKeysight33500B
-from sim_backend.server import serve
-from test_keysight33500b_twin import RecordingLoad
+
+from fakes import RecordingLoad, visa_session
 
 
 @pytest.fixture
 def served():
     load = RecordingLoad()
-    server = serve(VirtualKeysight33500B(load, model="33522B"))
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP0::127.0.0.1::{server.address[1]}::SOCKET",
-                            read_termination="\n", write_termination="\n", timeout=2000)
-    yield inst, load
-    inst.close()
-    rm.close()
-    server.close()
+    with visa_session(VirtualKeysight33500B(load, model="33522B")) as inst:
+        yield inst, load
 
 
 def test_identify_reset_and_fire_a_5_pulse_burst(served):

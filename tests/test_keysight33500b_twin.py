@@ -7,15 +7,7 @@ from instruments.keysight33500b import Keysight33500B
 from instruments.transport import InProcessTransport
 from sim_backend.keysight33500b import VirtualKeysight33500B
 
-
-class RecordingLoad:
-    """A PulseLoad that records every hold(channel, v, duration)."""
-
-    def __init__(self):
-        self.holds: list[tuple[int, float | None, float]] = []
-
-    def hold(self, channel, v, duration):
-        self.holds.append((channel, v, duration))
+from fakes import RecordingLoad, burst
 
 
 def bench(model: str = "33522B") -> tuple[Keysight33500B, VirtualKeysight33500B, RecordingLoad]:
@@ -24,10 +16,6 @@ def bench(model: str = "33522B") -> tuple[Keysight33500B, VirtualKeysight33500B,
     generator = Keysight33500B(InProcessTransport(twin, "sim://pulse"), name="pulse")
     generator.check_identity()
     return generator, twin, load
-
-
-def burst(channel: int, pulse: float, rest: float, width: float, period: float, count: int):
-    return [(channel, pulse, width), (channel, rest, period - width)] * count
 
 
 def assert_holds(actual, expected):

@@ -5,7 +5,8 @@ import pytest
 from instruments.base import InstrumentError
 from instruments.keysight81160a import Keysight81160A
 from instruments.pulse import PulseGenerator
-from test_keithley2450_driver import ScriptedTransport
+
+from fakes import ScriptedTransport
 
 NO_ERROR = (b":SYST:ERR?\n", b'0,"No error"\n')
 IDN_81160A = b"Agilent Technologies,81160A,MY51400292,1.0.3.0-2.6\n"

@@ -1,32 +1,16 @@
 """A client written from the 81150A/81160A manual, using only pyvisa, against the served twin."""
 import pytest
-import pyvisa
 
 from sim_backend.keysight81160a import VirtualKeysight81160A
-from sim_backend.server import serve
 
-
-class RecordingLoad:
-    def __init__(self):
-        self.holds = []
-
-    def hold(self, channel, v, duration):
-        self.holds.append((channel, v, duration))
+from fakes import RecordingLoad, visa_session
 
 
 @pytest.fixture
 def session():
     load = RecordingLoad()
-    server = serve(VirtualKeysight81160A(load))
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP0::127.0.0.1::{server.address[1]}::SOCKET",
-                            read_termination="\n", write_termination="\n", timeout=2000)
-    try:
+    with visa_session(VirtualKeysight81160A(load)) as inst:
         yield inst, load
-    finally:
-        inst.close()
-        rm.close()
-        server.close()
 
 
 def test_identify_reset_and_fire_a_five_pulse_burst(session):

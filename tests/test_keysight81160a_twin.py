@@ -6,15 +6,7 @@ from instruments.keysight81160a import Keysight81160A
 from instruments.transport import InProcessTransport
 from sim_backend.keysight81160a import VirtualKeysight81160A
 
-
-class RecordingLoad:
-    """A PulseLoad that records every hold(channel, v, duration)."""
-
-    def __init__(self):
-        self.holds: list[tuple[int, float | None, float]] = []
-
-    def hold(self, channel, v, duration):
-        self.holds.append((channel, v, duration))
+from fakes import RecordingLoad, burst
 
 
 @pytest.fixture(params=["81160A", "81150A"])
@@ -24,10 +16,6 @@ def bench(request):
     pg = Keysight81160A(InProcessTransport(twin, "sim://pulse"))
     assert request.param in pg.check_identity()
     return pg, twin, load
-
-
-def burst(channel, pulse, base, width, period, count):
-    return [(channel, pulse, width), (channel, base, period - width)] * count
 
 
 def assert_holds(actual, expected):

@@ -7,39 +7,11 @@ import pytest
 from instruments.base import InstrumentError
 from instruments.keysight_b2900 import KeysightB2900
 from instruments.smu import SourceMeter
-from instruments.transport import InstrumentTimeout, Transport
+
+from fakes import ScriptedTransport
 
 NO_ERROR = (b":SYST:ERR?\n", b'+0,"No error"\n')
 IDN = b"Keysight Technologies,B2902A,MY51140000,3.4.2011.5100\n"
-
-
-class ScriptedTransport(Transport):
-    """Expects the scripted messages in order and answers each with its reply bytes."""
-
-    resource = "script://smu"
-
-    def __init__(self, script: list[tuple[bytes, bytes]]):
-        self.script = list(script)
-        self.rx = bytearray()
-        self.queries = 0
-
-    def write(self, data: bytes) -> None:
-        assert self.script, f"unexpected write {data!r}"
-        expected, reply = self.script.pop(0)
-        assert data == expected, f"sent {data!r}, expected {expected!r}"
-        self.rx += reply
-        self.queries += bool(reply)
-
-    def read(self, size: int) -> bytes:
-        raise NotImplementedError
-
-    def read_line(self, terminator: bytes = b"\n") -> bytes:
-        end = self.rx.find(terminator)
-        if end < 0:
-            raise InstrumentTimeout(f"{self.resource}: no reply")
-        out = bytes(self.rx[:end])
-        del self.rx[: end + len(terminator)]
-        return out
 
 
 def smu(*script: tuple[bytes, bytes], channel: int = 1) -> tuple[KeysightB2900, ScriptedTransport]:

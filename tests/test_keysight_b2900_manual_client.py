@@ -1,33 +1,17 @@
 """A plain pyvisa client using only the B2900 SCPI Command Reference's commands against the twin
 served on loopback: no labctl driver, so the twin is checked against the manual, not the driver."""
 import pytest
-import pyvisa
 
 from sim_backend.keysight_b2900 import VirtualKeysightB2900
-from sim_backend.server import serve
 
-R = 10e3
-
-
-class OhmicLoad:
-    def apply(self, v, duration):
-        return 0.0 if v is None else v / R
-
-    def current(self, v):
-        return v / R
+from fakes import R, Resistor, visa_session
 
 
 @pytest.fixture
 def b2900():
-    twin = VirtualKeysightB2900(OhmicLoad(), model="B2902A", serial="MY51140000")
-    server = serve(twin)
-    manager = pyvisa.ResourceManager("@py")
-    inst = manager.open_resource(f"TCPIP0::127.0.0.1::{server.address[1]}::SOCKET",
-                                 read_termination="\n", write_termination="\n", timeout=2000)
-    yield inst, twin
-    inst.close()
-    manager.close()
-    server.close()
+    twin = VirtualKeysightB2900(Resistor(), model="B2902A", serial="MY51140000")
+    with visa_session(twin) as inst:
+        yield inst, twin
 
 
 def test_identify_reset_source_measure_sweep_and_errors(b2900):

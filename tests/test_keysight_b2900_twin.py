@@ -7,26 +7,11 @@ from instruments.keysight_b2900 import KeysightB2900
 from instruments.transport import InProcessTransport
 from sim_backend.keysight_b2900 import VirtualKeysightB2900
 
-R = 10e3
-
-
-class OhmicLoad:
-    """A resistor as an SmuLoad; records every apply() call."""
-
-    def __init__(self, resistance: float = R):
-        self.resistance = resistance
-        self.applied: list[tuple[float | None, float]] = []
-
-    def apply(self, v, duration):
-        self.applied.append((v, duration))
-        return 0.0 if v is None else v / self.resistance
-
-    def current(self, v):
-        return v / self.resistance
+from fakes import FormingCell, R, Resistor
 
 
 def connect(model: str = "B2902A", channel: int = 1, load=None):
-    load = load or OhmicLoad()
+    load = load or Resistor()
     twin = VirtualKeysightB2900(load, model=model)
     smu = KeysightB2900(InProcessTransport(twin, "sim://smu"), name="smu", channel=channel)
     return smu, twin, load
@@ -142,18 +127,6 @@ def test_without_fail_abort_the_sweep_completes_clamped(bench):
     np.testing.assert_allclose(i, [5e-5, 1.05e-4, 5e-5], rtol=1e-6)
     assert v[1] == pytest.approx(1.05) and twin.output_on
     assert smu.ask_values(":FETC:ARR:STAT? (@1)") == [0, 2, 0]
-
-
-class FormingCell(OhmicLoad):
-    """1 MOhm until it is held at 3 V or more, then 1 kOhm (a forming event)."""
-
-    def __init__(self):
-        super().__init__(1e6)
-
-    def apply(self, v, duration):
-        if v is not None and v >= 3.0:
-            self.resistance = 1e3
-        return super().apply(v, duration)
 
 
 def test_a_load_that_switches_during_a_point_is_clamped_and_aborts():

@@ -10,18 +10,12 @@ from instruments.transport import InProcessTransport, InstrumentTimeout, SerialT
 from sim_backend.keithley2450 import VirtualKeithley2450
 from sim_backend.server import serve
 
-
-class Resistor:
-    def apply(self, v, duration):
-        return 0.0 if v is None else v / 1e4
-
-    def current(self, v):
-        return v / 1e4
+from fakes import Resistor
 
 
 @pytest.fixture
 def served():
-    twin = VirtualKeithley2450(Resistor())
+    twin = VirtualKeithley2450(Resistor(1e4))
     server = serve(twin)
     yield twin, server.address[1]
     server.close()
@@ -109,7 +103,7 @@ def test_refused_visa_socket_names_the_resource(closed_port):
 
 
 def test_in_process_timeout_when_no_reply():
-    link = InProcessTransport(VirtualKeithley2450(Resistor()), "sim://smu")
+    link = InProcessTransport(VirtualKeithley2450(Resistor(1e4)), "sim://smu")
     link.write(b":SOUR:VOLT 1\n")  # a command: no reply
     with pytest.raises(InstrumentTimeout, match="sim://smu: no reply"):
         link.read_line()

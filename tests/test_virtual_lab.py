@@ -61,7 +61,9 @@ def test_manual_routing_lets_a_plain_scpi_client_measure_the_cell(virtual_lab, t
     finally:
         smu.close()
         rm.close()
-    assert g == pytest.approx(g_map[2, 5], rel=1e-3)
+    # read noise and relaxation move a reading by well under 1 %; the cells differ by far more
+    assert np.unravel_index(np.argmin(np.abs(g_map - g)), g_map.shape) == (2, 5)
+    assert g == pytest.approx(g_map[2, 5], rel=0.01)
     assert main(["board", "release", "--station", str(station_file)]) == 0
     assert "SMU" not in capsys.readouterr().out
 
