@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from . import __version__
 from .engine import get_protocol, prepare, run_protocol
 from .params import ParameterError, parse_cli_value
 from .safety import SafetyError
-from .station import (Station, StationError, check_station, load_station, open_sim_lab,
-                      reset_sim_state, station_toml)
+from .station import (Station, StationConfig, StationError, check_station, load_station,
+                      open_sim_lab, reset_sim_state, station_toml)
 from .store import export_csv, list_runs
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -76,7 +77,7 @@ def cmd_run(args) -> int:
     protocol = get_protocol(args.protocol)
     values = _settings(args.set or [])
     out = args.out or Path("labctl_data") / f"{date.today():%Y%m%d}.h5"
-    config = load_station(args.station)
+    config = _station_config(args)
     prepare(protocol, values, config)  # bad input fails here, before any instrument is touched
     with Station(config, sim_state=args.sim_state, seed=args.seed) as station:
         result = run_protocol(station, protocol, values, out=out, progress=_progress(protocol.name))
@@ -132,7 +133,7 @@ def cmd_data_plot(args) -> int:
 
 
 def cmd_sim_reset(args) -> int:
-    config = load_station(args.station)
+    config = _station_config(args)
     if not config.simulated:
         raise CliError(f"station {args.station} is not simulated", EXIT_USAGE)
     print(f"simulated chip reset to pristine: {reset_sim_state(config, args.sim_state)}")
@@ -146,7 +147,7 @@ def cmd_sim_serve(args) -> int:
 
     from sim_backend.virtual_lab import VirtualLabServer
 
-    config = load_station(args.station)
+    config = _station_config(args)
     if not config.simulated:
         raise CliError(f"station {args.station} is not simulated", EXIT_USAGE)
     lab, state = open_sim_lab(config, args.sim_state, args.seed, args.smu, args.pulse)
@@ -169,6 +170,16 @@ def cmd_sim_serve(args) -> int:
     finally:
         server.close()
     return 0
+
+
+def _station_config(args) -> StationConfig:
+    """The station named by --station, with --device swapping the simulator's device file."""
+    config = load_station(args.station)
+    if getattr(args, "device", None):
+        if not Path(args.device).is_file():
+            raise StationError(f"--device {args.device}: no such file")
+        config = replace(config, device_file=args.device)
+    return config
 
 
 def _interrupt(*_) -> None:
@@ -225,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         if state:
             p.add_argument("--sim-state", metavar="FILE", help="simulated chip state file (default: per station "
                            "under the user's state directory)")
+            p.add_argument("--device", metavar="FILE", help="simulator device-parameter file (TOML, like "
+                           "sim_backend/device_cmo_hfox.toml)")
 
     p = sub.add_parser("protocols", help="list protocols and their parameters")
     p.add_argument("--json", action="store_true")

@@ -303,7 +303,10 @@ def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = No
     from sim_backend.physics import ArrayPhysics, DeviceParams
 
     chip = config.chip
-    params = DeviceParams.load(config.device_file or None)
+    try:
+        params = DeviceParams.load(config.device_file or None)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise StationError(f"device file: {exc}") from exc
     path = Path(sim_state) if sim_state else default_sim_state(config)
     if path.exists():
         physics = SimLab.load_physics(path, params)

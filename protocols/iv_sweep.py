@@ -21,6 +21,17 @@ def low_field_conductance(v: np.ndarray, i: np.ndarray, mask: np.ndarray, v_max:
     return float(np.sum(i[sel] * v[sel]) / np.sum(v[sel] ** 2)) if sel.any() else None
 
 
+def switching_voltage(v: np.ndarray, i: np.ndarray, leg: np.ndarray, direction: int) -> float | None:
+    """Voltage (V) of the largest conductance change I/V in `direction` (+1 jump: SET, -1 drop:
+    RESET) between consecutive points of one leg of the loop (a boolean mask, |V| > 0)."""
+    sel = np.flatnonzero(leg & (v != 0))
+    if sel.size < 2:
+        return None
+    change = direction * np.diff(i[sel] / v[sel])
+    k = int(np.argmax(change))
+    return float(v[sel[k + 1]]) if change[k] > 0 else None
+
+
 def _mean(values: list[float | None]) -> float | None:
     known = [x for x in values if x is not None]
     return float(np.mean(known)) if known else None
@@ -50,7 +61,7 @@ class IVSweep(Protocol):
         p, xbar = ctx.params, ctx.crossbar
         volts = loop_voltages(p["v_set_max"], p["v_reset_max"], p["v_step"])
         ctx.table("iv", [("cycle", "i4", ""), ("v", "f8", "V"), ("i", "f8", "A")])
-        g_lrs, g_hrs = [], []
+        g_lrs, g_hrs, v_set, v_reset = [], [], [], []
         for cycle in range(p["cycles"]):
             ctx.progress(cycle, p["cycles"], f"loop {cycle + 1}/{p['cycles']} on cell ({p['row']}, {p['col']})")
             v, i = xbar.sweep(p["row"], p["col"], volts, p["current_limit"], p["v_gate"], p["delay"], p["nplc"])
@@ -58,10 +69,14 @@ class IVSweep(Protocol):
             index, top, bottom = np.arange(len(v)), int(np.argmax(v)), int(np.argmin(v))
             g_lrs.append(low_field_conductance(v, i, (index > top) & (index < bottom), 0.3))  # after SET
             g_hrs.append(low_field_conductance(v, i, index > bottom, 0.3))  # after RESET
+            v_set.append(switching_voltage(v, i, index <= top, +1))  # rising positive leg
+            falling = (index > top) & (index <= bottom) & (v < 0)  # 0 -> v_reset_max
+            v_reset.append(switching_voltage(v, i, falling, -1))
         ctx.progress(p["cycles"], p["cycles"], "done")
         lrs, hrs = _mean(g_lrs), _mean(g_hrs)
         return {"points": int(len(volts) * p["cycles"]), "g_lrs": lrs, "g_hrs": hrs,
-                "on_off_ratio": lrs / hrs if lrs and hrs else None}
+                "on_off_ratio": lrs / hrs if lrs and hrs else None,
+                "v_set": _mean(v_set), "v_reset": _mean(v_reset)}
 
     @staticmethod
     def plot(run: dict, fig) -> None:

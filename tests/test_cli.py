@@ -128,3 +128,17 @@ def test_demo_forms_maps_and_loops_a_fresh_chip(capsys, tmp_path):
     # a second demo starts again from a pristine chip
     code, res = run_json(capsys, "demo", "--out", str(tmp_path / "demo"), "--seed", "2")
     assert {r["protocol"]: r for r in res["runs"]}["forming"]["summary"]["formed_now"] == 32
+
+
+def test_device_file_swaps_the_simulated_physics(capsys, tmp_path, state):
+    from sim_backend.physics import DEFAULT_DEVICE_FILE
+
+    device = tmp_path / "device.toml"
+    device.write_text(DEFAULT_DEVICE_FILE.read_text().replace(
+        "v_form_mean = { value = 3.17,", "v_form_mean = { value = 2.5,"))
+    code, res = run_json(capsys, "run", "forming", "--sim-state", state, "--device", str(device),
+                         "--set", "v_start=2.0", "--out", str(tmp_path / "d.h5"))
+    assert code == 0 and res["summary"]["v_form_mean"] == pytest.approx(2.53, abs=0.05)
+    device.write_text(DEFAULT_DEVICE_FILE.read_text().replace("v_pristine = ", "v_pristin = "))
+    assert main(["run", "read_map", "--sim-state", str(tmp_path / "other.npz"), "--device", str(device)]) == 2
+    assert "v_pristin" in capsys.readouterr().err

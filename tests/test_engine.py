@@ -109,3 +109,14 @@ def test_iv_loop_shows_set_and_reset(sim_station, tmp_path):
     run_protocol(sim_station, "forming", out=out)
     s = run_protocol(sim_station, "iv_sweep", {"row": 2, "col": 5}, out=out).summary
     assert s["on_off_ratio"] > 3  # full SET/RESET swings the ~9-88 uS window
+    # switching needs the ReRAM above its 0.8 V thresholds, plus the selector's drop
+    assert 0.8 < s["v_set"] < 1.5 and -1.5 < s["v_reset"] < -0.8
+
+
+def test_switching_voltage_finds_the_jump():
+    from protocols.iv_sweep import switching_voltage
+
+    v = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    i = v * np.array([1, 1, 1, 1, 5, 5]) * 1e-5  # conductance jumps between 0.6 and 0.8 V
+    assert switching_voltage(v, i, np.ones(6, bool), +1) == 0.8
+    assert switching_voltage(v, i, np.ones(6, bool), -1) is None  # no drop on this leg

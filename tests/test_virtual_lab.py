@@ -127,3 +127,29 @@ def test_wait_advances_virtual_time_over_the_network(virtual_lab):
     with Station.open(str(station_file)) as station:
         station.wait(86400.0)
     assert server.lab.physics.clock.now == pytest.approx(t0 + 86400.0)
+
+
+SMOKE = {  # every protocol, kept small: the point is the path through pyvisa-py and pyserial
+    "read_map": {},
+    "iv_sweep": {"v_step": 0.1},
+    "pulse_response": {"n_pulses": 8, "cycles": 1},
+    "endurance": {"cycles": 10},
+    "variability_map": {"all_cells": False, "n_cols": 2},
+    "write_verify": {"targets": [30e-6], "acceptance": 0.05, "repeats": 2},
+    "retention": {"levels": [30e-6], "times": [1.0, 3600.0], "acceptance": 0.05, "repeats": 2},
+    "read_noise": {"levels": [30e-6], "times": [1.0], "n_reads": 5, "acceptance": 0.05, "repeats": 2},
+}
+
+
+def test_every_protocol_runs_over_the_virtual_lab(virtual_lab, tmp_path):
+    from protocols import PROTOCOLS
+
+    assert set(SMOKE) | {"forming"} == set(PROTOCOLS)  # a new protocol must join this test
+    server, station_file = virtual_lab
+    with Station.open(str(station_file)) as station:
+        assert run_protocol(station, "forming", FAST_FORMING, out=tmp_path / "d.h5").status == "completed"
+        t0 = server.lab.physics.clock.now
+        for name, params in SMOKE.items():
+            result = run_protocol(station, name, params, out=tmp_path / "d.h5")
+            assert result.status == "completed", f"{name}: {result.error}"
+    assert server.lab.physics.clock.now - t0 > 3600.0  # retention waited in the server's virtual time
