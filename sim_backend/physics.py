@@ -291,6 +291,40 @@ class ArrayPhysics:
         self.cycles[done] += np.abs(step[moved]) / (2 * (self.g_hi[done] - self.g_lo[done]))
         self._programmed(done, self.clock.now + duration)
 
+    def pulse_counts(self, counts: np.ndarray, v_cell: float, v_gate: float, width: float,
+                     period: float) -> None:
+        """Give every cell `counts[i, j]` identical pulses of V_BL - V_SL = v_cell (V) on a gate
+        of v_gate, `width` s each, one every `period` s: the coincidences of a parallel
+        stochastic update. The soft-bounds steps of n pulses compose in closed form,
+        g_n = bound - (bound - g) (1 - f)^n at the ReRAM voltage of the train's start, and their
+        independent cycle-to-cycle noise adds to a spread ~ step / sqrt(n); no loop over pulses.
+        """
+        counts = np.asarray(counts)
+        if counts.shape != self.shape or (counts < 0).any():
+            raise ValueError(f"counts must be non-negative with shape {self.shape}")
+        n_max = int(counts.max(initial=0))
+        cells = np.nonzero((counts > 0) & self.formed & ~self.stuck)
+        if cells[0].size:
+            p, n = self.p, counts[cells].astype(float)
+            v = np.full(n.size, float(v_cell))
+            g_start = self.conductance(cells)
+            v_r = self._solve(v, np.full(n.size, float(v_gate)), np.ones(n.size, bool), g_start)[0]
+            lo, hi = self.bounds(cells)
+            if v_cell >= 0:
+                drive = np.maximum((v_r - p.v_set_th) / (p.v_set_ref - p.v_set_th), 0.0) ** p.v_power
+                bound, tau = hi, p.tau_set
+            else:
+                drive = np.maximum((-v_r - p.v_reset_th) / (p.v_reset_ref - p.v_reset_th), 0.0) ** p.v_power
+                bound, tau = lo, p.tau_reset
+            keep = np.exp(-self.rate[cells] * drive * width / tau)  # 1 - f of one pulse
+            step = (bound - g_start) * (1.0 - keep**n)
+            saturation = np.minimum(np.abs(step) / np.maximum(np.abs(bound - g_start), 1e-12), 1.0)
+            noise = p.c2c_noise * np.abs(step) * (1.0 - saturation) / np.sqrt(n)
+            self.g[cells] = np.minimum(np.maximum(g_start + step + noise * self.rng.standard_normal(n.size), lo), hi)
+            self.cycles[cells] += np.abs(step) / (2 * (self.g_hi[cells] - self.g_lo[cells]))
+            self._programmed(cells, self.clock.now + n_max * period)
+        self.clock.advance(n_max * period)
+
     def _programmed(self, cells, at: float) -> None:
         """Restart the relaxation of `cells` (an index): programming time and trajectory draw."""
         self.t_prog[cells] = at
