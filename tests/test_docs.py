@@ -1,0 +1,44 @@
+"""The docs cannot silently fall behind the code: every registered protocol has a section in
+docs/protocols.md naming each of its parameters, and docs/instruments.md names every driver."""
+import re
+from pathlib import Path
+
+import pytest
+
+from instruments import DRIVERS
+from protocols import PROTOCOLS
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+HEADING = re.compile(r"^## `(\w+)`", re.MULTILINE)
+
+
+def protocol_sections() -> dict[str, str]:
+    """Protocol name -> text of its `## `name` ...` section (up to the next level-2 heading)."""
+    text = (DOCS / "protocols.md").read_text(encoding="utf-8")
+    starts = [m.start() for m in re.finditer(r"^## ", text, re.MULTILINE)] + [len(text)]
+    sections = {}
+    for start, end in zip(starts, starts[1:]):
+        match = HEADING.match(text, start)
+        if match:
+            assert match.group(1) not in sections, f"two sections for protocol {match.group(1)!r}"
+            sections[match.group(1)] = text[start:end]
+    return sections
+
+
+def test_every_documented_protocol_is_registered():
+    stale = sorted(set(protocol_sections()) - set(PROTOCOLS))
+    assert not stale, f"docs/protocols.md documents unregistered protocols: {stale}"
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOLS))
+def test_protocol_section_names_every_parameter(name):
+    sections = protocol_sections()
+    assert name in sections, f"docs/protocols.md has no section heading '## `{name}` ...'"
+    missing = [p.name for p in PROTOCOLS[name].parameters if f"`{p.name}`" not in sections[name]]
+    assert not missing, f"docs/protocols.md section {name!r} does not mention parameters {missing}"
+
+
+def test_instruments_doc_names_every_driver():
+    text = (DOCS / "instruments.md").read_text(encoding="utf-8")
+    missing = sorted(name for name in DRIVERS if f"`{name}`" not in text)
+    assert not missing, f"docs/instruments.md does not name drivers {missing}"
