@@ -9,7 +9,7 @@ import binascii
 import math
 from collections import deque
 from enum import IntEnum
-from typing import Iterable, Mapping, NamedTuple
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -25,11 +25,26 @@ ACK = 0
 DAC_LIMIT = 5.0  # V: the board's DAC range is [-DAC_LIMIT, +DAC_LIMIT]
 MODEL = "FPGA-1T1R"
 MAX_BLOCK_CELLS = (MAX_PAYLOAD - 1) // 8  # f8 currents that fit in one reply after the status
+MAX_TRAIN_LENGTH = 32  # slots of a parallel-update pulse train (one u32 bitmask per line)
+MAX_DAC_BITS = 16  # MVM input resolution, sign included (0 = ideal)
+MAX_ADC_BITS = 24  # MVM output resolution, sign included (0 = ideal)
 
 ROUTE_DTYPE = np.dtype([("channel", "<u2"), ("mode", "u1")])
 DAC_DTYPE = np.dtype([("channel", "<u2"), ("volts", "<f4")])
 READ_DTYPE = np.dtype([("v_read", "<f4"), ("v_gate", "<f4"), ("t_read", "<f4"),
                        ("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols", "<u2")])
+MVM_CONFIG_DTYPE = np.dtype([("v_read", "<f4"), ("v_gate", "<f4"), ("t_int", "<f4"),
+                             ("dac_bits", "u1"), ("adc_bits", "u1"), ("i_range", "<f8")])
+#: head of MVM_FORWARD / MVM_BACKWARD; batch x n_in f4 inputs follow
+MVM_DTYPE = np.dtype([("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols", "<u2"),
+                      ("batch", "<u2")])
+#: head of PARALLEL_UPDATE; n_rows then n_cols u32 train bitmasks follow
+UPDATE_DTYPE = np.dtype([("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols", "<u2"),
+                         ("train_length", "u1"), ("polarity", "i1"), ("amplitude", "<f4"),
+                         ("width", "<f4"), ("period", "<f4"), ("v_gate", "<f4")])
+#: the board's MVM settings at power-up (CONFIGURE_MVM changes them until power-down)
+MVM_DEFAULTS = {"v_read": 0.2, "v_gate": 1.2, "t_int": 1e-6, "dac_bits": 0, "adc_bits": 0,
+                "i_range": 1e-3}
 
 
 class Command(IntEnum):
@@ -42,6 +57,10 @@ class Command(IntEnum):
     SET_DAC = 0x12
     RELEASE_ALL = 0x13
     READ_BLOCK = 0x20
+    CONFIGURE_MVM = 0x30
+    MVM_FORWARD = 0x31
+    MVM_BACKWARD = 0x32
+    PARALLEL_UPDATE = 0x33
 
 
 class ErrorCode(IntEnum):
@@ -116,11 +135,14 @@ class FrameDecoder:
     or whose length exceeds `max_payload`, is reported (crc_ok=False) and only its start byte is
     dropped, so a real frame that begins inside it is still found. A receiver that knows its
     largest valid frame sets `max_payload` so that a false start byte in garbage cannot hold up
-    the stream waiting for a long bogus frame.
+    the stream waiting for a long bogus frame; `limits` raises (or lowers) that bound for the
+    command codes that carry long payloads.
     """
 
-    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+    def __init__(self, max_payload: int = MAX_PAYLOAD, limits: Mapping[int, int] | None = None
+                 ) -> None:
         self.max_payload = max_payload
+        self.limits = dict(limits or {})
         self._buf = bytearray()
         self._in_sync = True
         self.discarded = 0
@@ -135,7 +157,7 @@ class FrameDecoder:
             if len(buf) < HEADER_SIZE:
                 return frames
             length = int.from_bytes(buf[3:5], "little")
-            if length > self.max_payload:
+            if length > self.limit(buf[2]):
                 frames.append(Frame(buf[1], buf[2], b"", False, self._in_sync))
                 del buf[:1]
                 self._in_sync = False
@@ -148,6 +170,10 @@ class FrameDecoder:
             frames.append(Frame(body[0], body[1], body[4:], ok, self._in_sync))
             del buf[:end if ok else 1]
             self._in_sync = ok
+
+    def limit(self, cmd: int) -> int:
+        """Largest payload accepted for command code `cmd`."""
+        return self.limits.get(cmd, self.max_payload)
 
     @property
     def needed(self) -> int:
@@ -178,6 +204,34 @@ def _dac_volts(name: str, value: float) -> float:
     return value
 
 
+def _int_in(name: str, value: object, lo: int, hi: int, also: Sequence[int] = ()) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if not (lo <= value <= hi or value in also):
+        extra = "".join(f"{a} or " for a in also)
+        raise ValueError(f"{name}={value} must be {extra}{lo}..{hi}")
+    return int(value)
+
+
+def _positive(name: str, value: float, unit: str, upper: float = math.inf) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and 0 < value <= upper):
+        limit = f" and at most {upper:g} {unit}" if math.isfinite(upper) else ""
+        raise ValueError(f"{name}={value:g} {unit} must be positive{limit}")
+    return value
+
+
+def quantize(values: np.ndarray, bits: int, full_scale: float = 1.0) -> np.ndarray:
+    """Round to a signed `bits`-bit code (sign included): the nearest of the levels
+    k * full_scale / (2**(bits-1) - 1), |k| <= 2**(bits-1) - 1, ties to even; bits 0 = ideal.
+    Values are expected within ±full_scale (the board clips outputs before quantizing)."""
+    values = np.asarray(values, dtype=float)
+    if bits == 0:
+        return values
+    levels = 2 ** (bits - 1) - 1
+    return np.round(values * (levels / full_scale)) * (full_scale / levels)
+
+
 class FpgaBoard:
     """Driver for the FPGA routing board. Every call sends one frame and waits for its reply
     (read_block splits blocks larger than one reply can carry)."""
@@ -187,6 +241,9 @@ class FpgaBoard:
         self.name = name
         #: (rows, cols) of the map last sent with configure_map, else None
         self.map_shape: tuple[int, int] | None = None
+        #: MVM settings last sent with configure_mvm, else None (the board's power-up defaults
+        #: are MVM_DEFAULTS)
+        self.mvm_config: dict[str, float | int] | None = None
         self._seq = 0
         self._decoder = FrameDecoder()
         self._frames: deque[Frame] = deque()
@@ -255,16 +312,7 @@ class FpgaBoard:
         t_read = float(t_read)
         if not (math.isfinite(t_read) and t_read > 0):
             raise ValueError(f"t_read={t_read:g} s must be positive")
-        if (n_rows is None or n_cols is None) and self.map_shape is None:
-            raise ValueError(f"{self._where}: block size unknown; call configure_map() first "
-                             f"or pass n_rows and n_cols")
-        rows, cols = self.map_shape or (0xFFFF, 0xFFFF)
-        r0, c0 = _u16("r0", r0), _u16("c0", c0)
-        n_rows = rows - r0 if n_rows is None else _u16("n_rows", n_rows)
-        n_cols = cols - c0 if n_cols is None else _u16("n_cols", n_cols)
-        if n_rows < 1 or n_cols < 1 or r0 + n_rows > rows or c0 + n_cols > cols:
-            raise ValueError(f"block of {n_rows}x{n_cols} cells at row {r0}, col {c0} is empty "
-                             f"or outside the {rows}x{cols} map")
+        r0, c0, n_rows, n_cols = self._block(r0, c0, n_rows, n_cols)
         if n_cols > MAX_BLOCK_CELLS:
             raise ValueError(f"n_cols={n_cols} exceeds {MAX_BLOCK_CELLS} cells per reply")
         step = MAX_BLOCK_CELLS // n_cols
@@ -275,6 +323,92 @@ class FpgaBoard:
             data = self._transact(Command.READ_BLOCK, request.tobytes())
             out[r:r + k] = self._array(data, "<f8", k * n_cols).reshape(k, n_cols)
         return out
+
+    def configure_mvm(self, v_read: float = 0.2, v_gate: float = 1.2, t_int: float = 1e-6,
+                      dac_bits: int = 0, adc_bits: int = 0, i_range: float = 1e-3) -> None:
+        """Set the board's MVM settings (kept until power-down; RELEASE_ALL keeps them).
+
+        v_read (V, > 0): BL read voltage; v_gate (V): WL gate voltage of an active row;
+        t_int (s): integration time per input unit (a forward input x is a gate pulse of
+        |x| * t_int); dac_bits / adc_bits: input / output resolution, sign included
+        (0 = ideal, else 2..16 / 2..24); i_range (A): full-scale output, beyond ±i_range the
+        outputs clip.
+        """
+        config = {
+            "v_read": _positive("v_read", _dac_volts("v_read", v_read), "V", DAC_LIMIT),
+            "v_gate": _dac_volts("v_gate", v_gate),
+            "t_int": _positive("t_int", t_int, "s"),
+            "dac_bits": _int_in("dac_bits", dac_bits, 2, MAX_DAC_BITS, also=(0,)),
+            "adc_bits": _int_in("adc_bits", adc_bits, 2, MAX_ADC_BITS, also=(0,)),
+            "i_range": _positive("i_range", i_range, "A"),
+        }
+        if not 0 < np.float32(config["t_int"]) < np.inf:
+            raise ValueError(f"t_int={config['t_int']:g} s is outside the f4 range")
+        request = np.array([tuple(config[k] for k in MVM_CONFIG_DTYPE.names)], MVM_CONFIG_DTYPE)
+        self._transact(Command.CONFIGURE_MVM, request.tobytes())
+        self.mvm_config = config
+
+    def mvm_forward(self, x: np.ndarray, r0: int = 0, c0: int = 0, n_rows: int | None = None,
+                    n_cols: int | None = None) -> np.ndarray:
+        """Forward MVM on the block: y[b, j] = sum_i I_ij(v_read) x[b, i] (A).
+
+        x has shape (batch, n_rows) (or (n_rows,) for one vector), values in [-1, 1]; the
+        result has shape (batch, n_cols) (or (n_cols,)), clipped to ±i_range and quantized as
+        set by configure_mvm. n_rows defaults to x's length, n_cols to the rest of the map.
+        Batches larger than one frame carries are split over several requests.
+        """
+        return self._mvm(Command.MVM_FORWARD, "x", x, r0, c0, n_rows, n_cols)
+
+    def mvm_backward(self, d: np.ndarray, r0: int = 0, c0: int = 0, n_rows: int | None = None,
+                     n_cols: int | None = None) -> np.ndarray:
+        """Transposed MVM on the block: z[b, i] = sum_j I_ij(d[b, j] v_read) (A), row-serial.
+
+        d has shape (batch, n_cols) (or (n_cols,)), values in [-1, 1]; the result has shape
+        (batch, n_rows) (or (n_rows,)), clipped and quantized like mvm_forward. n_cols defaults
+        to d's length, n_rows to the rest of the map.
+        """
+        return self._mvm(Command.MVM_BACKWARD, "d", d, r0, c0, n_rows, n_cols)
+
+    def parallel_update(self, row_trains: Sequence[int] | np.ndarray,
+                        col_trains: Sequence[int] | np.ndarray, train_length: int,
+                        polarity: int, amplitude: float, width: float, period: float,
+                        v_gate: float, r0: int = 0, c0: int = 0, n_rows: int | None = None,
+                        n_cols: int | None = None) -> int:
+        """Parallel (outer-product) update of the block with coincident pulse trains.
+
+        row_trains (n_rows) and col_trains (n_cols) are bitmasks: bit k set = a pulse in slot k
+        of a train of `train_length` (1..32) slots, one every `period` s. A row pulse opens the
+        row's gates at v_gate; a column pulse of `amplitude` V (> 0) lasting `width` s goes on
+        the BL (polarity +1, SET) or the SL (polarity -1, RESET). A cell steps once per slot in
+        which its row and its column both pulse. Returns the total number of coincidences.
+        n_rows / n_cols default to the trains' lengths.
+        """
+        length = _int_in("train_length", train_length, 1, MAX_TRAIN_LENGTH)
+        if isinstance(polarity, bool) or polarity not in (1, -1):
+            raise ValueError(f"polarity={polarity!r} must be +1 (SET) or -1 (RESET)")
+        polarity = int(polarity)
+        amplitude = _positive("amplitude", _dac_volts("amplitude", amplitude), "V", DAC_LIMIT)
+        width = _positive("width", width, "s")
+        period = _positive("period", period, "s")
+        if period < width:
+            raise ValueError(f"period={period:g} s must be at least the pulse width={width:g} s")
+        v_gate = _dac_volts("v_gate", v_gate)
+        rows = self._trains("row_trains", row_trains, length)
+        cols = self._trains("col_trains", col_trains, length)
+        r0, c0, n_rows, n_cols = self._block(r0, c0, len(rows) if n_rows is None else n_rows,
+                                             len(cols) if n_cols is None else n_cols)
+        if (len(rows), len(cols)) != (n_rows, n_cols):
+            raise ValueError(f"{len(rows)} row_trains and {len(cols)} col_trains for a block of "
+                             f"{n_rows}x{n_cols} cells")
+        size = UPDATE_DTYPE.itemsize + 4 * (n_rows + n_cols)
+        if size > MAX_PAYLOAD:
+            raise ValueError(f"a block of {n_rows}x{n_cols} cells needs a {size}-byte request, "
+                             f"over the {MAX_PAYLOAD}-byte frame limit")
+        head = np.array([(r0, c0, n_rows, n_cols, length, polarity, amplitude, width, period,
+                          v_gate)], UPDATE_DTYPE)
+        data = self._transact(Command.PARALLEL_UPDATE,
+                              head.tobytes() + rows.tobytes() + cols.tobytes())
+        return int(self._array(data, "<u8", 1)[0])
 
     def status(self) -> tuple[np.ndarray, np.ndarray]:
         """(mode per channel as uint8 LineMode values, DAC volts per channel)."""
@@ -289,6 +423,72 @@ class FpgaBoard:
 
     def close(self) -> None:
         self.transport.close()
+
+    def _block(self, r0: int, c0: int, n_rows: int | None, n_cols: int | None
+               ) -> tuple[int, int, int, int]:
+        """Checked block; a missing size is the rest of the map (which must then be known)."""
+        if (n_rows is None or n_cols is None) and self.map_shape is None:
+            raise ValueError(f"{self._where}: block size unknown; call configure_map() first "
+                             f"or pass n_rows and n_cols")
+        rows, cols = self.map_shape or (0xFFFF, 0xFFFF)
+        r0, c0 = _u16("r0", r0), _u16("c0", c0)
+        n_rows = rows - r0 if n_rows is None else _u16("n_rows", n_rows)
+        n_cols = cols - c0 if n_cols is None else _u16("n_cols", n_cols)
+        if n_rows < 1 or n_cols < 1 or r0 + n_rows > rows or c0 + n_cols > cols:
+            raise ValueError(f"block of {n_rows}x{n_cols} cells at row {r0}, col {c0} is empty "
+                             f"or outside the {rows}x{cols} map")
+        return r0, c0, n_rows, n_cols
+
+    def _mvm(self, cmd: Command, name: str, values: np.ndarray, r0: int, c0: int,
+             n_rows: int | None, n_cols: int | None) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        if values.ndim not in (1, 2):
+            raise ValueError(f"{name} must be one vector or a (batch, n) array, "
+                             f"got shape {values.shape}")
+        batch = values.reshape(-1, values.shape[-1])
+        backward = cmd == Command.MVM_BACKWARD
+        if backward and n_cols is None:
+            n_cols = batch.shape[1]
+        elif not backward and n_rows is None:
+            n_rows = batch.shape[1]
+        r0, c0, n_rows, n_cols = self._block(r0, c0, n_rows, n_cols)
+        n_in, n_out = (n_cols, n_rows) if backward else (n_rows, n_cols)
+        if batch.shape[1] != n_in:
+            raise ValueError(f"{name} has {batch.shape[1]} entries per vector; the block has "
+                             f"{n_in} {'columns' if backward else 'rows'}")
+        bad = np.argwhere(~(np.abs(batch) <= 1.0))
+        if len(bad):
+            b, k = bad[0]
+            where = f"{name}[{b}, {k}]" if values.ndim == 2 else f"{name}[{k}]"
+            raise ValueError(f"{where}={batch[b, k]:g} is outside [-1, 1]")
+        per_frame = min(MAX_BLOCK_CELLS // n_out,
+                        (MAX_PAYLOAD - MVM_DTYPE.itemsize) // (4 * n_in), 0xFFFF)
+        if per_frame < 1:
+            raise ValueError(f"a {n_rows}x{n_cols} block does not fit one frame "
+                             f"(at most {MAX_BLOCK_CELLS} outputs and "
+                             f"{(MAX_PAYLOAD - MVM_DTYPE.itemsize) // 4} inputs per vector)")
+        out = np.empty((len(batch), n_out))
+        for b in range(0, len(batch), per_frame):
+            chunk = batch[b:b + per_frame]
+            head = np.array([(r0, c0, n_rows, n_cols, len(chunk))], MVM_DTYPE)
+            data = self._transact(cmd, head.tobytes() + chunk.astype("<f4").tobytes())
+            out[b:b + len(chunk)] = self._array(data, "<f8", chunk.size // n_in * n_out
+                                                ).reshape(len(chunk), n_out)
+        return out[0] if values.ndim == 1 else out
+
+    @staticmethod
+    def _trains(name: str, trains: Sequence[int] | np.ndarray, length: int) -> np.ndarray:
+        """Pulse-train bitmasks as <u4, checked: integers with no pulse after slot length-1."""
+        trains = np.asarray(trains)
+        if trains.ndim != 1:
+            raise ValueError(f"{name} must be one bitmask per line, got shape {trains.shape}")
+        if trains.size and trains.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be integer bitmasks, got dtype {trains.dtype}")
+        bad = np.flatnonzero((trains < 0) | (trains >= 2 ** length))
+        if len(bad):
+            raise ValueError(f"{name}[{bad[0]}]={trains[bad[0]]} is not a {length}-slot train "
+                             f"(0..2**train_length - 1, train_length={length})")
+        return trains.astype("<u4")
 
     def _array(self, data: bytes, dtype: str, count: int) -> np.ndarray:
         if len(data) != count * np.dtype(dtype).itemsize:

@@ -2,13 +2,16 @@
 board (docs/fpga-protocol.md) and drives the simulated chip through its physical wiring."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-from instruments.fpga import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_BLOCK_CELLS, MAX_PAYLOAD, MODEL,
-                              READ_DTYPE, REPLY_FLAG, ROUTE_DTYPE, Command, ErrorCode, Frame,
-                              FrameDecoder, LineMode, encode_frame)
+from instruments.fpga import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_ADC_BITS, MAX_BLOCK_CELLS,
+                              MAX_DAC_BITS, MAX_PAYLOAD, MAX_TRAIN_LENGTH, MODEL,
+                              MVM_CONFIG_DTYPE, MVM_DEFAULTS, MVM_DTYPE, READ_DTYPE, REPLY_FLAG,
+                              ROUTE_DTYPE, UPDATE_DTYPE, Command, ErrorCode, Frame, FrameDecoder,
+                              LineMode, encode_frame, quantize)
 
 FIRMWARE = "1.0"
 MAX_CHANNELS = (MAX_PAYLOAD - 3) // 5  # the STATUS reply must fit in one frame
@@ -22,6 +25,9 @@ class ArrayPhysics(Protocol):
 
     def apply(self, v_wl: np.ndarray, v_bl: np.ndarray, v_sl: np.ndarray,
               duration: float) -> np.ndarray: ...
+
+    def pulse_counts(self, counts: np.ndarray, v_cell: float, v_gate: float, width: float,
+                     period: float) -> None: ...
 
 
 class _Fault(Exception):
@@ -61,7 +67,9 @@ class VirtualBoard:
         self.physics = physics
         self.serial = serial
         self._wiring = wiring
-        # chip column driven by each channel's BL / SL wire, -1 if none (for the ADC's reading)
+        # chip row / column driven by each channel's WL / BL / SL wire, -1 if none
+        self._wl_row = np.full(n_channels, -1)
+        self._wl_row[wiring[0]] = np.arange(physics.rows)
         self._bl_col = np.full(n_channels, -1)
         self._bl_col[wiring[1]] = np.arange(physics.cols)
         self._sl_col = np.full(n_channels, -1)
@@ -69,13 +77,19 @@ class VirtualBoard:
         self._modes = np.full(n_channels, LineMode.GROUND, np.uint8)
         self._dac = np.zeros(n_channels, np.float32)
         self._map: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        # The longest valid request is a SET_DAC naming every channel once.
-        self._decoder = FrameDecoder(max_payload=DAC_DTYPE.itemsize * n_channels)
+        self._mvm = dict(MVM_DEFAULTS)
+        # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
+        # of every mapped line; MVM batches may fill a whole frame.
+        longest = max(DAC_DTYPE.itemsize * n_channels, UPDATE_DTYPE.itemsize + 4 * n_channels)
+        self._decoder = FrameDecoder(max_payload=longest, limits={
+            Command.MVM_FORWARD: MAX_PAYLOAD, Command.MVM_BACKWARD: MAX_PAYLOAD})
         self._handlers = {
             Command.IDENTIFY: self._identify, Command.STATUS: self._status,
             Command.CONFIGURE_MAP: self._configure_map, Command.ROUTE: self._route,
             Command.SET_DAC: self._set_dac, Command.RELEASE_ALL: self._release_all,
-            Command.READ_BLOCK: self._read_block,
+            Command.READ_BLOCK: self._read_block, Command.CONFIGURE_MVM: self._configure_mvm,
+            Command.MVM_FORWARD: self._mvm_forward, Command.MVM_BACKWARD: self._mvm_backward,
+            Command.PARALLEL_UPDATE: self._parallel_update,
         }
 
     @property
@@ -95,7 +109,7 @@ class VirtualBoard:
             elif frame.in_sync:
                 status, body = ErrorCode.BAD_CRC, (
                     f"corrupt frame (CRC mismatch or length over "
-                    f"{self._decoder.max_payload} bytes)").encode()
+                    f"{self._decoder.limit(frame.cmd)} bytes)").encode()
             else:
                 continue
             out += encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body)
@@ -195,18 +209,14 @@ class VirtualBoard:
 
     def _read_block(self, payload: bytes) -> bytes:
         _expect_length(payload, READ_DTYPE.itemsize)
-        if self._map is None:
-            raise _Fault(ErrorCode.NOT_CONFIGURED, "READ_BLOCK needs CONFIGURE_MAP first")
+        self._need_map("READ_BLOCK")
         req = np.frombuffer(payload, READ_DTYPE)[0]
         self._check_dac(np.array([req["v_read"], req["v_gate"]]))
         t_read = float(req["t_read"])
         if not (np.isfinite(t_read) and t_read > 0):
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"t_read={t_read:g} s must be positive")
         wl, bl, sl = self._map
-        r0, c0, n_rows, n_cols = (int(req[k]) for k in ("r0", "c0", "n_rows", "n_cols"))
-        if n_rows < 1 or n_cols < 1 or r0 + n_rows > len(wl) or c0 + n_cols > len(bl):
-            raise _Fault(ErrorCode.BAD_ARGUMENT, f"block of {n_rows}x{n_cols} at ({r0}, {c0}) "
-                                                 f"is empty or outside the {len(wl)}x{len(bl)} map")
+        r0, c0, n_rows, n_cols = self._block(req)
         if n_rows * n_cols > MAX_BLOCK_CELLS:
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"block of {n_rows * n_cols} cells exceeds "
                                                  f"{MAX_BLOCK_CELLS} per reply")
@@ -227,6 +237,202 @@ class VirtualBoard:
         finally:
             self._modes[:], self._dac[:] = saved
         return currents.astype("<f8").tobytes()
+
+    # -- analog AI: MVM and parallel update ---------------------------------------------------
+    def _configure_mvm(self, payload: bytes) -> bytes:
+        _expect_length(payload, MVM_CONFIG_DTYPE.itemsize)
+        req = np.frombuffer(payload, MVM_CONFIG_DTYPE)[0]
+        v_read, t_int, i_range = (float(req[k]) for k in ("v_read", "t_int", "i_range"))
+        self._check_dac(np.array([req["v_read"], req["v_gate"]]))
+        if not v_read > 0:
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"v_read={v_read:g} V must be positive")
+        if not (np.isfinite(t_int) and t_int > 0):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"t_int={t_int:g} s must be positive")
+        for name, most in (("dac_bits", MAX_DAC_BITS), ("adc_bits", MAX_ADC_BITS)):
+            if not (req[name] == 0 or 2 <= req[name] <= most):
+                raise _Fault(ErrorCode.BAD_ARGUMENT,
+                             f"{name}={req[name]} must be 0 or 2..{most}")
+        if not (np.isfinite(i_range) and i_range > 0):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"i_range={i_range:g} A must be positive")
+        self._mvm = {"v_read": req["v_read"], "v_gate": req["v_gate"], "t_int": t_int,
+                     "dac_bits": int(req["dac_bits"]), "adc_bits": int(req["adc_bits"]),
+                     "i_range": i_range}
+        return b""
+
+    def _mvm_forward(self, payload: bytes) -> bytes:
+        """Inputs pulse-width encoded on the block's WL gates, BLs at ±v_read, SLs integrated.
+
+        One bias for the whole batch: a single apply() gives every block cell's read current
+        (one read-noise draw per batch), and the integrated charge / t_int of output j is
+        sum_i x_i I_ij, assuming I(-v_read) = -I(v_read) for the negative-input phase.
+        """
+        (r0, c0, n_rows, n_cols), x = self._mvm_request(payload, "MVM_FORWARD", backward=False)
+        cfg = self._mvm
+        x = quantize(x, cfg["dac_bits"])
+        rows, bls, sls = self._block_lines(r0, c0, n_rows, n_cols)
+        with self._mvm_bias(rows, bls, sls):
+            self._dac[bls] = cfg["v_read"]
+            cells = self.physics.apply(*self.line_voltages(np.nan), len(x) * cfg["t_int"])
+        return self._integrated(x @ self._block_currents(cells, rows, sls))
+
+    def _mvm_backward(self, payload: bytes) -> bytes:
+        """Row-serial transposed MVM: for each block row, its WL at v_gate, BL j at d_j v_read,
+        every block SL into one integrator for t_int. Cells do not interact, so all block rows
+        at once give the same per-cell currents: one apply() per input vector (its own
+        read-noise draw) lasting n_rows * t_int, summed over the block's columns per row."""
+        (r0, c0, n_rows, n_cols), d = self._mvm_request(payload, "MVM_BACKWARD", backward=True)
+        cfg = self._mvm
+        volts = (quantize(d, cfg["dac_bits"]) * float(cfg["v_read"])).astype(np.float32)
+        rows, bls, sls = self._block_lines(r0, c0, n_rows, n_cols)
+        out = np.empty((len(d), n_rows))
+        with self._mvm_bias(rows, bls, sls):
+            for b, v_bl in enumerate(volts):
+                self._dac[bls] = v_bl
+                cells = self.physics.apply(*self.line_voltages(np.nan), n_rows * cfg["t_int"])
+                out[b] = self._block_currents(cells, rows, sls).sum(axis=1)
+        return self._integrated(out)
+
+    def _parallel_update(self, payload: bytes) -> bytes:
+        """Coincidence update: bit k of a row train opens the row's gates in slot k, bit k of a
+        column train pulses its BL (SET) or SL (RESET); counts per cell in closed form."""
+        head_size = UPDATE_DTYPE.itemsize
+        if len(payload) < head_size:
+            raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected at "
+                                               f"least {head_size}")
+        req = np.frombuffer(payload, UPDATE_DTYPE, 1)[0]
+        n_rows, n_cols = int(req["n_rows"]), int(req["n_cols"])
+        _expect_length(payload, head_size + 4 * (n_rows + n_cols))
+        self._need_map("PARALLEL_UPDATE")
+        r0, c0, n_rows, n_cols = self._block(req)
+        length, polarity = int(req["train_length"]), int(req["polarity"])
+        amplitude, width, period = (float(req[k]) for k in ("amplitude", "width", "period"))
+        if not 1 <= length <= MAX_TRAIN_LENGTH:
+            raise _Fault(ErrorCode.BAD_ARGUMENT,
+                         f"train length {length} outside 1..{MAX_TRAIN_LENGTH}")
+        if polarity not in (1, -1):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"polarity {polarity} must be +1 (SET) or -1 "
+                                                 f"(RESET)")
+        self._check_dac(np.array([req["amplitude"], req["v_gate"]]))
+        if not amplitude > 0:
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"amplitude={amplitude:g} V must be positive")
+        if not (np.isfinite(width) and width > 0 and np.isfinite(period) and period >= width):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"width={width:g} s must be positive and "
+                                                 f"period={period:g} s at least the width")
+        trains = np.frombuffer(payload, "<u4", n_rows + n_cols, head_size)
+        late = np.flatnonzero(trains >> np.uint32(length - 1) > 1)
+        if len(late):
+            k = late[0]
+            line = f"row train {k}" if k < n_rows else f"column train {k - n_rows}"
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"{line} has a pulse after slot {length - 1} "
+                                                 f"(train length {length})")
+        wl, bl, sl = self._map
+        # The trains leave the board on the mapped channels and reach whatever chip line each
+        # channel is wired to: a column pulse on a BL sets, on an SL resets.
+        gate = np.zeros(self.n_channels, np.uint32)
+        gate[wl[r0:r0 + n_rows]] = trains[:n_rows]
+        pulse = np.zeros(self.n_channels, np.uint32)
+        pulse[(bl if polarity > 0 else sl)[c0:c0 + n_cols]] = trains[n_rows:]
+        row = gate[self._wiring[0]]
+        on_bl, on_sl = pulse[self._wiring[1]], pulse[self._wiring[2]]
+        total, slots = 0, 0
+        for v_cell, col in ((amplitude, on_bl & ~on_sl), (-amplitude, on_sl & ~on_bl)):
+            counts = np.bitwise_count(row[:, None] & col[None, :])
+            if counts.any():
+                self.physics.pulse_counts(counts, v_cell, float(req["v_gate"]), width, period)
+                total += int(counts.sum(dtype=np.int64))
+                slots += int(counts.max())
+        # pulse_counts runs the clock on by (most coincidences) x period; the train lasts all
+        # of its slots
+        if slots < length:
+            self._idle((length - slots) * period)
+        return np.array([total], "<u8").tobytes()
+
+    def _mvm_request(self, payload: bytes, command: str, backward: bool
+                     ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+        """Block and (batch, n_in) inputs of an MVM request, checked."""
+        head_size = MVM_DTYPE.itemsize
+        if len(payload) < head_size:
+            raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected at "
+                                               f"least {head_size}")
+        req = np.frombuffer(payload, MVM_DTYPE, 1)[0]
+        batch = int(req["batch"])
+        n_in, n_out = ((int(req["n_cols"]), int(req["n_rows"])) if backward
+                       else (int(req["n_rows"]), int(req["n_cols"])))
+        _expect_length(payload, head_size + 4 * batch * n_in)
+        self._need_map(command)
+        block = self._block(req)
+        if batch < 1:
+            raise _Fault(ErrorCode.BAD_ARGUMENT, "empty batch")
+        if batch * n_out > MAX_BLOCK_CELLS:
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"batch of {batch} x {n_out} outputs exceeds "
+                                                 f"{MAX_BLOCK_CELLS} per reply")
+        values = np.frombuffer(payload, "<f4", batch * n_in, head_size).astype(float)
+        values = values.reshape(batch, n_in)
+        bad = np.argwhere(~(np.abs(values) <= 1.0))
+        if len(bad):
+            b, k = bad[0]
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"input {k} of vector {b} is "
+                                                 f"{values[b, k]:g}, outside [-1, 1]")
+        return block, values
+
+    def _block_lines(self, r0: int, c0: int, n_rows: int, n_cols: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Channels of the block's WLs, BLs and SLs according to the host's map."""
+        wl, bl, sl = self._map
+        return wl[r0:r0 + n_rows], bl[c0:c0 + n_cols], sl[c0:c0 + n_cols]
+
+    @contextmanager
+    def _mvm_bias(self, rows: np.ndarray, bls: np.ndarray, sls: np.ndarray) -> Iterator[None]:
+        """MVM routing: the block's WLs DAC at v_gate, every other mapped WL DAC at 0 V, the
+        block's BLs DAC (the caller sets their volts), the block's SLs on the integrators
+        (ADC), everything else floating; the previous routing and DAC values come back after."""
+        saved = self._modes.copy(), self._dac.copy()
+        try:
+            self._modes[:] = LineMode.FLOAT
+            self._dac[:] = 0.0
+            self._modes[self._map[0]] = LineMode.DAC
+            self._dac[rows] = self._mvm["v_gate"]
+            self._modes[bls] = LineMode.DAC
+            self._modes[sls] = LineMode.ADC
+            yield
+        finally:
+            self._modes[:], self._dac[:] = saved
+
+    def _block_currents(self, cells: np.ndarray, rows: np.ndarray, adc: np.ndarray
+                        ) -> np.ndarray:
+        """(n_rows, n_cols) current of each block row's cells into each integrator channel:
+        a row channel selects the chip row wired to it, an integrator on an SL collects the
+        column's current, one on a BL sources it (sign flips)."""
+        row = self._wl_row[rows]
+        per_row = np.where(row[:, None] >= 0, cells[row], 0.0)
+        sl_col, bl_col = self._sl_col[adc], self._bl_col[adc]
+        return (np.where(sl_col >= 0, per_row[:, sl_col], 0.0)
+                - np.where(bl_col >= 0, per_row[:, bl_col], 0.0))
+
+    def _integrated(self, outputs: np.ndarray) -> bytes:
+        """Integrator outputs (A-equivalent) clipped to ±i_range, quantized to adc_bits."""
+        i_range = self._mvm["i_range"]
+        clipped = np.clip(outputs, -i_range, i_range)
+        return quantize(clipped, self._mvm["adc_bits"], i_range).astype("<f8").tobytes()
+
+    def _idle(self, duration: float) -> None:
+        """Let time pass with every chip line floating."""
+        floating = np.full(self.physics.cols, np.nan)
+        self.physics.apply(np.full(self.physics.rows, np.nan), floating, floating, duration)
+
+    def _need_map(self, command: str) -> None:
+        if self._map is None:
+            raise _Fault(ErrorCode.NOT_CONFIGURED, f"{command} needs CONFIGURE_MAP first")
+
+    def _block(self, req: np.void) -> tuple[int, int, int, int]:
+        """(r0, c0, n_rows, n_cols) of a request, which must lie inside the map."""
+        wl, bl, _ = self._map
+        r0, c0, n_rows, n_cols = (int(req[k]) for k in ("r0", "c0", "n_rows", "n_cols"))
+        if n_rows < 1 or n_cols < 1 or r0 + n_rows > len(wl) or c0 + n_cols > len(bl):
+            raise _Fault(ErrorCode.BAD_ARGUMENT,
+                         f"block of {n_rows}x{n_cols} at ({r0}, {c0}) is empty or outside the "
+                         f"{len(wl)}x{len(bl)} map")
+        return r0, c0, n_rows, n_cols
 
     def _adc_currents(self, adc_channels: np.ndarray, duration: float) -> np.ndarray:
         """Bias the chip for `duration` and return the current into each ADC channel (A)."""

@@ -1,0 +1,467 @@
+"""Batched analog-AI commands of the FPGA board: CONFIGURE_MVM, MVM_FORWARD, MVM_BACKWARD and
+PARALLEL_UPDATE. Exact bytes against a scripted transport, then driver + firmware emulator on the
+real (noise-free unless said otherwise) physics."""
+import struct
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from instruments.fpga import (BoardError, ErrorCode, FpgaBoard, FrameDecoder, encode_frame,
+                              quantize)
+from instruments.transport import InProcessTransport
+from sim_backend.board import VirtualBoard
+from sim_backend.physics import ArrayPhysics, DeviceParams
+
+from fakes import ScriptedTransport
+
+F4 = np.float32
+
+
+def ack(seq: int, cmd: int, data: bytes = b"") -> bytes:
+    return encode_frame(seq, cmd | 0x80, b"\x00" + data)
+
+
+def board(*script: tuple[bytes, bytes]) -> tuple[FpgaBoard, ScriptedTransport]:
+    transport = ScriptedTransport(list(script), resource="script://board", binary=True)
+    return FpgaBoard(transport), transport
+
+
+def mapped(rows: int, cols: int, *script: tuple[bytes, bytes]
+           ) -> tuple[FpgaBoard, ScriptedTransport]:
+    """A scripted board whose first exchange is CONFIGURE_MAP of an identity rows x cols map;
+    the script's seqs start at 1."""
+    n = rows + 2 * cols
+    mapping = struct.pack(f"<2H{n}H", rows, cols, *range(n))
+    fpga, t = board((encode_frame(0, 0x10, mapping), ack(0, 0x10)), *script)
+    fpga.configure_map(range(rows), range(rows, rows + cols), range(rows + cols, n))
+    return fpga, t
+
+
+# -- exact bytes ------------------------------------------------------------------------------
+def test_configure_mvm_bytes_defaults_and_values():
+    defaults = struct.pack("<3f2Bd", 0.2, 1.2, 1e-6, 0, 0, 1e-3)
+    custom = struct.pack("<3f2Bd", 0.25, 1.1, 2e-6, 6, 8, 5e-5)
+    assert len(defaults) == 22
+    fpga, t = board((encode_frame(0, 0x30, defaults), ack(0, 0x30)),
+                    (encode_frame(1, 0x30, custom), ack(1, 0x30)))
+    fpga.configure_mvm()
+    fpga.configure_mvm(v_read=0.25, v_gate=1.1, t_int=2e-6, dac_bits=6, adc_bits=8,
+                       i_range=5e-5)
+    assert not t.script
+    assert fpga.mvm_config == {"v_read": 0.25, "v_gate": 1.1, "t_int": 2e-6, "dac_bits": 6,
+                               "adc_bits": 8, "i_range": 5e-5}
+
+
+def test_configure_mvm_worked_example_in_the_docs():
+    frame = bytes.fromhex("a5 00 30 16 00 cd cc 4c 3e 9a 99 99 3f bd 37 86 35 00 00 "
+                          "fc a9 f1 d2 4d 62 50 3f e4 28")
+    fpga, _ = board((frame, ack(0, 0x30)))
+    fpga.configure_mvm()
+
+
+def test_mvm_forward_bytes_and_shapes():
+    x = np.array([[0.5, -0.25, 1.0], [0.0, 0.125, -1.0]])
+    request = struct.pack("<5H", 1, 2, 3, 2, 2) + struct.pack("<6f", *x.ravel())
+    outputs = np.array([1e-6, -2e-6, 3e-6, 4e-6])
+    one = struct.pack("<5H", 1, 2, 3, 2, 1) + struct.pack("<3f", *x[0])
+    fpga, t = board((encode_frame(0, 0x31, request), ack(0, 0x31, outputs.tobytes())),
+                    (encode_frame(1, 0x31, one), ack(1, 0x31, outputs[:2].tobytes())))
+    out = fpga.mvm_forward(x, r0=1, c0=2, n_rows=3, n_cols=2)
+    np.testing.assert_array_equal(out, outputs.reshape(2, 2))
+    single = fpga.mvm_forward(x[0], 1, 2, 3, 2)  # one vector in, one vector out
+    np.testing.assert_array_equal(single, outputs[:2])
+    assert not t.script
+
+
+def test_mvm_backward_bytes_and_shapes():
+    d = np.array([[0.5, -0.5], [1.0, 0.25]])  # (batch 2, n_cols 2) for a 3 x 2 block
+    request = struct.pack("<5H", 0, 1, 3, 2, 2) + struct.pack("<4f", *d.ravel())
+    outputs = np.arange(6, dtype="<f8") * 1e-7
+    fpga, t = board((encode_frame(0, 0x32, request), ack(0, 0x32, outputs.tobytes())))
+    out = fpga.mvm_backward(d, 0, 1, 3, 2)
+    assert out.shape == (2, 3) and not t.script
+    np.testing.assert_array_equal(out, outputs.reshape(2, 3))
+
+
+def test_mvm_batches_split_by_reply_size():
+    # 1 x 100 block: a reply holds 8191 // 100 = 81 output vectors; 100 vectors -> 81 + 19
+    x = np.linspace(-1, 1, 100)[:, None]
+    script = []
+    for seq, (b, k) in enumerate([(0, 81), (81, 19)], start=1):
+        request = struct.pack("<5H", 0, 0, 1, 100, k) + x[b:b + k].astype("<f4").tobytes()
+        script.append((encode_frame(seq, 0x31, request),
+                       ack(seq, 0x31, np.full(k * 100, float(b)).tobytes())))
+    fpga, t = mapped(1, 100, *script)
+    out = fpga.mvm_forward(x)
+    assert out.shape == (100, 100) and not t.script
+    assert out[80, 0] == 0.0 and out[81, 0] == 81.0
+
+
+def test_mvm_batches_split_by_request_size():
+    # backward of a 1 x 10000 block: 40 kB of inputs per vector, one vector per frame
+    d = np.zeros((2, 10000))
+    d[1] = 0.5
+    script = [(encode_frame(seq, 0x32, struct.pack("<5H", 0, 0, 1, 10000, 1)
+                            + d[seq - 1].astype("<f4").tobytes()),
+               ack(seq, 0x32, struct.pack("<d", seq * 1e-6))) for seq in (1, 2)]
+    fpga, t = mapped(1, 10000, *script)
+    np.testing.assert_array_equal(fpga.mvm_backward(d), [[1e-6], [2e-6]])
+    assert not t.script
+
+
+def test_parallel_update_bytes_and_total():
+    head = struct.pack("<4HBb4f", 1, 0, 2, 3, 8, -1, 1.3, 1e-7, 1e-6, 1.2)
+    trains = struct.pack("<2I3I", 0b1011, 0xFF, 0b1, 0b1111, 0)
+    assert len(head) == 26
+    fpga, t = board((encode_frame(0, 0x33, head + trains), ack(0, 0x33, struct.pack("<Q", 7))))
+    total = fpga.parallel_update([0b1011, 0xFF], np.array([1, 15, 0], np.uint8), train_length=8,
+                                 polarity=-1, amplitude=1.3, width=1e-7, period=1e-6,
+                                 v_gate=1.2, r0=1, c0=0, n_rows=2, n_cols=3)
+    assert total == 7 and not t.script
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda b: b.configure_mvm(v_read=0.0), "v_read=0 V must be positive"),
+    (lambda b: b.configure_mvm(v_read=-0.2), "v_read=-0.2 V must be positive"),
+    (lambda b: b.configure_mvm(v_read=5.5), "v_read=5.5 V is outside the DAC range"),
+    (lambda b: b.configure_mvm(v_gate=6.0), "v_gate=6 V is outside the DAC range"),
+    (lambda b: b.configure_mvm(t_int=0.0), "t_int=0 s must be positive"),
+    (lambda b: b.configure_mvm(t_int=float("inf")), "t_int=inf s must be positive"),
+    (lambda b: b.configure_mvm(dac_bits=1), "dac_bits=1 must be 0 or 2..16"),
+    (lambda b: b.configure_mvm(dac_bits=17), "dac_bits=17 must be 0 or 2..16"),
+    (lambda b: b.configure_mvm(adc_bits=25), "adc_bits=25 must be 0 or 2..24"),
+    (lambda b: b.configure_mvm(adc_bits=8.0), "adc_bits must be an integer"),
+    (lambda b: b.configure_mvm(i_range=0.0), "i_range=0 A must be positive"),
+    (lambda b: b.configure_mvm(i_range=float("nan")), "i_range=nan A must be positive"),
+    (lambda b: b.mvm_forward([[0.5, 1.5]], 0, 0, 2, 1), r"x\[0, 1\]=1.5 is outside \[-1, 1\]"),
+    (lambda b: b.mvm_forward([0.5, np.nan], 0, 0, 2, 1), r"x\[1\]=nan is outside"),
+    (lambda b: b.mvm_forward([[0.5, 0.5]], 0, 0, 3, 1), "x has 2 entries per vector; the block "
+                                                        "has 3 rows"),
+    (lambda b: b.mvm_forward([0.5, 0.5]), "block size unknown"),
+    (lambda b: b.mvm_forward(np.zeros((1, 1, 2)), 0, 0, 2, 1), "one vector or a"),
+    (lambda b: b.mvm_backward([[0.5, 0.5]], 0, 0, 1, 3), "d has 2 entries per vector; the "
+                                                         "block has 3 columns"),
+    (lambda b: b.mvm_backward([-2.0], 0, 0, 1, 1), r"d\[0\]=-2 is outside"),
+    (lambda b: b.mvm_forward([0.5], 0, 0, 1, 8192), "does not fit one frame"),
+    (lambda b: b.parallel_update([1], [1], 0, 1, 1.3, 1e-7, 1e-6, 1.2), "train_length=0 must "
+                                                                        "be 1..32"),
+    (lambda b: b.parallel_update([1], [1], 33, 1, 1.3, 1e-7, 1e-6, 1.2), "train_length=33"),
+    (lambda b: b.parallel_update([1], [1], 8, 0, 1.3, 1e-7, 1e-6, 1.2),
+     r"polarity=0 must be \+1 \(SET\) or -1"),
+    (lambda b: b.parallel_update([1], [1], 8, True, 1.3, 1e-7, 1e-6, 1.2), "polarity=True must be"),
+    (lambda b: b.parallel_update([1], [1], 8, 1, 0.0, 1e-7, 1e-6, 1.2), "amplitude=0 V must be "
+                                                                        "positive"),
+    (lambda b: b.parallel_update([1], [1], 8, 1, 5.5, 1e-7, 1e-6, 1.2), "amplitude=5.5 V is "
+                                                                        "outside the DAC range"),
+    (lambda b: b.parallel_update([1], [1], 8, 1, 1.3, 0.0, 1e-6, 1.2), "width=0 s must be"),
+    (lambda b: b.parallel_update([1], [1], 8, 1, 1.3, 2e-6, 1e-6, 1.2), "period=1e-06 s must be "
+                                                                        "at least the pulse"),
+    (lambda b: b.parallel_update([1], [1], 8, 1, 1.3, 1e-7, 1e-6, 5.5), "v_gate=5.5 V is outside"),
+    (lambda b: b.parallel_update([256], [1], 8, 1, 1.3, 1e-7, 1e-6, 1.2),
+     r"row_trains\[0\]=256 is not a 8-slot train"),
+    (lambda b: b.parallel_update([1], [1, -1], 8, 1, 1.3, 1e-7, 1e-6, 1.2),
+     r"col_trains\[1\]=-1 is not"),
+    (lambda b: b.parallel_update([1], [2**32], 32, 1, 1.3, 1e-7, 1e-6, 1.2), "col_trains"),
+    (lambda b: b.parallel_update([1.0], [1], 8, 1, 1.3, 1e-7, 1e-6, 1.2), "integer bitmasks"),
+    (lambda b: b.parallel_update([1, 2], [1], 8, 1, 1.3, 1e-7, 1e-6, 1.2, n_rows=1),
+     "2 row_trains and 1 col_trains for a block of 1x1"),
+])
+def test_invalid_input_is_rejected_before_anything_is_sent(call, match):
+    fpga, t = board()
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(fpga)
+    assert t.sent == []
+
+
+def test_blocks_outside_the_known_map_are_rejected_before_sending():
+    fpga, t = mapped(2, 3)
+    for call in (lambda: fpga.mvm_forward([[0.1, 0.2]], r0=1),
+                 lambda: fpga.mvm_backward([0.1, 0.2], c0=2),
+                 lambda: fpga.parallel_update([1, 1, 1], [1], 8, 1, 1.3, 1e-7, 1e-6, 1.2)):
+        with pytest.raises(ValueError, match="outside the 2x3 map"):
+            call()
+    assert len(t.sent) == 1  # only the map
+
+
+# -- driver + firmware emulator on the real physics -------------------------------------------
+# A 4 x 6 chip wired to a 20-channel board, deliberately not the identity.
+WL, BL, SL = [10, 3, 12, 0], [19, 18, 17, 16, 15, 14], [1, 2, 4, 5, 6, 7]
+V_READ, V_GATE = F4(0.2), F4(1.2)
+
+
+def make_chip(read_noise: bool = False, seed: int = 3) -> ArrayPhysics:
+    params = DeviceParams.load()
+    chip = ArrayPhysics(4, 6, params if read_noise else replace(params, read_noise=0.0), seed=seed)
+    chip.formed[:] = True
+    chip.g = np.linspace(10e-6, 80e-6, 24).reshape(4, 6)
+    return chip
+
+
+@pytest.fixture
+def chip():
+    return make_chip()
+
+
+@pytest.fixture
+def fpga(chip):
+    vboard = VirtualBoard(chip, WL, BL, SL, n_channels=20)
+    fpga = FpgaBoard(InProcessTransport(vboard, "sim://board"))
+    fpga.configure_map(WL, BL, SL)
+    return fpga
+
+
+def read_currents(chip: ArrayPhysics, rows: slice, cols: slice, v_bl=V_READ) -> np.ndarray:
+    """Noise-free per-cell currents of the block under the MVM bias: block gates at v_gate,
+    other gates off, block BLs at v_bl, block SLs at 0 V, other columns floating."""
+    v_wl = np.zeros(chip.rows)
+    v_wl[rows] = V_GATE
+    v_bl_all, v_sl = np.full(chip.cols, np.nan), np.full(chip.cols, np.nan)
+    v_bl_all[cols], v_sl[cols] = v_bl, 0.0
+    return chip.currents(v_wl, v_bl_all, v_sl)[rows, cols]
+
+
+def raw(fpga: FpgaBoard, cmd: int, payload: bytes) -> tuple[int, bytes]:
+    """Send one raw request to the emulator behind `fpga`; return (status, data)."""
+    [frame] = FrameDecoder().feed(fpga.transport.instrument.handle(encode_frame(200, cmd, payload)))
+    return frame.payload[0], frame.payload[1:]
+
+
+def test_forward_mvm_is_x_times_the_read_currents(fpga, chip):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (7, 3))
+    cells = read_currents(chip, slice(1, 4), slice(2, 5))
+    g_apparent = cells / V_READ
+    t0 = chip.clock.now
+    out = fpga.mvm_forward(x, r0=1, c0=2, n_rows=3, n_cols=3)
+    expected = x.astype(F4) @ (g_apparent * V_READ)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert chip.clock.now - t0 == pytest.approx(7 * float(F4(1e-6)))
+    # the selector's drop keeps the apparent conductance within several % of G
+    np.testing.assert_allclose(g_apparent, chip.g[1:4, 2:5], rtol=0.1)
+
+
+def test_backward_mvm_of_a_non_square_block_is_row_serial(fpga, chip):
+    rng = np.random.default_rng(1)
+    d = rng.uniform(-1, 1, (4, 5))  # 3 x 5 block: inputs on 5 columns, outputs on 3 rows
+    rows, cols = slice(1, 4), slice(0, 5)
+    expected = np.array([read_currents(chip, rows, cols, v_bl=(di * float(V_READ)).astype(F4))
+                         .sum(axis=1) for di in d])
+    t0 = chip.clock.now
+    out = fpga.mvm_backward(d, r0=1, c0=0, n_rows=3, n_cols=5)
+    assert out.shape == (4, 3)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert chip.clock.now - t0 == pytest.approx(4 * 3 * float(F4(1e-6)))
+    # it is the transpose of the forward product, up to the cells' slight nonlinearity
+    forward_weights = read_currents(chip, rows, cols)
+    np.testing.assert_allclose(out, d @ forward_weights.T, rtol=2e-2, atol=1e-8)
+
+
+def test_mvm_defaults_cover_the_rest_of_the_map(fpga, chip):
+    x = np.full(4, 0.5)
+    np.testing.assert_allclose(fpga.mvm_forward(x), 0.5 * read_currents(chip, slice(0, 4),
+                                                                        slice(0, 6)).sum(axis=0),
+                               rtol=1e-6)
+    assert fpga.mvm_backward(np.zeros(6)).tolist() == [0.0] * 4
+
+
+def test_outputs_clip_at_i_range(fpga, chip):
+    cells = read_currents(chip, slice(0, 4), slice(0, 6))
+    ideal = cells.sum(axis=0)  # x = all ones
+    i_range = float(np.median(ideal))
+    fpga.configure_mvm(i_range=i_range)
+    out = fpga.mvm_forward(np.ones((2, 4)) * [[1], [-1]])
+    clipped = ideal > i_range
+    assert clipped.any() and not clipped.all()
+    np.testing.assert_array_equal(out[0][clipped], i_range)
+    np.testing.assert_array_equal(out[1][clipped], -i_range)
+    np.testing.assert_allclose(out[0][~clipped], ideal[~clipped], rtol=1e-6)
+    back = fpga.mvm_backward(np.ones(6))
+    np.testing.assert_array_equal(back, np.minimum(cells.sum(axis=1), i_range))
+
+
+def test_inputs_quantized_to_dac_bits(fpga, chip):
+    fpga.configure_mvm(dac_bits=3)  # levels k/3, |k| <= 3
+    x = np.array([0.1, 0.2, 0.5, -0.9])
+    x_q = np.array([0.0, 1 / 3, 2 / 3, -1.0])  # 0.5 * 3 = 1.5 rounds to even
+    np.testing.assert_allclose(quantize(x.astype(F4), 3), x_q)
+    cells = read_currents(chip, slice(0, 4), slice(0, 6))
+    np.testing.assert_allclose(fpga.mvm_forward(x), x_q @ cells, rtol=1e-6)
+    d = np.array([0.1, 0.2, 0.5, -0.9, 0.7, -0.16])
+    d_q = quantize(d.astype(F4), 3)
+    expected = read_currents(chip, slice(0, 4), slice(0, 6),
+                             v_bl=(d_q * float(V_READ)).astype(F4)).sum(axis=1)
+    np.testing.assert_allclose(fpga.mvm_backward(d), expected, rtol=1e-6)
+
+
+def test_outputs_quantized_to_adc_bits(fpga, chip):
+    i_range = 3e-5
+    fpga.configure_mvm(adc_bits=6, i_range=i_range)  # step i_range / 31
+    step = i_range / 31
+    x = np.random.default_rng(2).uniform(-1, 1, (5, 4))
+    out = fpga.mvm_forward(x)
+    ideal = np.clip(x.astype(F4) @ read_currents(chip, slice(0, 4), slice(0, 6)), -i_range, i_range)
+    codes = out / step
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-9)
+    assert np.abs(out - ideal).max() <= step / 2 * (1 + 1e-9)
+    assert len(np.unique(np.round(codes))) > 10
+
+
+def test_forward_draws_one_read_noise_realization_per_batch():
+    chip = make_chip(read_noise=True)
+    chip.clock.advance(100.0)  # read noise grows with the time since programming
+    vboard = VirtualBoard(chip, WL, BL, SL, n_channels=20)
+    fpga = FpgaBoard(InProcessTransport(vboard))
+    fpga.configure_map(WL, BL, SL)
+    x = np.tile([1.0, -0.5, 0.25, 0.0], (3, 1))
+    first, second = fpga.mvm_forward(x), fpga.mvm_forward(x)
+    np.testing.assert_array_equal(first[0], first[1])  # one draw for the whole batch
+    np.testing.assert_array_equal(first[0], first[2])
+    assert not np.array_equal(first[0], second[0])  # a fresh draw per request
+    exact = x[0] @ read_currents(chip, slice(0, 4), slice(0, 6))
+    np.testing.assert_allclose(first[0], exact, rtol=0.05)
+
+
+def test_mvm_restores_routing_and_dac(fpga):
+    fpga.route({3: 4, 19: 2, 7: 0})
+    fpga.set_dac({3: 0.7})
+    before = fpga.status()
+    fpga.mvm_forward(np.full(4, 0.3))
+    fpga.mvm_backward(np.full(6, -0.3))
+    fpga.parallel_update([1] * 4, [1] * 6, 1, 1, 1.35, 1e-7, 1e-6, 1.2)
+    after = fpga.status()
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+
+
+def test_large_batches_go_through_the_emulator_in_several_frames(fpga, chip):
+    x = np.random.default_rng(4).uniform(-1, 1, (5000, 4))  # 8191 // 6 = 1365 vectors a frame
+    out = fpga.mvm_forward(x)
+    np.testing.assert_allclose(out, x.astype(F4) @ read_currents(chip, slice(0, 4), slice(0, 6)),
+                               rtol=1e-6, atol=1e-15)
+
+
+# -- parallel update ----------------------------------------------------------------------------
+def full_counts(shape, r0, c0, rows, cols) -> np.ndarray:
+    counts = np.zeros(shape, np.int64)
+    block = np.bitwise_count(np.asarray(rows, np.uint32)[:, None] & np.asarray(cols, np.uint32))
+    counts[r0:r0 + len(rows), c0:c0 + len(cols)] = block
+    return counts
+
+
+@pytest.mark.parametrize("polarity, amplitude", [(1, 1.35), (-1, 1.3)])
+def test_parallel_update_steps_cells_by_their_coincidences(fpga, chip, polarity, amplitude):
+    chip.g = np.full((4, 6), 40e-6)
+    chip.clock.advance(10.0)
+    rows = [0b1011_0110, 0b0000_0000, 0b1111_1111]  # block rows 1..3
+    cols = [0b0000_0001, 0b1111_0000, 0b0101_0101, 0b1000_0000]  # block cols 2..5
+    counts = full_counts(chip.shape, 1, 2, rows, cols)
+    twin = ArrayPhysics.from_state(chip.state(), chip.p)
+    g_before, t0 = chip.conductance(), chip.clock.now
+    width, period, v_gate = 1e-7, 1e-6, 1.2
+    total = fpga.parallel_update(rows, cols, 8, polarity, amplitude, width, period, v_gate,
+                                 r0=1, c0=2)
+    assert total == counts.sum() == 16
+    twin.pulse_counts(counts, polarity * float(F4(amplitude)), float(F4(v_gate)),
+                      float(F4(width)), float(F4(period)))
+    np.testing.assert_array_equal(chip.g, twin.g)
+    # cells without a coincidence keep their programmed state (they only relax on)
+    np.testing.assert_array_equal(chip.g[counts == 0], 40e-6)
+    np.testing.assert_array_equal(chip.t_prog[counts == 0], 0.0)
+    g_after = chip.conductance()
+    assert np.all(g_after[counts > 0] != g_before[counts > 0])
+    assert np.mean(g_after[counts > 0] - g_before[counts > 0]) * polarity > 0
+    assert chip.clock.now - t0 == pytest.approx(8 * float(F4(period)))
+
+
+def test_parallel_update_follows_the_map():
+    chip = make_chip()
+    chip.g = np.full((4, 6), 40e-6)
+    vboard = VirtualBoard(chip, WL, BL, SL, n_channels=20)
+    fpga = FpgaBoard(InProcessTransport(vboard))
+    # the host's map swaps rows 0 and 1 and columns 4 and 5: the pulses land where it says
+    fpga.configure_map([WL[1], WL[0], *WL[2:]], BL[:4] + [BL[5], BL[4]], SL[:4] + [SL[5], SL[4]])
+    twin = ArrayPhysics.from_state(chip.state(), chip.p)
+    total = fpga.parallel_update([0xF], [0xF, 0x3], 4, 1, 1.35, 1e-7, 1e-6, 1.2,
+                                 r0=0, c0=4)
+    assert total == 6
+    counts = np.zeros((4, 6), np.int64)
+    counts[1, 5], counts[1, 4] = 4, 2  # map row 0 = chip row 1, map columns 4, 5 = chip 5, 4
+    twin.pulse_counts(counts, float(F4(1.35)), float(F4(1.2)), float(F4(1e-7)), float(F4(1e-6)))
+    np.testing.assert_array_equal(chip.g, twin.g)
+    assert np.argwhere(chip.g != 40e-6).tolist() == [[1, 4], [1, 5]]
+
+
+def test_update_with_no_coincidence_changes_nothing_but_time(fpga, chip):
+    g_before, t0 = chip.g.copy(), chip.clock.now
+    assert fpga.parallel_update([0b01] * 4, [0b10] * 6, 2, 1, 1.35, 1e-7, 2e-6, 1.2) == 0
+    np.testing.assert_array_equal(chip.g, g_before)
+    assert chip.clock.now - t0 == pytest.approx(2 * float(F4(2e-6)))
+
+
+# -- board errors -----------------------------------------------------------------------------
+def test_board_rejects_blocks_outside_the_map_and_bad_trains(fpga, chip):
+    unmapped = FpgaBoard(InProcessTransport(fpga.transport.instrument))  # does not know the map
+    for call in (lambda: unmapped.mvm_forward(np.zeros((1, 5)), 0, 0, 5, 1),
+                 lambda: unmapped.mvm_backward(np.zeros((1, 2)), 0, 5, 1, 2),
+                 lambda: unmapped.parallel_update([1], [1], 4, 1, 1.35, 1e-7, 1e-6, 1.2,
+                                                  r0=4, c0=0)):
+        with pytest.raises(BoardError, match="outside the 4x6 map") as info:
+            call()
+        assert info.value.code == ErrorCode.BAD_ARGUMENT
+    g_before = chip.g.copy()
+    head = struct.pack("<4HBb4f", 0, 0, 1, 1, 33, 1, 1.35, 1e-7, 1e-6, 1.2)
+    status, message = raw(fpga, 0x33, head + struct.pack("<2I", 1, 1))
+    assert (status, message) == (ErrorCode.BAD_ARGUMENT, b"train length 33 outside 1..32")
+    head = struct.pack("<4HBb4f", 0, 0, 1, 2, 4, 1, 1.35, 1e-7, 1e-6, 1.2)
+    status, message = raw(fpga, 0x33, head + struct.pack("<3I", 1, 1, 0x10))
+    assert status == ErrorCode.BAD_ARGUMENT
+    assert message == b"column train 1 has a pulse after slot 3 (train length 4)"
+    head = struct.pack("<4HBb4f", 0, 0, 1, 1, 4, 1, 6.0, 1e-7, 1e-6, 1.2)
+    status, message = raw(fpga, 0x33, head + struct.pack("<2I", 1, 1))
+    assert status == ErrorCode.DAC_RANGE and b"6 V is outside the DAC range" in message
+    head = struct.pack("<4HBb4f", 0, 0, 1, 1, 4, 0, 1.35, 1e-7, 1e-6, 1.2)
+    assert raw(fpga, 0x33, head + struct.pack("<2I", 1, 1))[0] == ErrorCode.BAD_ARGUMENT
+    head = struct.pack("<4HBb4f", 0, 0, 1, 1, 4, 1, 1.35, 1e-6, 1e-7, 1.2)
+    assert raw(fpga, 0x33, head + struct.pack("<2I", 1, 1))[0] == ErrorCode.BAD_ARGUMENT
+    assert raw(fpga, 0x33, head + struct.pack("<I", 1))[0] == ErrorCode.BAD_LENGTH
+    np.testing.assert_array_equal(chip.g, g_before)
+
+
+def test_board_rejects_bad_mvm_requests(fpga):
+    mvm = struct.pack("<5H", 0, 0, 2, 1, 1)
+    status, message = raw(fpga, 0x31, mvm + struct.pack("<2f", 0.5, 1.5))
+    assert (status, message) == (ErrorCode.BAD_ARGUMENT,
+                                 b"input 1 of vector 0 is 1.5, outside [-1, 1]")
+    assert raw(fpga, 0x31, mvm + struct.pack("<f", 0.5))[0] == ErrorCode.BAD_LENGTH
+    assert raw(fpga, 0x32, struct.pack("<5H", 0, 0, 1, 1, 0))[1] == b"empty batch"
+    status, message = raw(fpga, 0x31, struct.pack("<5H", 0, 0, 1, 6, 1366)
+                          + bytes(4 * 1366))
+    assert status == ErrorCode.BAD_ARGUMENT and b"exceeds 8191 per reply" in message
+
+
+def test_board_mvm_needs_the_map():
+    vboard = VirtualBoard(make_chip(), WL, BL, SL, n_channels=20)
+    fpga = FpgaBoard(InProcessTransport(vboard))
+    with pytest.raises(BoardError, match="MVM_FORWARD needs CONFIGURE_MAP first") as info:
+        fpga.mvm_forward([0.5], 0, 0, 1, 1)
+    assert info.value.code == ErrorCode.NOT_CONFIGURED
+    with pytest.raises(BoardError, match="PARALLEL_UPDATE needs CONFIGURE_MAP"):
+        fpga.parallel_update([1], [1], 1, 1, 1.35, 1e-7, 1e-6, 1.2)
+
+
+@pytest.mark.parametrize("config, code, message", [
+    ((-0.2, 1.2, 1e-6, 0, 0, 1e-3), ErrorCode.BAD_ARGUMENT, b"v_read=-0.2 V must be positive"),
+    ((0.2, 6.0, 1e-6, 0, 0, 1e-3), ErrorCode.DAC_RANGE, b"6 V is outside the DAC range"),
+    ((0.2, 1.2, 0.0, 0, 0, 1e-3), ErrorCode.BAD_ARGUMENT, b"t_int=0 s must be positive"),
+    ((0.2, 1.2, 1e-6, 1, 0, 1e-3), ErrorCode.BAD_ARGUMENT, b"dac_bits=1 must be 0 or 2..16"),
+    ((0.2, 1.2, 1e-6, 0, 25, 1e-3), ErrorCode.BAD_ARGUMENT, b"adc_bits=25 must be 0 or 2..24"),
+    ((0.2, 1.2, 1e-6, 0, 0, -1.0), ErrorCode.BAD_ARGUMENT, b"i_range=-1 A must be positive"),
+])
+def test_board_rejects_bad_mvm_configuration_and_keeps_the_old_one(fpga, chip, config, code,
+                                                                     message):
+    fpga.configure_mvm(i_range=1e-5)
+    status, data = raw(fpga, 0x30, struct.pack("<3f2Bd", *config))
+    assert status == code and data.startswith(message)
+    assert raw(fpga, 0x30, struct.pack("<3f2B", *config[:5]))[0] == ErrorCode.BAD_LENGTH
+    assert fpga.mvm_forward(np.ones(4)).max() == 1e-5  # still clipping at the old i_range
