@@ -172,6 +172,19 @@ def cmd_sim_serve(args) -> int:
     return 0
 
 
+def cmd_gui(args) -> int:
+    """The Qt GUI; imported only here, so every other command works without Qt installed."""
+    config = _station_config(args)
+    try:
+        import PyQt6.QtWidgets  # noqa: F401
+        import pyqtgraph  # noqa: F401
+
+        from gui.app import main as gui_main
+    except ImportError as exc:
+        raise CliError(f"the GUI needs PyQt6 and pyqtgraph (pip install 'labctl[gui]'): {exc}") from None
+    return gui_main(args, config)
+
+
 def _station_config(args) -> StationConfig:
     """The station named by --station, with --device swapping the simulator's device file."""
     config = load_station(args.station)
@@ -251,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="parameter value (JSON or text)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("gui", help="the Qt GUI: station, protocols with live plots, chip map, data browser")
+    station_options(p)
+    p.add_argument("--out", metavar="FILE.h5", help="session HDF5 file (default labctl_data/YYYYMMDD.h5)")
+    p.add_argument("--seed", type=int, help="simulator seed (deterministic runs)")
+    p.add_argument("--run", metavar="PROTOCOL", help="start this protocol once the window is up")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="parameter value for --run (JSON or text)")
+    p.add_argument("--screenshot", metavar="FILE.png", help="save the window as PNG after the run ends")
+    p.add_argument("--exit", action="store_true", help="exit after the run (and screenshot) with the run's "
+                   "status code: 0 completed, 1 aborted or failed, 2 refused input")
+    p.set_defaults(func=cmd_gui)
 
     p = sub.add_parser("demo", help="form, map and I-V a fresh simulated chip into one file")
     p.add_argument("--out", default="labctl_demo", metavar="DIR", help="output folder (default labctl_demo)")

@@ -124,6 +124,124 @@ class Crossbar:
         finally:
             generator.set_output(False)
 
+    # -- board-timed analog operations (MVM, parallel update) ------------------------------------
+    # Each is one self-contained board transaction: the board sets its own routing for the
+    # operation. The crossbar then releases every line (DACs 0 V, lines grounded), on success
+    # and on error, so nothing stays biased afterwards whatever the board did.
+    def _block(self, block: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+        """(r0, c0, n_rows, n_cols) checked against the chip; None = the whole array."""
+        r0, c0, n_rows, n_cols = (int(v) for v in (block or (0, 0, *self.shape)))
+        if n_rows < 1 or n_cols < 1:
+            raise ValueError(f"block {block} is empty (n_rows and n_cols must be >= 1)")
+        self._check_cell(r0, c0)
+        self._check_cell(r0 + n_rows - 1, c0 + n_cols - 1)
+        return r0, c0, n_rows, n_cols
+
+    def _on_board(self, operation, *args, **kwargs):
+        """Run a board operation, then put the board in its safe routing (release_all)."""
+        try:
+            result = operation(*args, **kwargs)
+        except BaseException:
+            try:
+                self.board.release_all()
+            except Exception:  # the operation's own error is the one to report
+                pass
+            raise
+        self.board.release_all()
+        return result
+
+    @staticmethod
+    def _vectors(values, n: int, name: str) -> tuple[np.ndarray, bool]:
+        """(batch, n) float array of values in [-1, 1], and whether a single vector was given."""
+        values = np.asarray(values, dtype=float)
+        single = values.ndim == 1
+        values = np.atleast_2d(values)
+        if values.ndim != 2 or values.shape[1] != n or values.shape[0] < 1:
+            raise ValueError(f"{name} must have shape (batch, {n}) or ({n},), got {np.shape(values)}")
+        if not np.all(np.abs(values) <= 1.0):  # also refuses NaN
+            raise ValueError(f"{name} must lie in [-1, 1] (inputs are fractions of the full-scale voltage)")
+        return values, single
+
+    def configure_mvm(self, v_read: float = 0.2, v_gate: float = 1.2, t_int: float = 1e-6,
+                      dac_bits: int = 0, adc_bits: int = 0, i_range: float = 1e-3) -> None:
+        """Set up the board's MVM periphery: full-scale input voltage v_read (V, on the BLs in
+        forward and backward MVM), WL gate v_gate (V), integration time t_int (s), input DAC
+        and output ADC resolution (bits; 0 = ideal converter) and the ADC's current range
+        i_range (A, full scale +-i_range). Kept by the board for later mvm_forward/backward."""
+        self.soa.check("max_v_bl", v_read, "v_read")
+        self.soa.check("max_v_wl", v_gate, "v_gate")
+        if not v_read > 0:
+            raise ValueError(f"v_read={v_read:g} V must be positive")
+        if not (np.isfinite(t_int) and t_int > 0):
+            raise ValueError(f"t_int={t_int:g} s must be positive")
+        if not (np.isfinite(i_range) and i_range > 0):
+            raise ValueError(f"i_range={i_range:g} A must be positive")
+        for name, bits in (("dac_bits", dac_bits), ("adc_bits", adc_bits)):
+            if isinstance(bits, bool) or int(bits) != bits or bits < 0:
+                raise ValueError(f"{name}={bits!r} must be an integer >= 0 (0 = ideal converter)")
+        self.board.configure_mvm(v_read=float(v_read), v_gate=float(v_gate), t_int=float(t_int),
+                                 dac_bits=int(dac_bits), adc_bits=int(adc_bits), i_range=float(i_range))
+
+    def mvm_forward(self, x, block: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Forward MVM on `block` (default the whole array): inputs x (batch, n_rows) in [-1, 1]
+        on the rows, column currents (batch, n_cols) in A: sum_i I_ij(v_read) x_i, with the
+        periphery of the last configure_mvm. A 1-D x gives a 1-D result."""
+        r0, c0, n_rows, n_cols = self._block(block)
+        x, single = self._vectors(x, n_rows, "x")
+        out = np.asarray(self._on_board(self.board.mvm_forward, x, r0, c0, n_rows, n_cols), dtype=float)
+        return out[0] if single else out
+
+    def mvm_backward(self, d, block: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Backward (transposed) MVM on `block`: inputs d (batch, n_cols) in [-1, 1] on the
+        columns, row currents (batch, n_rows) in A: sum_j I_ij(d_j v_read) (row-serial on the
+        board). A 1-D d gives a 1-D result."""
+        r0, c0, n_rows, n_cols = self._block(block)
+        d, single = self._vectors(d, n_cols, "d")
+        out = np.asarray(self._on_board(self.board.mvm_backward, d, r0, c0, n_rows, n_cols), dtype=float)
+        return out[0] if single else out
+
+    def parallel_update(self, row_trains, col_trains, train_length: int, polarity: int,
+                        amplitude: float, width: float, period: float | None = None,
+                        v_gate: float = 1.2, block: tuple[int, int, int, int] | None = None) -> int:
+        """Parallel stochastic update of `block` (default the whole array).
+
+        row_trains (n_rows,) and col_trains (n_cols,) are uint32 bit trains of `train_length`
+        slots (bit t = slot t, 1 <= train_length <= 32); cell (i, j) gets one pulse per slot
+        where both its row and its column fire: popcount(row_i & col_j) SET pulses of
+        V_BL - V_SL = +amplitude (polarity +1) or RESET pulses of -amplitude (polarity -1),
+        `width` s each, one slot every `period` s (default 2 x width), WL gates at v_gate.
+        Returns the total number of coincidences (pulses applied to cells) the board reports.
+        """
+        if polarity not in (1, -1):
+            raise ValueError(f"polarity={polarity!r} must be +1 (SET) or -1 (RESET)")
+        if not amplitude > 0:
+            raise ValueError(f"amplitude={amplitude:g} V must be positive (polarity gives the sign)")
+        self.soa.check("max_v_bl" if polarity > 0 else "max_v_sl", amplitude, "update amplitude")
+        self.soa.check("max_pulse_width", width, "update pulse width")
+        self.soa.check("max_pulses", train_length, "train_length")
+        self.soa.check("max_v_wl", v_gate, "v_gate")
+        if isinstance(train_length, bool) or int(train_length) != train_length or not 1 <= train_length <= 32:
+            raise ValueError(f"train_length={train_length!r} must be an integer in 1..32")
+        if not width > 0:
+            raise ValueError(f"width={width:g} s must be positive")
+        period = 2 * width if period is None else period
+        if not period >= width:
+            raise ValueError(f"period={period:g} s must be at least the pulse width {width:g} s")
+        r0, c0, n_rows, n_cols = self._block(block)
+        trains = []
+        for name, values, n in (("row_trains", row_trains, n_rows), ("col_trains", col_trains, n_cols)):
+            values = np.asarray(values)
+            if values.shape != (n,) or not (np.issubdtype(values.dtype, np.integer) or values.size == 0):
+                raise ValueError(f"{name} must be {n} integers (uint32 bit trains), got shape "
+                                 f"{values.shape} of {values.dtype}")
+            wide = values.astype(np.int64)
+            if np.any(wide < 0) or np.any(wide >> int(train_length)):
+                raise ValueError(f"{name} has bits outside the {int(train_length)} slots of the train")
+            trains.append(values.astype(np.uint32))
+        return int(self._on_board(self.board.parallel_update, trains[0], trains[1], int(train_length),
+                                  int(polarity), float(amplitude), float(width), float(period),
+                                  float(v_gate), r0, c0, n_rows, n_cols))
+
     def safe_state(self) -> None:
         """SMU to 0 V and output off, pulse outputs off, then every board line grounded with
         DACs at 0 V. Every step is tried even if one fails; the first error is raised afterwards.

@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 
+from .live import LivePlot
 from .params import Parameter, ParameterError, resolve
 from .store import Column, DataStore, RunWriter
 
@@ -31,11 +32,16 @@ class Aborted(Exception):
 
 
 class Protocol:
-    """Base of every protocol: a name, typed parameters and a `run` that returns a summary."""
+    """Base of every protocol: a name, typed parameters and a `run` that returns a summary.
+
+    `live_plots` declares what a live viewer (the GUI) plots while the protocol runs: curves
+    that follow its tables and heat maps of its saved arrays (see labctl.live.LivePlot).
+    """
 
     name: ClassVar[str]
     title: ClassVar[str] = ""
     parameters: ClassVar[tuple[Parameter, ...]] = ()
+    live_plots: ClassVar[tuple[LivePlot, ...]] = ()
 
     def check(self, params: dict[str, Any], config) -> None:
         """Checks against the station config (chip size...) beyond each parameter's own limits."""

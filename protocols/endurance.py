@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter
 
 from .common import V_GATE, V_READ
@@ -36,6 +37,10 @@ def logged_cycles(cycles: int, points_per_decade: int) -> np.ndarray:
 class Endurance(Protocol):
     name = "endurance"
     title = "Endurance (SET/RESET cycling)"
+    live_plots = (
+        LivePlot("window", "cycle", "g_on", "G after SET", "", "S", group_by=("row", "col"), log_x=True),
+        LivePlot("window", "cycle", "g_off", "G after RESET", "", "S", group_by=("row", "col"), log_x=True),
+    )
     parameters = (
         *cell_block_parameters(False),
         Parameter("cycles", "int", 1000, "", minimum=1, maximum=10**9, doc="SET/RESET cycles in total"),

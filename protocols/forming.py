@@ -8,6 +8,7 @@ forming event), and a verify read decides whether the cell formed.
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter
 
 from .common import V_GATE, V_READ
@@ -18,6 +19,10 @@ STATUS_FORMED, STATUS_ALREADY, STATUS_FAILED = b"formed", b"already_formed", b"n
 class Forming(Protocol):
     name = "forming"
     title = "Electroforming"
+    live_plots = (
+        LivePlot("ramp", "v", "i", "forming ramps: I vs V per cell", "V", "A", group_by=("row", "col")),
+        LivePlot("v_form_map", "column (BL/SL)", "row (WL)", "forming voltage per cell", kind="image", unit="V"),
+    )
     parameters = (
         Parameter("v_start", "float", 0.0, "V", minimum=0.0, soa="max_v_bl", doc="ramp start"),
         Parameter("v_stop", "float", 4.0, "V", minimum=0.1, soa="max_v_bl", doc="ramp end (highest voltage)"),

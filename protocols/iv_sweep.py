@@ -2,6 +2,7 @@
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter
 
 from .common import COL, ROW, V_GATE, check_cell
@@ -40,6 +41,7 @@ def _mean(values: list[float | None]) -> float | None:
 class IVSweep(Protocol):
     name = "iv_sweep"
     title = "DC I-V loop"
+    live_plots = (LivePlot("iv", "v", "i", "I-V loop", "V", "A", group_by="cycle"),)
     parameters = (
         ROW,
         COL,

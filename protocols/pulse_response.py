@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter, ParameterError
 
 from .common import COL, ROW, V_GATE, V_READ, check_cell
@@ -291,6 +292,8 @@ def trace_from_table(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class PulseResponse(Protocol):
     name = "pulse_response"
     title = "Pulse response (potentiation / depression)"
+    live_plots = (LivePlot("trace", "pulse_index", "g", "conductance under identical pulses", "", "S",
+                           group_by=("row", "col", "cycle", "direction")),)
     parameters = (
         *cell_block_parameters(False),
         Parameter("n_pulses", "int", 60, "", minimum=1, maximum=100000, soa="max_pulses",

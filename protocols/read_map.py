@@ -2,6 +2,7 @@
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter
 
 from .common import V_GATE, V_READ
@@ -10,6 +11,7 @@ from .common import V_GATE, V_READ
 class ReadMap(Protocol):
     name = "read_map"
     title = "Conductance map"
+    live_plots = (LivePlot("g_map", "column (BL/SL)", "row (WL)", "conductance map", kind="image", unit="S"),)
     parameters = (
         V_READ,
         V_GATE,

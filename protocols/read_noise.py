@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter
 from labctl.writeverify import read_cells
 
@@ -25,6 +26,8 @@ from .write_verify import ACCEPTANCE, MAX_PULSES, REPEATS, WIDTH, check_levels, 
 class ReadNoise(Protocol):
     name = "read_noise"
     title = "Read noise"
+    live_plots = (LivePlot("reads", "k", "g", "repeated reads per cell and time", "", "S",
+                           group_by=("row", "col", "t")),)
     parameters = (
         Parameter("levels", "floats", [20e-6, 40e-6, 60e-6, 80e-6], "S", minimum=1e-7, maximum=1e-3,
                   doc="conductance levels to program"),

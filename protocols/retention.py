@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter, ParameterError
 from labctl.writeverify import read_cells
 
@@ -31,6 +32,8 @@ def check_times(times: list[float]) -> None:
 class Retention(Protocol):
     name = "retention"
     title = "Retention / relaxation"
+    live_plots = (LivePlot("reads", "t", "g", "retention: G after programming", "s", "S",
+                           group_by=("row", "col"), log_x=True),)
     parameters = (
         Parameter("levels", "floats", [20e-6, 40e-6, 60e-6, 80e-6], "S", minimum=1e-7, maximum=1e-3,
                   doc="conductance levels to program"),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter
 
 from .common import V_GATE, V_READ
@@ -45,6 +46,12 @@ def spread(values: np.ndarray) -> tuple[float | None, float | None]:
 class VariabilityMap(Protocol):
     name = "variability_map"
     title = "Device-to-device variability map"
+    live_plots = (
+        LivePlot("steps", "step_index", "dg", "single-pulse steps at mid-window", "", "S", group_by=("row", "col")),
+        LivePlot("window_map", "column (BL/SL)", "row (WL)", "switching window G_max - G_min", kind="image",
+                 unit="S"),
+        LivePlot("step_map", "column (BL/SL)", "row (WL)", "mean step at mid-window", kind="image", unit="S"),
+    )
     parameters = (
         *cell_block_parameters(True),
         V_SET,

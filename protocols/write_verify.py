@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter, ParameterError
 from labctl.writeverify import WriteVerifyResult, assign_targets, write_verify
 
@@ -74,6 +75,7 @@ def sample_std(x: np.ndarray) -> float | None:
 class WriteVerify(Protocol):
     name = "write_verify"
     title = "Write-verify programming"
+    live_plots = (LivePlot("trace", "pulse", "g", "write-verify: G against pulses", "", "S", group_by="cell"),)
     parameters = (
         Parameter("targets", "floats", [20e-6, 50e-6, 80e-6], "S", minimum=1e-7, maximum=1e-3,
                   doc="target conductances; SET/RESET amplitudes follow the published table by range"),

@@ -138,6 +138,11 @@ SMOKE = {  # every protocol, kept small: the point is the path through pyvisa-py
     "write_verify": {"targets": [30e-6], "acceptance": 0.05, "repeats": 2},
     "retention": {"levels": [30e-6], "times": [1.0, 3600.0], "acceptance": 0.05, "repeats": 2},
     "read_noise": {"levels": [30e-6], "times": [1.0], "n_reads": 5, "acceptance": 0.05, "repeats": 2},
+    "mvm": {"rows": 4, "cols": 4, "batch": 4, "acceptance": 0.05, "periphery": "ideal"},
+    "weight_transfer": {"rows": 2, "cols": 2, "acceptance": 0.05},
+    "parallel_update": {"updates": 2, "g_init": 0.0},
+    "train": {"epochs": 1, "sp_cycles": 0},
+    "inference": {"times": [1.0]},  # of the train run above (same file)
 }
 
 
@@ -150,6 +155,9 @@ def test_every_protocol_runs_over_the_virtual_lab(virtual_lab, tmp_path):
         assert run_protocol(station, "forming", FAST_FORMING, out=tmp_path / "d.h5").status == "completed"
         t0 = server.lab.physics.clock.now
         for name, params in SMOKE.items():
-            result = run_protocol(station, name, params, out=tmp_path / "d.h5")
+            if name == "inference":
+                params = params | {"file": str(tmp_path / "train.h5")}
+            out = tmp_path / ("train.h5" if name == "train" else "d.h5")
+            result = run_protocol(station, name, params, out=out)
             assert result.status == "completed", f"{name}: {result.error}"
     assert server.lab.physics.clock.now - t0 > 3600.0  # retention waited in the server's virtual time

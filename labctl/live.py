@@ -1,0 +1,53 @@
+"""What a protocol plots while it runs: a small declaration the GUI (or any live viewer) reads.
+
+A protocol lists `live_plots` (a tuple of LivePlot). A curve plot follows one of the protocol's
+tables: every block of rows the run appends (RunContext.append) adds points (x, y) to the curve
+of its group (e.g. one curve per cell with `group_by=("row", "col")`). An image plot follows a
+saved array (RunContext.save_array) and shows the latest one as a heat map. The declaration
+names data only; how it is drawn (decimation, colours) is the viewer's business.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = ("curve", "image")
+
+
+@dataclass(frozen=True)
+class LivePlot:
+    """One live plot of a protocol.
+
+    table: the table (curve) or saved array (image) it follows.
+    x, y: column names of the table (curves); for an image, labels of its axes (columns, rows).
+    title: the plot's title; x_unit / y_unit: SI units of x and y (the viewer adds prefixes,
+    so "S" shows as uS, "A" as uA).
+    group_by: a column name, or a tuple of names, whose values split the rows into curves.
+    kind: "curve" or "image"; unit: the unit of an image's values (its colour bar).
+    log_x: log-scaled x axis (e.g. time after programming).
+    """
+
+    table: str
+    x: str
+    y: str
+    title: str
+    x_unit: str = ""
+    y_unit: str = ""
+    group_by: str | tuple[str, ...] | None = None
+    kind: str = "curve"
+    unit: str = ""
+    log_x: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"LivePlot {self.title!r}: kind must be one of {KINDS}, got {self.kind!r}")
+
+    @property
+    def group_columns(self) -> tuple[str, ...]:
+        """group_by as a tuple of column names (empty: a single curve)."""
+        if self.group_by is None:
+            return ()
+        return (self.group_by,) if isinstance(self.group_by, str) else tuple(self.group_by)
+
+    def columns(self) -> tuple[str, ...]:
+        """Every column of the table this plot needs."""
+        return (self.x, self.y, *self.group_columns) if self.kind == "curve" else (self.table,)
