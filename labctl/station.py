@@ -74,22 +74,6 @@ class StationConfig:
     def simulated(self) -> bool:
         return any(i.resource.startswith("sim://") for i in self.instruments.values())
 
-    def wait(self, seconds: float, checkpoint=lambda: None) -> None:
-        """Let `seconds` pass: on a simulated chip in virtual time (10 years cost nothing), on a
-        bench in real time, calling `checkpoint` (pause/abort) at least once a second."""
-        if seconds < 0:
-            raise ValueError(f"wait: seconds must be >= 0, got {seconds}")
-        if self.lab is not None:
-            self.lab.physics.clock.advance(seconds)
-        elif self.config.sim_control:
-            _sim_control(self.config.sim_control, f"ADVANCE {seconds!r}")
-        else:
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                checkpoint()
-                time.sleep(min(left, 1.0))
-        checkpoint()
-
     def snapshot(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source,
                 "instruments": {k: {"driver": v.driver, "resource": v.resource, **v.options}
