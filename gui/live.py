@@ -139,7 +139,7 @@ class _CurvePlot:
             n = len(keys)
             if self.legend is not None and n > SEPARATE and self.legend.isVisible():
                 self.legend.hide()  # a legend of a few of many curves says nothing
-            older_text = f"; older in grey" if older else ""
+            older_text = "; older in grey" if older else ""
             dropped = f", latest {n} kept" if self.model.dropped else ""
             title = (f"{self.spec.title} ({n + self.model.dropped} curves{dropped}{older_text})" if n > 1
                      else self.spec.title)

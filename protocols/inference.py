@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from labctl.live import LivePlot
 from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
 from labctl.writeverify import write_verify
@@ -57,10 +58,6 @@ from .train import (TASKS, AnalogMatrix, PulseSetup, cross_entropy, layout, prep
                     scale_inputs, sigmoid, softmax, used_mask)
 from .write_verify import CELL_COLUMNS, MAX_PULSES, WIDTH
 
-try:
-    from labctl.live import LivePlot
-except ImportError:  # pragma: no cover
-    LivePlot = None
 
 DEFAULT_TIMES = [1.0, 3600.0, 86400.0, 3.15e7, TEN_YEARS]
 
@@ -220,10 +217,9 @@ class Inference(Protocol):
         V_READ,
         V_GATE,
     )
-    if LivePlot is not None:
-        live_plots = (LivePlot("evaluation", "t", "test_acc", "test accuracy after programming", "s", "",
-                               log_x=True),
-                      LivePlot("evaluation", "t", "mvm_rmse", "MVM error (full-scale units)", "s", "", log_x=True))
+    live_plots = (LivePlot("evaluation", "t", "test_acc", "test accuracy after programming", "s", "",
+                           log_x=True),
+                  LivePlot("evaluation", "t", "mvm_rmse", "MVM error (full-scale units)", "s", "", log_x=True))
 
     def check(self, params: dict, config) -> None:
         check_times(params["times"])

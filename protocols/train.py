@@ -97,15 +97,12 @@ from typing import Any
 import numpy as np
 
 from labctl.datasets import load_dataset, stratified_split
+from labctl.live import LivePlot
 from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
 
 from .common import V_GATE, V_READ
 
-try:  # live plots are optional for older engines
-    from labctl.live import LivePlot
-except ImportError:  # pragma: no cover
-    LivePlot = None
 
 MAX_SLOTS = 32
 G_FORMED_MIN = 2e-6  # S: a cell reading below this is not formed
@@ -723,10 +720,9 @@ class Train(Protocol):
         V_READ,
         V_GATE,
     )
-    if LivePlot is not None:
-        live_plots = (LivePlot("history", "epoch", "test_acc", "test accuracy (analog)"),
-                      LivePlot("history", "epoch", "fp_test_acc", "test accuracy (floating point)"),
-                      LivePlot("history", "epoch", "loss", "training loss (analog)"))
+    live_plots = (LivePlot("history", "epoch", "test_acc", "test accuracy (analog)"),
+                  LivePlot("history", "epoch", "fp_test_acc", "test accuracy (floating point)"),
+                  LivePlot("history", "epoch", "loss", "training loss (analog)"))
 
     def check(self, params: dict, config) -> None:
         task = TASKS[params["dataset"]]

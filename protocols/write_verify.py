@@ -19,7 +19,7 @@ from labctl.live import LivePlot
 from labctl.params import Parameter, ParameterError
 from labctl.writeverify import WriteVerifyResult, assign_targets, write_verify
 
-from .common import V_GATE, V_READ
+from .common import V_GATE, V_READ, WIDTH
 
 ACCEPTANCE = Parameter("acceptance", "float", 0.002, "", minimum=1e-4, maximum=0.5,
                        doc="half-width of the acceptance band as a fraction of the target (0.002 = 0.2 %)")
@@ -27,8 +27,6 @@ REPEATS = Parameter("repeats", "int", 0, "", minimum=0,
                     doc="cells per target/level; 0 fills the array")
 MAX_PULSES = Parameter("max_pulses", "int", 500, "", minimum=0, maximum=100000,
                        doc="pulses allowed per cell before it counts as failed")
-WIDTH = Parameter("width", "float", 100e-9, "s", minimum=1e-9, soa="max_pulse_width",
-                  doc="SET/RESET pulse width (not published; a sister device switches at 60 ns)")
 PROGRAMMING = (ACCEPTANCE, REPEATS, MAX_PULSES, WIDTH, V_GATE, V_READ)
 
 CELL_COLUMNS = [("row", "i4", ""), ("col", "i4", ""), ("target", "f8", "S"), ("g_initial", "f8", "S"),
