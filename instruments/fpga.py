@@ -42,6 +42,10 @@ MVM_DTYPE = np.dtype([("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols"
 UPDATE_DTYPE = np.dtype([("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols", "<u2"),
                          ("train_length", "u1"), ("polarity", "i1"), ("amplitude", "<f4"),
                          ("width", "<f4"), ("period", "<f4"), ("v_gate", "<f4")])
+#: head of PULSE_CELLS; n_cells PULSE_CELL_DTYPE entries follow
+PULSES_DTYPE = np.dtype([("n_cells", "<u2"), ("v_gate", "<f4"), ("period", "<f4")])
+PULSE_CELL_DTYPE = np.dtype([("row", "<u2"), ("col", "<u2"), ("amplitude", "<f4"), ("width", "<f4")])
+MAX_PULSE_CELLS = (MAX_PAYLOAD - PULSES_DTYPE.itemsize) // PULSE_CELL_DTYPE.itemsize
 #: the board's MVM settings at power-up (CONFIGURE_MVM changes them until power-down)
 MVM_DEFAULTS = {"v_read": 0.2, "v_gate": 1.2, "t_int": 1e-6, "dac_bits": 0, "adc_bits": 0,
                 "i_range": 1e-3}
@@ -61,6 +65,7 @@ class Command(IntEnum):
     MVM_FORWARD = 0x31
     MVM_BACKWARD = 0x32
     PARALLEL_UPDATE = 0x33
+    PULSE_CELLS = 0x34
 
 
 class ErrorCode(IntEnum):
@@ -409,6 +414,40 @@ class FpgaBoard:
         data = self._transact(Command.PARALLEL_UPDATE,
                               head.tobytes() + rows.tobytes() + cols.tobytes())
         return int(self._array(data, "<u8", 1)[0])
+
+    def pulse_cells(self, rows: Sequence[int] | np.ndarray, cols: Sequence[int] | np.ndarray,
+                    amplitudes: Sequence[float] | np.ndarray, widths: Sequence[float] | np.ndarray,
+                    v_gate: float, period: float) -> None:
+        """One pulse on each listed cell (map coordinates, distinct), cell after cell, pulse k
+        starting at k * period: the cell's WL at v_gate (every other line at 0 V) and
+        V_BL - V_SL = amplitudes[k] for widths[k] s (> 0 on the BL, SET; < 0 on the SL, RESET).
+        A list longer than one frame holds (MAX_PULSE_CELLS) goes out in several requests.
+        """
+        rows, cols = (np.asarray(a).reshape(-1) for a in (rows, cols))
+        n = rows.size
+        amplitudes, widths = (np.broadcast_to(np.asarray(a, dtype=float), (n,)) for a in (amplitudes, widths))
+        if cols.size != n:
+            raise ValueError(f"{n} rows and {cols.size} cols: one of each per cell")
+        for name, lines in (("rows", rows), ("cols", cols)):
+            if n and not (np.issubdtype(lines.dtype, np.integer) and lines.min() >= 0 and lines.max() <= 0xFFFF):
+                raise ValueError(f"{name} must be integers in 0..65535")
+        if np.unique(rows.astype(np.int64) * 0x10000 + cols).size != n:
+            raise ValueError("cells must be distinct (one pulse per cell per request)")
+        if not np.all((np.abs(amplitudes) > 0) & (np.abs(amplitudes) <= DAC_LIMIT)):
+            raise ValueError(f"amplitudes must be nonzero and within ±{DAC_LIMIT:g} V")
+        if not np.all((widths > 0) & np.isfinite(widths)):
+            raise ValueError("widths must be positive (s)")
+        period = _positive("period", period, "s")
+        if n and period < widths.max():
+            raise ValueError(f"period={period:g} s must be at least the longest width={widths.max():g} s")
+        v_gate = _dac_volts("v_gate", v_gate)
+        for start in range(0, n, MAX_PULSE_CELLS):
+            part = slice(start, start + MAX_PULSE_CELLS)
+            entries = np.empty(len(rows[part]), PULSE_CELL_DTYPE)
+            entries["row"], entries["col"] = rows[part], cols[part]
+            entries["amplitude"], entries["width"] = amplitudes[part], widths[part]
+            head = np.array([(len(entries), v_gate, period)], PULSES_DTYPE)
+            self._transact(Command.PULSE_CELLS, head.tobytes() + entries.tobytes())
 
     def status(self) -> tuple[np.ndarray, np.ndarray]:
         """(mode per channel as uint8 LineMode values, DAC volts per channel)."""

@@ -124,7 +124,7 @@ class Crossbar:
         finally:
             generator.set_output(False)
 
-    # -- board-timed analog operations (MVM, parallel update) ------------------------------------
+    # -- board-timed operations (programming pulses, MVM, parallel update) -----------------------
     # Each is one self-contained board transaction: the board sets its own routing for the
     # operation. The crossbar then releases every line (DACs 0 V, lines grounded), on success
     # and on error, so nothing stays biased afterwards whatever the board did.
@@ -241,6 +241,34 @@ class Crossbar:
         return int(self._on_board(self.board.parallel_update, trains[0], trains[1], int(train_length),
                                   int(polarity), float(amplitude), float(width), float(period),
                                   float(v_gate), r0, c0, n_rows, n_cols))
+
+    def pulse_cells(self, cells, amplitudes, widths, v_gate: float = 1.2, period: float | None = None) -> None:
+        """Board-timed programming pulses, one per cell, cell after cell (a write-verify round).
+
+        cells: (n, 2) row, col, distinct. Cell k alone is selected (its WL at v_gate) and gets
+        V_BL - V_SL = amplitudes[k] for widths[k] s: > 0 on its BL with the SL grounded (SET),
+        < 0 on its SL with the BL grounded (RESET). amplitudes and widths are one value or one
+        per cell; period (one pulse every period s) defaults to twice the longest width.
+        """
+        cells = np.asarray(cells, dtype=int).reshape(-1, 2)
+        n = len(cells)
+        if n == 0:
+            return
+        amplitudes, widths = (np.broadcast_to(np.asarray(a, dtype=float), (n,)) for a in (amplitudes, widths))
+        outside = np.flatnonzero(np.any((cells < 0) | (cells >= self.shape), axis=1))
+        if outside.size:
+            self._check_cell(*(int(v) for v in cells[outside[0]]))
+        if not np.all(amplitudes != 0):
+            raise ValueError("amplitudes must be nonzero (the sign gives SET or RESET)")
+        self.soa.check("max_v_bl", max(amplitudes.max(), 0.0), "SET pulse amplitude")
+        self.soa.check("max_v_sl", min(amplitudes.min(), 0.0), "RESET pulse amplitude")
+        if not np.all(widths > 0):
+            raise ValueError("pulse widths must be positive (s)")
+        self.soa.check("max_pulse_width", widths.max(), "pulse width")
+        self.soa.check("max_v_wl", v_gate, "v_gate")
+        period = 2 * widths.max() if period is None else period
+        self._on_board(self.board.pulse_cells, cells[:, 0], cells[:, 1], amplitudes, widths,
+                       float(v_gate), float(period))
 
     def safe_state(self) -> None:
         """SMU to 0 V and output off, pulse outputs off, then every board line grounded with

@@ -3,9 +3,13 @@
 Every round reads the cells still being programmed in one board transaction, then gives each
 cell outside its acceptance band [target (1 - acceptance), target (1 + acceptance)] one SET
 pulse (below the band) or one RESET pulse (above it), with the amplitude the published table
-picks for its target. A cell stops once a verify read falls inside its band or once it has had
-`max_pulses` pulses; its final conductance is its last verify read. Protocols (write_verify,
-retention, read_noise) and the MVM / weight-transfer code share this one implementation.
+picks for its target; the board fires the round's pulses cell after cell in one transaction
+(Crossbar.pulse_cells). A cell whose verify read jumped across its band (an overshoot) gets
+pulses half as wide from then on, down to width / 2**refine: the step, and the cycle-to-cycle
+noise that scales with it, shrink as the cell closes in, so it lands in a narrow band instead
+of bouncing around it. A cell stops once a verify read falls inside its band or once it has
+had `max_pulses` pulses; its final conductance is its last verify read. Protocols
+(write_verify, retention, read_noise, mvm, ...) share this one implementation.
 """
 from __future__ import annotations
 
@@ -75,13 +79,14 @@ def read_cells(crossbar, cells: np.ndarray, v_read: float, v_gate: float, t_read
 
 def write_verify(crossbar, cells: Sequence[tuple[int, int]] | np.ndarray, targets, acceptance: float,
                  max_pulses: int, width: float, v_gate: float, v_read: float,
-                 checkpoint: Checkpoint | None = None, *, t_read: float = 1e-6,
+                 checkpoint: Checkpoint | None = None, *, refine: int = 2, t_read: float = 1e-6,
                  table: dict[tuple[float, float], tuple[float, float]] = AMPLITUDE_TABLE,
                  on_read: OnRead | None = None) -> WriteVerifyResult:
     """Program `cells` ((row, col) pairs, distinct) to `targets` (S, one per cell or one for all).
 
     acceptance: half-width of the band as a fraction of the target (0.002 = 0.2 %).
-    max_pulses: pulses allowed per cell. width: pulse width (s). v_gate: WL gate during pulses
+    max_pulses: pulses allowed per cell. width: first pulse width (s); refine: how many times a
+    cell's width halves, once per overshoot (0 = fixed width). v_gate: WL gate during pulses
     and reads; v_read: read voltage (V); t_read: read time per row (s).
     checkpoint(done, total, message) runs once per round with the number of cells settled
     (pass RunContext.progress: progress report and pause/abort point).
@@ -101,9 +106,13 @@ def write_verify(crossbar, cells: Sequence[tuple[int, int]] | np.ndarray, target
         raise ValueError(f"write_verify: acceptance={acceptance} must be a fraction in (0, 1)")
     if max_pulses < 0:
         raise ValueError(f"write_verify: max_pulses={max_pulses} must be >= 0")
+    if refine < 0:
+        raise ValueError(f"write_verify: refine={refine} must be >= 0")
     low, high = targets * (1 - acceptance), targets * (1 + acceptance)
     v_set, v_reset = amplitudes(targets, table)
     pulses = np.zeros(n, dtype=int)
+    halvings = np.zeros(n, dtype=int)  # of each cell's pulse width so far
+    direction = np.zeros(n, dtype=int)  # of each cell's last pulse: +1 SET, -1 RESET, 0 none yet
     everyone = np.arange(n)
 
     g = read_cells(crossbar, cells, v_read, v_gate, t_read)
@@ -118,9 +127,13 @@ def write_verify(crossbar, cells: Sequence[tuple[int, int]] | np.ndarray, target
             checkpoint(n - active.size, n, f"write-verify round {rounds}: {int(inside.sum())}/{n} cells in band")
         if active.size == 0:
             break
-        amplitude = np.where(g[active] < low[active], v_set[active], v_reset[active])
-        for i, v in zip(active, amplitude):
-            crossbar.pulse(int(cells[i, 0]), int(cells[i, 1]), float(v), width, 1, v_gate)
+        up = g[active] < low[active]
+        step = np.where(up, 1, -1)
+        overshot = (direction[active] != 0) & (direction[active] != step)
+        halvings[active] = np.minimum(halvings[active] + overshot, refine)
+        direction[active] = step
+        crossbar.pulse_cells(cells[active], np.where(up, v_set[active], v_reset[active]),
+                             width / 2.0 ** halvings[active], v_gate)
         pulses[active] += 1
         g[active] = read_cells(crossbar, cells[active], v_read, v_gate, t_read)
         rounds += 1

@@ -56,7 +56,7 @@ from .common import V_GATE, V_READ
 from .retention import TEN_YEARS, check_times
 from .train import (TASKS, AnalogMatrix, PulseSetup, cross_entropy, layout, prepare_data,
                     scale_inputs, sigmoid, softmax, used_mask)
-from .write_verify import CELL_COLUMNS, MAX_PULSES, WIDTH
+from .write_verify import CELL_COLUMNS, MAX_PULSES, REFINE, WIDTH
 
 
 DEFAULT_TIMES = [1.0, 3600.0, 86400.0, 3.15e7, TEN_YEARS]
@@ -212,6 +212,7 @@ class Inference(Protocol):
                   doc="write-verify band half-width as a fraction of the target (0.02 = 2 %)"),
         MAX_PULSES,
         WIDTH,
+        REFINE,
         Parameter("adc_bits", "int", 0, "", minimum=0, maximum=24, doc="MVM output ADC bits (0 = ideal)"),
         Parameter("dac_bits", "int", 0, "", minimum=0, maximum=16, doc="MVM input DAC bits (0 = ideal)"),
         V_READ,
@@ -271,7 +272,7 @@ class Inference(Protocol):
         cells = local + np.array([r0, c0])
         ctx.progress(0, 1, f"write-verify of {len(cells)} cells")
         result = write_verify(xbar, cells, targets[mask], p["acceptance"], p["max_pulses"], p["width"], p["v_gate"],
-                              p["v_read"], checkpoint=ctx.progress)
+                              p["v_read"], checkpoint=ctx.progress, refine=p["refine"])
         ctx.table("cells", CELL_COLUMNS)
         ctx.append("cells", row=cells[:, 0], col=cells[:, 1], target=result.targets, g_initial=result.g_initial,
                    g_final=result.g, pulses=result.pulses, success=result.success.astype(np.uint8))

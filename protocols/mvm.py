@@ -25,7 +25,8 @@ input, and
 
 This is the RMSE against the exact floating-point product of the published 64x64 benchmark (no
 further division; published ~0.05 at 1 s and ~0.25 at 10 years after 0.2 % write-verify; the
-simulator with the default 10-80 uS window gives ~0.07 and ~0.27, see bench/aimc_reference.py).
+simulator with the default 10-80 uS window gives 0.055 and 0.27: tests/test_protocols_aimc.py,
+bench/aimc_reference.py).
 For independent per-weight errors of std s it is ~ s sqrt(n_inputs / 3): it grows with the block
 size. The relative error ||y_meas - y_true|| / ||y_true|| (Frobenius norms over the batch;
 ~ rmse / sqrt(n_inputs / 9) for uniform weights and inputs) is reported too, as `rel_error_*`.
@@ -59,7 +60,7 @@ from labctl.params import Parameter, ParameterError
 from labctl.writeverify import WriteVerifyResult, write_verify
 
 from .common import V_GATE, V_READ
-from .write_verify import ACCEPTANCE, CELL_COLUMNS, MAX_PULSES, WIDTH
+from .write_verify import ACCEPTANCE, CELL_COLUMNS, MAX_PULSES, REFINE, WIDTH
 
 TEN_YEARS = 3.15e8  # s
 
@@ -71,7 +72,7 @@ G_LO = Parameter("g_lo", "float", 10e-6, "S", minimum=1e-7, maximum=1e-3,
 G_HI = Parameter("g_hi", "float", 80e-6, "S", minimum=1e-7, maximum=1e-3,
                  doc="apparent conductance of weight +1 (top of the mapped window)")
 MAPPING = (G_LO, G_HI)
-PROGRAMMING = (ACCEPTANCE, MAX_PULSES, WIDTH, V_GATE, V_READ)
+PROGRAMMING = (ACCEPTANCE, MAX_PULSES, WIDTH, REFINE, V_GATE, V_READ)
 
 
 def block_shape(params: dict, config) -> tuple[int, int]:
@@ -111,7 +112,7 @@ def program_block(ctx: RunContext, targets: np.ndarray) -> WriteVerifyResult:
     p = ctx.params
     cells = block_cells(*targets.shape)
     result = write_verify(ctx.crossbar, cells, targets.reshape(-1), p["acceptance"], p["max_pulses"],
-                          p["width"], p["v_gate"], p["v_read"], checkpoint=ctx.progress)
+                          p["width"], p["v_gate"], p["v_read"], checkpoint=ctx.progress, refine=p["refine"])
     ctx.table("cells", CELL_COLUMNS)
     ctx.append("cells", row=cells[:, 0], col=cells[:, 1], target=result.targets, g_initial=result.g_initial,
                g_final=result.g, pulses=result.pulses, success=result.success.astype(np.uint8))

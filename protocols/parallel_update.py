@@ -47,7 +47,7 @@ from labctl.writeverify import write_verify
 
 from .common import V_GATE, V_READ
 from .mvm import COLS, ROWS, SEED, block_cells, block_shape, check_block
-from .write_verify import MAX_PULSES, WIDTH
+from .write_verify import MAX_PULSES, REFINE, WIDTH
 
 
 def bit_trains(rng: np.random.Generator, probability: np.ndarray, length: int) -> np.ndarray:
@@ -96,6 +96,7 @@ class ParallelUpdate(Protocol):
         Parameter("init_acceptance", "float", 0.02, "", minimum=1e-4, maximum=0.5,
                   doc="acceptance band of the g_init write-verify (fraction of g_init)"),
         MAX_PULSES,
+        REFINE,
         V_GATE,
         V_READ,
     )
@@ -118,7 +119,7 @@ class ParallelUpdate(Protocol):
         if p["g_init"] > 0:
             result = write_verify(xbar, block_cells(n_rows, n_cols), p["g_init"], p["init_acceptance"],
                                   p["max_pulses"], p["width"], p["v_gate"], p["v_read"],
-                                  checkpoint=ctx.progress)
+                                  checkpoint=ctx.progress, refine=p["refine"])
             init_success = float(result.success.mean())
 
         ctx.table("updates", [("update", "i4", ""), ("row", "i4", ""), ("col", "i4", ""), ("x", "f8", ""),

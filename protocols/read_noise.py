@@ -20,7 +20,7 @@ from labctl.writeverify import read_cells
 
 from .common import V_GATE, V_READ
 from .retention import check_times
-from .write_verify import ACCEPTANCE, MAX_PULSES, REPEATS, WIDTH, check_levels, program
+from .write_verify import ACCEPTANCE, MAX_PULSES, REFINE, REPEATS, WIDTH, check_levels, program
 
 
 class ReadNoise(Protocol):
@@ -39,6 +39,7 @@ class ReadNoise(Protocol):
         REPEATS,
         MAX_PULSES,
         WIDTH,
+        REFINE,
         V_GATE,
         V_READ,
     )

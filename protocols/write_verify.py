@@ -27,7 +27,9 @@ REPEATS = Parameter("repeats", "int", 0, "", minimum=0,
                     doc="cells per target/level; 0 fills the array")
 MAX_PULSES = Parameter("max_pulses", "int", 500, "", minimum=0, maximum=100000,
                        doc="pulses allowed per cell before it counts as failed")
-PROGRAMMING = (ACCEPTANCE, REPEATS, MAX_PULSES, WIDTH, V_GATE, V_READ)
+REFINE = Parameter("refine", "int", 2, "", minimum=0, maximum=6,
+                   doc="times a cell's pulse width halves, once per overshoot of its band (0 = fixed width)")
+PROGRAMMING = (ACCEPTANCE, REPEATS, MAX_PULSES, WIDTH, REFINE, V_GATE, V_READ)
 
 CELL_COLUMNS = [("row", "i4", ""), ("col", "i4", ""), ("target", "f8", "S"), ("g_initial", "f8", "S"),
                 ("g_final", "f8", "S"), ("pulses", "i4", ""), ("success", "u1", "")]
@@ -58,7 +60,7 @@ def program(ctx: RunContext, levels: list[float], trace: bool = True) -> WriteVe
             ctx.append("trace", cell=index, pulse=pulses, g=g)
 
     result = write_verify(ctx.crossbar, cells, targets, p["acceptance"], p["max_pulses"], p["width"],
-                          p["v_gate"], p["v_read"], checkpoint=ctx.progress, on_read=on_read)
+                          p["v_gate"], p["v_read"], checkpoint=ctx.progress, refine=p["refine"], on_read=on_read)
     ctx.table("cells", CELL_COLUMNS)
     ctx.append("cells", row=cells[:, 0], col=cells[:, 1], target=targets, g_initial=result.g_initial,
                g_final=result.g, pulses=result.pulses, success=result.success.astype(np.uint8))

@@ -9,7 +9,8 @@ import numpy as np
 
 from instruments.fpga import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_ADC_BITS, MAX_BLOCK_CELLS,
                               MAX_DAC_BITS, MAX_PAYLOAD, MAX_TRAIN_LENGTH, MODEL,
-                              MVM_CONFIG_DTYPE, MVM_DEFAULTS, MVM_DTYPE, READ_DTYPE, REPLY_FLAG,
+                              MVM_CONFIG_DTYPE, MVM_DEFAULTS, MVM_DTYPE, PULSE_CELL_DTYPE,
+                              PULSES_DTYPE, READ_DTYPE, REPLY_FLAG,
                               ROUTE_DTYPE, UPDATE_DTYPE, Command, ErrorCode, Frame, FrameDecoder,
                               LineMode, encode_frame, quantize)
 
@@ -28,6 +29,9 @@ class ArrayPhysics(Protocol):
 
     def pulse_counts(self, counts: np.ndarray, v_cell: float, v_gate: float, width: float,
                      period: float) -> None: ...
+
+    def pulse_cells(self, rows: np.ndarray, cols: np.ndarray, v_cell: np.ndarray, v_gate: float,
+                    width: np.ndarray, period: float) -> None: ...
 
 
 class _Fault(Exception):
@@ -79,17 +83,18 @@ class VirtualBoard:
         self._map: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._mvm = dict(MVM_DEFAULTS)
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
-        # of every mapped line; MVM batches may fill a whole frame.
+        # of every mapped line; MVM batches and PULSE_CELLS lists may fill a whole frame.
         longest = max(DAC_DTYPE.itemsize * n_channels, UPDATE_DTYPE.itemsize + 4 * n_channels)
         self._decoder = FrameDecoder(max_payload=longest, limits={
-            Command.MVM_FORWARD: MAX_PAYLOAD, Command.MVM_BACKWARD: MAX_PAYLOAD})
+            Command.MVM_FORWARD: MAX_PAYLOAD, Command.MVM_BACKWARD: MAX_PAYLOAD,
+            Command.PULSE_CELLS: MAX_PAYLOAD})
         self._handlers = {
             Command.IDENTIFY: self._identify, Command.STATUS: self._status,
             Command.CONFIGURE_MAP: self._configure_map, Command.ROUTE: self._route,
             Command.SET_DAC: self._set_dac, Command.RELEASE_ALL: self._release_all,
             Command.READ_BLOCK: self._read_block, Command.CONFIGURE_MVM: self._configure_mvm,
             Command.MVM_FORWARD: self._mvm_forward, Command.MVM_BACKWARD: self._mvm_backward,
-            Command.PARALLEL_UPDATE: self._parallel_update,
+            Command.PARALLEL_UPDATE: self._parallel_update, Command.PULSE_CELLS: self._pulse_cells,
         }
 
     @property
@@ -346,6 +351,48 @@ class VirtualBoard:
         if slots < length:
             self._idle((length - slots) * period)
         return np.array([total], "<u8").tobytes()
+
+    def _pulse_cells(self, payload: bytes) -> bytes:
+        """Cell after cell, one every period: the cell's WL at v_gate, its BL (amplitude > 0) or
+        SL (< 0) at |amplitude| for its width, every other line at 0 V. One cell is biased at a
+        time, so the chip model takes the whole list in one call."""
+        head_size = PULSES_DTYPE.itemsize
+        if len(payload) < head_size:
+            raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected at "
+                                               f"least {head_size}")
+        req = np.frombuffer(payload, PULSES_DTYPE, 1)[0]
+        n = int(req["n_cells"])
+        _expect_length(payload, head_size + PULSE_CELL_DTYPE.itemsize * n)
+        self._need_map("PULSE_CELLS")
+        entries = np.frombuffer(payload, PULSE_CELL_DTYPE, n, head_size)
+        wl, bl, sl = self._map
+        rows, cols = entries["row"].astype(np.int64), entries["col"].astype(np.int64)
+        amplitude, width = entries["amplitude"].astype(float), entries["width"].astype(float)
+        period = float(req["period"])
+        if n and (rows.max() >= len(wl) or cols.max() >= len(bl)):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"a cell lies outside the {len(wl)}x{len(bl)} map")
+        if np.unique(rows * len(bl) + cols).size != n:
+            raise _Fault(ErrorCode.BAD_ARGUMENT, "a cell appears more than once")
+        self._check_dac(np.append(amplitude, req["v_gate"]))
+        if not np.all(amplitude != 0):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, "an amplitude is 0 V (its sign gives SET or RESET)")
+        if not (np.all(np.isfinite(width) & (width > 0)) and np.isfinite(period)
+                and period >= width.max(initial=0.0)):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"widths must be positive and period={period:g} s "
+                                                 f"at least the longest")
+        # Each pulse leaves on its mapped channels and reaches whatever chip line the channel is
+        # wired to: a column pulse landing on an SL resets instead of setting, and the reverse.
+        row = self._wl_row[wl[rows]]
+        channel = np.where(amplitude > 0, bl[cols], sl[cols])
+        on_bl, on_sl = self._bl_col[channel], self._sl_col[channel]
+        col = np.where(on_bl >= 0, on_bl, on_sl)
+        v_cell = np.where(on_bl >= 0, 1.0, -1.0) * np.abs(amplitude)
+        wired = np.flatnonzero((row >= 0) & (col >= 0))
+        self.physics.pulse_cells(row[wired], col[wired], v_cell[wired], float(req["v_gate"]),
+                                 width[wired], period)
+        if n > wired.size:  # pulses on unwired lines take their slots too
+            self._idle((n - wired.size) * period)
+        return b""
 
     def _mvm_request(self, payload: bytes, command: str, backward: bool
                      ) -> tuple[tuple[int, int, int, int], np.ndarray]:

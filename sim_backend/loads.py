@@ -9,6 +9,7 @@ import math
 from typing import Callable, Iterable, Protocol
 
 SOURCE_IMPEDANCE = 50.0  # ohm, in series with a pulse generator's output
+COMPLIANCE_RESOLUTION = 1e-10  # relative: the compliance voltage is solved far finer than any SMU resolves
 
 
 class SmuLoad(Protocol):
@@ -32,12 +33,12 @@ class PulseLoad(Protocol):
 
 def compliance_voltage(current: Callable[[float], float], level: float, limit: float) -> float:
     """`level`, or the voltage between 0 V and it at which the load draws the current limit:
-    where |current(v)| (A, from SmuLoad.current) reaches `limit`, by bisection, on the side within
-    the limit."""
+    where |current(v)| (A, from SmuLoad.current) reaches `limit`, by bisection to
+    COMPLIANCE_RESOLUTION, on the side within the limit."""
     if abs(current(level)) <= limit:
         return level
     inside, outside = 0.0, level
-    for _ in range(50):
+    while abs(outside - inside) > COMPLIANCE_RESOLUTION * abs(level):
         middle = 0.5 * (inside + outside)
         if abs(current(middle)) > limit:
             outside = middle

@@ -129,17 +129,21 @@ class ArrayPhysics:
         """Conductance now (S) of the cells (an index into the array; default all): programmed
         value plus relaxation since programming.
 
-        Relaxation follows N(-drift_mean ln t, drift_sigma_slope ln t + drift_sigma_0), t in s,
-        one draw per cell and programming event (a consistent trajectory); it ramps in over the
-        first second and stays inside the window. Pristine cells report g_pristine.
+        Relaxation shifts the mean by -drift_mean ln t (t in s) with a spread that, read out with
+        the 1/f read noise on top, gives the published measured spread
+        drift_sigma_slope ln t + drift_sigma_0: the relaxation's own spread is that law minus the
+        read noise in quadrature. One draw per cell and programming event (a consistent
+        trajectory); it ramps in over the first second and stays inside the window. Pristine
+        cells report g_pristine.
         """
         p = self.p
         age = self.clock.now - self.t_prog[cells]
         log_t = np.log(np.maximum(age, 1.0))
-        drift = np.minimum(age, 1.0) * (-p.drift_mean * log_t
-                                        + (p.drift_sigma_slope * log_t + p.drift_sigma_0) * self.z_relax[cells])
-        lo, hi = self.bounds(cells)
         g = self.g[cells]
+        measured = p.drift_sigma_slope * log_t + p.drift_sigma_0
+        spread = np.sqrt(np.maximum(measured**2 - self.read_noise_sigma(g, np.maximum(age, 1.0))**2, 0.0))
+        drift = np.minimum(age, 1.0) * (-p.drift_mean * log_t + spread * self.z_relax[cells])
+        lo, hi = self.bounds(cells)
         return np.where(self.formed[cells], np.minimum(np.maximum(g + drift, lo), hi), g)
 
     def read_noise_sigma(self, g: np.ndarray, age: np.ndarray) -> np.ndarray:
@@ -234,7 +238,7 @@ class ArrayPhysics:
         if not on[0].size:
             self.clock.advance(duration)
             return current
-        g_now, i, changed = self._evolve(on, v, v_gate, duration)
+        g_now, i, changed = self._evolve(on, v, v_gate, duration, self.clock.now + duration)
         self.clock.advance(duration)
         g_end, formed = self.conductance(on), self.formed[on]
         if changed or not np.array_equal(g_end, g_now):
@@ -243,9 +247,10 @@ class ArrayPhysics:
         current[on] = np.where(formed, i * (1.0 + sigma / g_end * self.rng.standard_normal(i.size)), i)
         return current
 
-    def _evolve(self, on, v, v_gate, duration) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Forming and switching of the conducting cells `on` over `duration`.
-        Returns their conductance and current at the start, and whether any cell changed."""
+    def _evolve(self, on, v, v_gate, duration, t_end) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Forming and switching of the conducting cells `on` over `duration` (s, one for all
+        or one per cell) ending at virtual time(s) `t_end`. Returns their conductance and
+        current at the start, and whether any cell changed."""
         p = self.p
         formed, g_now = self.formed[on], self.conductance(on)
         v_r, i = self._solve(v, v_gate, formed, g_now)
@@ -259,13 +264,14 @@ class ArrayPhysics:
             v_r, i = self._solve(v, v_gate, formed, g_now)
         moving = formed & ~newly & ~self.stuck[on] & ((v_r > p.v_set_th) | (v_r < -p.v_reset_th))
         if moving.any():
+            per_cell = np.broadcast_to(duration, v.shape)[moving], np.broadcast_to(t_end, v.shape)[moving]
             self._switch(tuple(axis[moving] for axis in on), v[moving], v_gate[moving], g_now[moving],
-                         v_r[moving], duration)
+                         v_r[moving], *per_cell)
         return g_now, i, bool(newly.any() or moving.any())
 
-    def _switch(self, cells, v, v_gate, g_start, v_r, duration) -> None:
-        """Soft-bounds steps of formed `cells` over `duration` (their relaxation so far is the
-        starting point), re-solving the circuit as the conductance changes; then cycle-to-cycle
+    def _switch(self, cells, v, v_gate, g_start, v_r, duration, t_end) -> None:
+        """Soft-bounds steps of formed `cells` over `duration` (s, per cell) ending at `t_end`
+        (their relaxation so far is the starting point), re-solving the circuit as the conductance changes; then cycle-to-cycle
         noise proportional to each step (less for a pulse that saturates against the bound)."""
         p = self.p
         lo, hi = self.bounds(cells)
@@ -289,7 +295,27 @@ class ArrayPhysics:
         done = tuple(axis[moved] for axis in cells)
         self.g[done] = np.minimum(np.maximum(g[moved], lo[moved]), hi[moved])
         self.cycles[done] += np.abs(step[moved]) / (2 * (self.g_hi[done] - self.g_lo[done]))
-        self._programmed(done, self.clock.now + duration)
+        self._programmed(done, t_end[moved])
+
+    def pulse_cells(self, rows, cols, v_cell, v_gate: float, width, period: float) -> None:
+        """Pulse distinct cells one after another, pulse k starting at k * period: cell k alone
+        selected (its WL at v_gate, V_BL - V_SL = v_cell[k] for width[k] s; v_cell and width one
+        per cell or one for all), as a board-timed write-verify round does. With one cell biased
+        at a time the cells do not interact, so all are solved together; the clock advances by
+        len(rows) * period.
+        """
+        on = (np.asarray(rows, dtype=int).reshape(-1), np.asarray(cols, dtype=int).reshape(-1))
+        n = on[0].size
+        if on[1].size != n or np.unique(on[0] * self.cols + on[1]).size != n:
+            raise ValueError("pulse_cells: rows and cols must list distinct cells, as many of each")
+        v = np.broadcast_to(np.asarray(v_cell, dtype=float), (n,))
+        width = np.broadcast_to(np.asarray(width, dtype=float), (n,))
+        t_end = self.clock.now + np.arange(n) * period + width
+        biased = np.flatnonzero(v != 0) if v_gate > self.p.v_th else np.arange(0)
+        if biased.size:
+            self._evolve(tuple(axis[biased] for axis in on), v[biased], np.full(biased.size, float(v_gate)),
+                         width[biased], t_end[biased])
+        self.clock.advance(n * period)
 
     def pulse_counts(self, counts: np.ndarray, v_cell: float, v_gate: float, width: float,
                      period: float) -> None:

@@ -57,7 +57,8 @@ def test_pulse_response_states_and_asymmetry(station, tmp_path):
     (0.02, (11.2e-9, 11.29e-3), (5, 17)),
 ])
 def test_write_verify_programming_noise_and_effort(station, tmp_path, acceptance, law, pulses):
-    s = run(station, tmp_path, "write_verify", targets=TARGETS, acceptance=acceptance)
+    # the published algorithm: fixed-width pulses (refine=0)
+    s = run(station, tmp_path, "write_verify", targets=TARGETS, acceptance=acceptance, refine=0)
     assert s["success_rate"] == 1.0
     expected = law[0] + law[1] * np.array(TARGETS)
     # ~21 cells per target: the spread of a band-limited distribution is known to ~12 %

