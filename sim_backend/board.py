@@ -33,6 +33,11 @@ class ArrayPhysics(Protocol):
     def pulse_cells(self, rows: np.ndarray, cols: np.ndarray, v_cell: np.ndarray, v_gate: float,
                     width: np.ndarray, period: float) -> None: ...
 
+    def read_only(self, v: float) -> bool: ...
+
+    def read_rows(self, rows: np.ndarray, cols: np.ndarray, v_cols: np.ndarray, v_gate: float,
+                  duration: float) -> np.ndarray: ...
+
 
 class _Fault(Exception):
     def __init__(self, code: ErrorCode, message: str):
@@ -283,12 +288,19 @@ class VirtualBoard:
     def _mvm_backward(self, payload: bytes) -> bytes:
         """Row-serial transposed MVM: for each block row, its WL at v_gate, BL j at d_j v_read,
         every block SL into one integrator for t_int. Cells do not interact, so all block rows
-        at once give the same per-cell currents: one apply() per input vector (its own
-        read-noise draw) lasting n_rows * t_int, summed over the block's columns per row."""
+        at once give the same per-cell currents, n_rows * t_int per input vector, each vector
+        with its own read-noise draw. When the map reaches the block's own lines and the bias is
+        read-only, physics.read_rows takes the whole batch at once; otherwise (a mis-wired map, a
+        read voltage that can disturb) one apply() per vector plays it through the wiring."""
         (r0, c0, n_rows, n_cols), d = self._mvm_request(payload, "MVM_BACKWARD", backward=True)
         cfg = self._mvm
         volts = (quantize(d, cfg["dac_bits"]) * float(cfg["v_read"])).astype(np.float32)
         rows, bls, sls = self._block_lines(r0, c0, n_rows, n_cols)
+        chip_rows, chip_cols = self._wl_row[rows], self._bl_col[bls]
+        if (np.all(chip_rows >= 0) and np.all(chip_cols >= 0) and np.array_equal(self._sl_col[sls], chip_cols)
+                and self.physics.read_only(float(np.abs(volts).max(initial=0.0)))):
+            return self._integrated(self.physics.read_rows(chip_rows, chip_cols, volts, float(cfg["v_gate"]),
+                                                           n_rows * cfg["t_int"]))
         out = np.empty((len(d), n_rows))
         with self._mvm_bias(rows, bls, sls):
             for b, v_bl in enumerate(volts):

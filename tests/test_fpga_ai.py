@@ -276,8 +276,10 @@ def test_outputs_clip_at_i_range(fpga, chip):
     np.testing.assert_array_equal(out[0][clipped], i_range)
     np.testing.assert_array_equal(out[1][clipped], -i_range)
     np.testing.assert_allclose(out[0][~clipped], ideal[~clipped], rtol=1e-6)
-    back = fpga.mvm_backward(np.ones(6))
-    np.testing.assert_array_equal(back, np.minimum(cells.sum(axis=1), i_range))
+    back, rows = fpga.mvm_backward(np.ones(6)), cells.sum(axis=1)
+    assert (rows > i_range).any() and (rows < i_range).any()
+    np.testing.assert_array_equal(back[rows > i_range], i_range)
+    np.testing.assert_allclose(back[rows < i_range], rows[rows < i_range], rtol=1e-9)
 
 
 def test_inputs_quantized_to_dac_bits(fpga, chip):
@@ -320,6 +322,34 @@ def test_forward_draws_one_read_noise_realization_per_batch():
     assert not np.array_equal(first[0], second[0])  # a fresh draw per request
     exact = x[0] @ read_currents(chip, slice(0, 4), slice(0, 6))
     np.testing.assert_allclose(first[0], exact, rtol=0.05)
+
+
+def test_backward_draws_its_own_read_noise_for_every_vector():
+    """A sum of independent per-cell draws: each row's output spreads by
+    sqrt(sum_j (I_ij sigma_ij / G_ij)^2) around the exact sum, afresh for every vector."""
+    chip = make_chip(read_noise=True)
+    chip.clock.advance(100.0)
+    fpga = FpgaBoard(InProcessTransport(VirtualBoard(chip, WL, BL, SL, n_channels=20)))
+    fpga.configure_map(WL, BL, SL)
+    d = np.array([1.0, -0.5, 0.25, 0.75, -1.0, 0.5])
+    v = (d.astype(F4) * V_READ).astype(F4)
+    cells = read_currents(chip, slice(0, 4), slice(0, 6), v_bl=v)
+    sigma = chip.read_noise_sigma(chip.g, chip.clock.now) / chip.g
+    out = fpga.mvm_backward(np.tile(d, (2000, 1)))
+    assert len(np.unique(out[:, 0])) == 2000  # one draw per vector
+    # 2000 vectors: standard errors ~2 % on the spread, ~0.05 spreads on the mean
+    expected_std = np.sqrt(((cells * sigma) ** 2).sum(axis=1))
+    np.testing.assert_allclose(out.std(axis=0), expected_std, rtol=0.08)
+    assert np.all(np.abs(out.mean(axis=0) - cells.sum(axis=1)) < 0.1 * expected_std)
+
+
+def test_backward_at_a_read_voltage_that_can_switch_disturbs_the_cells(fpga, chip):
+    g0 = chip.g.copy()
+    fpga.mvm_backward(np.ones((3, 6)))  # 0.2 V: a read, nothing changes
+    np.testing.assert_array_equal(chip.g, g0)
+    fpga.configure_mvm(v_read=1.4)  # above the 0.8 V SET threshold: the read sets cells
+    fpga.mvm_backward(np.ones((3, 6)))
+    assert np.all(chip.g != g0) and np.mean(chip.g - g0) > 0
 
 
 def test_mvm_restores_routing_and_dac(fpga):
