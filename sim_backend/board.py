@@ -399,11 +399,13 @@ class VirtualBoard:
         on_bl, on_sl = self._bl_col[channel], self._sl_col[channel]
         col = np.where(on_bl >= 0, on_bl, on_sl)
         v_cell = np.where(on_bl >= 0, 1.0, -1.0) * np.abs(amplitude)
-        wired = np.flatnonzero((row >= 0) & (col >= 0))
-        self.physics.pulse_cells(row[wired], col[wired], v_cell[wired], float(req["v_gate"]),
-                                 width[wired], period)
-        if n > wired.size:  # pulses on unwired lines take their slots too
-            self._idle((n - wired.size) * period)
+        pending = np.flatnonzero((row >= 0) & (col >= 0))
+        if n > pending.size:  # pulses on unwired lines take their slots too
+            self._idle((n - pending.size) * period)
+        while pending.size:  # a mis-wired map can land two pulses on one cell: one wave each
+            wave = pending[np.sort(np.unique(row[pending] * self.physics.cols + col[pending], return_index=True)[1])]
+            self.physics.pulse_cells(row[wave], col[wave], v_cell[wave], float(req["v_gate"]), width[wave], period)
+            pending = np.setdiff1d(pending, wave)
         return b""
 
     def _mvm_request(self, payload: bytes, command: str, backward: bool

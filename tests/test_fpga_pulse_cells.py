@@ -105,6 +105,21 @@ def test_pulses_follow_the_map(chip):
     np.testing.assert_allclose(chip.g[1, 5], twin.g[1, 5], rtol=1e-12)
 
 
+def test_two_pulses_that_a_mis_wired_map_lands_on_one_cell_both_fire(chip):
+    """Map column 4's BL channel is chip column 5's SL: SET requests for map cells (0, 4) and
+    (0, 5) reach chip cell (0, 5) as a RESET, then as a SET."""
+    fpga = FpgaBoard(InProcessTransport(VirtualBoard(chip, WL, BL, SL, n_channels=20)))
+    fpga.configure_map(WL, BL[:4] + [SL[5], BL[5]], SL[:4] + [SL[4], BL[4]])
+    twin = ArrayPhysics.from_state(chip.state(), chip.p)
+    t0 = chip.clock.now
+    fpga.pulse_cells([0, 0], [4, 5], [1.35, 1.35], 1e-7, 1.2, 2e-7)
+    twin.pulse_cells([0], [5], [-float(F4(1.35))], float(F4(1.2)), float(F4(1e-7)), float(F4(2e-7)))
+    twin.pulse_cells([0], [5], [float(F4(1.35))], float(F4(1.2)), float(F4(1e-7)), float(F4(2e-7)))
+    assert np.argwhere(chip.g != 40e-6).tolist() == [[0, 5]]
+    np.testing.assert_allclose(chip.g[0, 5], twin.g[0, 5], rtol=1e-12)
+    assert chip.clock.now == pytest.approx(t0 + 2 * float(F4(2e-7)))
+
+
 def test_the_board_refuses_bad_requests_and_changes_nothing(chip):
     vboard = VirtualBoard(chip, WL, BL, SL, n_channels=20)
     fpga = FpgaBoard(InProcessTransport(vboard))
