@@ -50,6 +50,14 @@ def _expect_length(payload: bytes, n: int) -> None:
         raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected {n}")
 
 
+def _head(payload: bytes, dtype: np.dtype) -> np.void:
+    """The fixed head of a request whose variable part follows it."""
+    if len(payload) < dtype.itemsize:
+        raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected at least "
+                                           f"{dtype.itemsize}")
+    return np.frombuffer(payload, dtype, 1)[0]
+
+
 class VirtualBoard:
     """The board with its channels wired to a simulated chip.
 
@@ -313,10 +321,7 @@ class VirtualBoard:
         """Coincidence update: bit k of a row train opens the row's gates in slot k, bit k of a
         column train pulses its BL (SET) or SL (RESET); counts per cell in closed form."""
         head_size = UPDATE_DTYPE.itemsize
-        if len(payload) < head_size:
-            raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected at "
-                                               f"least {head_size}")
-        req = np.frombuffer(payload, UPDATE_DTYPE, 1)[0]
+        req = _head(payload, UPDATE_DTYPE)
         n_rows, n_cols = int(req["n_rows"]), int(req["n_cols"])
         _expect_length(payload, head_size + 4 * (n_rows + n_cols))
         self._need_map("PARALLEL_UPDATE")
@@ -369,10 +374,7 @@ class VirtualBoard:
         SL (< 0) at |amplitude| for its width, every other line at 0 V. One cell is biased at a
         time, so the chip model takes the whole list in one call."""
         head_size = PULSES_DTYPE.itemsize
-        if len(payload) < head_size:
-            raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected at "
-                                               f"least {head_size}")
-        req = np.frombuffer(payload, PULSES_DTYPE, 1)[0]
+        req = _head(payload, PULSES_DTYPE)
         n = int(req["n_cells"])
         _expect_length(payload, head_size + PULSE_CELL_DTYPE.itemsize * n)
         self._need_map("PULSE_CELLS")
@@ -412,10 +414,7 @@ class VirtualBoard:
                      ) -> tuple[tuple[int, int, int, int], np.ndarray]:
         """Block and (batch, n_in) inputs of an MVM request, checked."""
         head_size = MVM_DTYPE.itemsize
-        if len(payload) < head_size:
-            raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected at "
-                                               f"least {head_size}")
-        req = np.frombuffer(payload, MVM_DTYPE, 1)[0]
+        req = _head(payload, MVM_DTYPE)
         batch = int(req["batch"])
         n_in, n_out = ((int(req["n_cols"]), int(req["n_rows"])) if backward
                        else (int(req["n_rows"]), int(req["n_cols"])))

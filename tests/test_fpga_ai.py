@@ -343,12 +343,17 @@ def test_backward_draws_its_own_read_noise_for_every_vector():
     assert np.all(np.abs(out.mean(axis=0) - cells.sum(axis=1)) < 0.1 * expected_std)
 
 
-def test_backward_at_a_read_voltage_that_can_switch_disturbs_the_cells(fpga, chip):
+def test_backward_at_a_read_voltage_that_can_switch_disturbs_the_cells(fpga, chip, monkeypatch):
     g0 = chip.g.copy()
-    fpga.mvm_backward(np.ones((3, 6)))  # 0.2 V: a read, nothing changes
+    applied = []
+    apply = chip.apply
+    monkeypatch.setattr(chip, "apply", lambda *a: applied.append(a) or apply(*a))
+    fpga.mvm_backward(np.ones((3, 6)))  # 0.2 V: a read, the batch in one read_rows call
     np.testing.assert_array_equal(chip.g, g0)
+    assert not applied
     fpga.configure_mvm(v_read=1.4)  # above the 0.8 V SET threshold: the read sets cells
     fpga.mvm_backward(np.ones((3, 6)))
+    assert len(applied) == 3  # vector by vector through the physics, switching included
     assert np.all(chip.g != g0) and np.mean(chip.g - g0) > 0
 
 

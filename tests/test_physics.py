@@ -1,4 +1,6 @@
 """Device physics against the published numbers (DESIGN.md section 2), with fixed seeds."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,25 @@ def test_pulse_counts_match_the_same_pulses_applied_one_by_one_on_average():
     # 128 cells, noise ~90 % of a single step: the mean of 6 steps agrees to a few percent
     assert step_a == pytest.approx(step_b, rel=0.1)
     assert a.clock.now == pytest.approx(6 * 200e-9)
+
+
+def test_read_rows_is_the_exact_circuit_below_the_switching_thresholds():
+    chip = formed_chip(6, 5, seed=11)
+    chip.g = np.linspace(9e-6, 95e-6, 30).reshape(6, 5)
+    chip.formed[0, 0] = False  # a pristine cell conducts by its own law
+    chip.p = replace(chip.p, read_noise=0.0)
+    v = np.random.default_rng(3).uniform(-0.4, 0.4, (7, 3))
+    rows, cols = np.array([0, 2, 5]), np.array([0, 1, 4])
+    exact = []
+    for vb in v:
+        v_bl, v_sl = np.full(5, np.nan), np.full(5, np.nan)
+        v_bl[cols], v_sl[cols] = vb, 0.0
+        v_wl = np.zeros(6)
+        v_wl[rows] = 1.2
+        exact.append(chip.currents(v_wl, v_bl, v_sl)[rows][:, cols].sum(axis=1))
+    g0, t0 = chip.g.copy(), chip.clock.now
+    np.testing.assert_allclose(chip.read_rows(rows, cols, v, 1.2, 1e-6), exact, rtol=1e-7, atol=1e-15)
+    np.testing.assert_array_equal(chip.g, g0)
+    assert chip.clock.now == pytest.approx(t0 + 7e-6)
+    with pytest.raises(ValueError, match="0.9 V could switch or form a cell"):
+        chip.read_rows(rows, cols, np.full((1, 3), 0.9), 1.2, 1e-6)

@@ -35,14 +35,19 @@ def formed(sim_station, tmp_path):
     return sim_station
 
 
-@pytest.fixture(scope="module")
-def formed_16x16(tmp_path_factory):
-    """State file of a 16x16 chip formed once; each test copies it."""
-    base = tmp_path_factory.mktemp("chip16")
-    with Station.open("sim:16x16", sim_state=base / "s.npz", seed=31) as station:
-        result = run_protocol(station, "forming", {"v_start": 2.9, "v_step": 0.05}, out=base / "f.h5")
+def formed_chip_state(tmp_path_factory, size: int, seed: int, v_start: float):
+    """State file of a size x size chip formed once (coarse 50 mV ramp)."""
+    base = tmp_path_factory.mktemp(f"chip{size}")
+    with Station.open(f"sim:{size}x{size}", sim_state=base / "s.npz", seed=seed) as station:
+        result = run_protocol(station, "forming", {"v_start": v_start, "v_step": 0.05}, out=base / "f.h5")
         assert result.status == "completed" and result.summary["yield"] == 1.0
     return base / "s.npz"
+
+
+@pytest.fixture(scope="module")
+def formed_16x16(tmp_path_factory):
+    """A 16x16 chip formed once; each test copies it."""
+    return formed_chip_state(tmp_path_factory, 16, seed=31, v_start=2.9)
 
 
 @pytest.fixture
@@ -176,12 +181,8 @@ def test_mvm_error_on_16x16_grows_with_relaxation(station_16x16, tmp_path):
 
 @pytest.fixture(scope="module")
 def formed_64x64(tmp_path_factory):
-    """A 64x64 chip formed once (coarse 50 mV ramp: ~40 s instead of ~3 min)."""
-    base = tmp_path_factory.mktemp("chip64")
-    with Station.open("sim:64x64", sim_state=base / "s.npz", seed=7) as station:
-        result = run_protocol(station, "forming", {"v_start": 2.95, "v_step": 0.05}, out=base / "f.h5")
-        assert result.status == "completed" and result.summary["yield"] == 1.0
-    return base / "s.npz"
+    """A 64x64 chip formed once (~90 s: 4096 SMU ramps)."""
+    return formed_chip_state(tmp_path_factory, 64, seed=7, v_start=2.95)
 
 
 def test_mvm_on_64x64_reproduces_the_published_reference(formed_64x64, tmp_path):
