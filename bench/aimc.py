@@ -1,21 +1,35 @@
 """Analog-AI throughput of the board's twin, against a plain numpy reference in the same run.
 
-Prints one JSON object: per array size (64x64, 256x256, 512x512 by default), the time of a forward
-MVM and a backward MVM on a batch of 64 vectors and of one parallel update, each through the full
-stack (crossbar -> FpgaBoard driver -> frames -> VirtualBoard -> physics), against the numpy
-operation that computes the same ideal result (x @ G, d @ G.T, the outer product of the pulse
-counts); the ratio is stack time / numpy time (the price of simulating the physics and speaking
-the wire protocol). The digits training epoch is timed by bench/training.py. If IBM's aihwkit is
-installed, the same operations with a matching soft-bounds device would be compared; without it
-the comparison is skipped with a message.
+Prints one JSON object: per array size (64x64, 256x256, 512x512 by default; add 4096), the time
+of a forward MVM and a backward MVM on a batch of 64 vectors and of one parallel update (31-slot
+trains: dense, every cell sees coincidences; sparse, ~2 % of the lines pulse), each through the
+full stack (crossbar -> FpgaBoard driver -> frames -> VirtualBoard -> physics), against the
+numpy operation that computes the same ideal result (x @ G, d @ G.T, the coincidence counts of
+the trains); ratio = stack time / numpy time. The weights are pre-aged (programmed 1 h before),
+the steady state of inference; `forward_after_update` is the first forward after a dense update
+(it re-evaluates the read state of every updated cell). `virtual_s` is the chip's clock per
+operation, the modelled 921600-baud UART included. Peak RSS (MB) after each size.
 
-Usage: python bench/aimc.py [--sizes 64 256 512] [--batch 64] [--repeats 3]
+--aihwkit runs bench/aihwkit_ops.py in the venv of bench/setup_aihwkit.sh (same sizes, batch,
+repeats and threads; a soft-bounds device matching the window and step) and prints its figures
+and labctl / aihwkit ratios beside ours.
+
+Usage: python bench/aimc.py [--sizes 64 256 512 4096] [--batch 64] [--repeats 3] [--threads 1]
+                            [--aihwkit]
 """
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__":  # BLAS threads are fixed when numpy loads
+    threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", threads)
+
 import argparse
-import importlib.util
 import json
+import resource
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from labctl.station import Station
+
+AIHWKIT_PYTHON = Path(os.environ.get("AIHWKIT_HOME", Path.home() / ".cache/labctl-aihwkit")) / "venv/bin/python"
+TRAIN = 31  # slots of a parallel-update train
+AGE = 3600.0  # s since programming: steady-state inference
 
 
 def best(fn, repeats: int) -> float:
@@ -34,32 +52,73 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
+def trains(rng: np.random.Generator, n: int, p_line: float) -> np.ndarray:
+    """Random TRAIN-slot bitmasks for n lines, a fraction p_line of them pulsing."""
+    bits = rng.integers(0, 2**TRAIN, n, dtype=np.uint32)
+    return np.where(rng.random(n) < p_line, bits, 0).astype(np.uint32)
+
+
 def measure(n: int, batch: int, repeats: int, rng: np.random.Generator) -> dict:
     with tempfile.TemporaryDirectory() as tmp, \
             Station.open(f"sim:{n}x{n}", sim_state=Path(tmp) / "chip.npz", seed=1) as station:
         physics = station.lab.physics
-        physics.formed[:] = True  # the SMU forming ramp of every cell would dominate the run
+        physics.formed[:] = True  # the SMU forming ramp of every cell is bench/forming.py's
         physics.g[:] = physics.g_formed
+        physics.t_prog[:] = physics.clock.now - AGE
         xbar = station.crossbar
         xbar.configure_mvm()
         x = rng.uniform(-1, 1, (batch, n))
         d = rng.uniform(-1, 1, (batch, n))
         g = physics.conductance()
-        rows = rng.integers(0, 2**31, n, dtype=np.uint32)
-        cols = rng.integers(0, 2**31, n, dtype=np.uint32)
+        dense = trains(rng, n, 1.0), trains(rng, n, 1.0)
+        sparse = trains(rng, n, 0.02), trains(rng, n, 0.02)
+
+        def update(rows_cols):
+            return lambda: xbar.parallel_update(*rows_cols, TRAIN, +1, 1.2, 5e-9)
+
+        def counts(rows_cols):
+            rows, cols = rows_cols
+            return lambda: np.bitwise_count(rows[:, None] & cols[None, :])
+
+        def forward_after_update():
+            xbar.parallel_update(*dense, TRAIN, -1, 1.2, 5e-9)
+            start = time.perf_counter()
+            xbar.mvm_forward(x)
+            return time.perf_counter() - start
+
         ops = {
             "forward_mvm": (lambda: xbar.mvm_forward(x), lambda: x @ g),
             "backward_mvm": (lambda: xbar.mvm_backward(d), lambda: d @ g.T),
-            "parallel_update": (lambda: xbar.parallel_update(rows, cols, 31, +1, 1.2, 5e-9),
-                                lambda: np.bitwise_count(rows[:, None] & cols[None, :])),
+            "parallel_update_dense": (update(dense), counts(dense)),
+            "parallel_update_sparse": (update(sparse), counts(sparse)),
         }
         result = {}
         for name, (stack, reference) in ops.items():
-            t_stack, t_numpy = best(stack, repeats), best(reference, repeats)
+            stack()  # warm: the first read of a configuration tabulates its I(V)
+            t0 = physics.clock.now
+            t_stack = best(stack, repeats)
+            virtual = (physics.clock.now - t0) / repeats
+            t_numpy = best(reference, repeats)
             result[name] = {"stack_s": t_stack, "numpy_s": t_numpy, "ratio": t_stack / t_numpy,
-                            "vectors_per_s" if "mvm" in name else "updates_per_s":
-                                (batch if "mvm" in name else 1) / t_stack}
+                            "virtual_s": virtual}
+        t_after = min(forward_after_update() for _ in range(repeats))
+        result["forward_after_update"] = {"stack_s": t_after,
+                                          "ratio": t_after / result["forward_mvm"]["numpy_s"]}
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return result
+
+
+def aihwkit(args) -> dict:
+    """bench/aihwkit_ops.py's JSON, or why there is none."""
+    if not AIHWKIT_PYTHON.exists():
+        return {"skipped": f"no {AIHWKIT_PYTHON}: run bench/setup_aihwkit.sh first"}
+    command = [str(AIHWKIT_PYTHON), str(Path(__file__).with_name("aihwkit_ops.py")),
+               "--sizes", *map(str, args.sizes), "--batch", str(args.batch),
+               "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        return {"skipped": f"aihwkit_ops.py failed: {done.stderr.strip()[-500:]}"}
+    return json.loads(done.stdout)
 
 
 def main() -> None:
@@ -67,13 +126,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (and aihwkit's torch threads)")
+    parser.add_argument("--aihwkit", action="store_true", help="run IBM aihwkit side by side")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    report = {"batch": args.batch,
+    report = {"batch": args.batch, "threads": args.threads, "train_slots": TRAIN,
               "sizes": {f"{n}x{n}": measure(n, args.batch, args.repeats, rng) for n in args.sizes}}
-    report["aihwkit"] = ("installed: side-by-side comparison not implemented yet"
-                         if importlib.util.find_spec("aihwkit") else
-                         "not installed (optional): comparison skipped")
+    if args.aihwkit:
+        theirs = report["aihwkit"] = aihwkit(args)
+        for n in args.sizes:
+            ours, other = report["sizes"][f"{n}x{n}"], theirs.get("sizes", {}).get(str(n), {})
+            pairs = {"forward": ("forward_mvm", "forward_s"), "backward": ("backward_mvm", "backward_s"),
+                     "update": ("parallel_update_dense", "update_s")}
+            ours["vs_aihwkit"] = {key: ours[a]["stack_s"] / other[b] for key, (a, b) in pairs.items()
+                                  if b in other}
     print(json.dumps(report, indent=2))
 
 

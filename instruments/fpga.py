@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import binascii
 import math
+import re
+import zlib
 from collections import deque
 from enum import IntEnum
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -20,11 +22,19 @@ START = 0xA5
 HEADER_SIZE = 5  # start, seq, cmd, length (u16 LE)
 CRC_SIZE = 2
 MAX_PAYLOAD = 0xFFFF
+# Long frames carry the MVM batches (docs/fpga-protocol.md): start 0xA6, a u32 length and a
+# CRC-32, whose Hamming distance holds over megabytes where CRC-16's does not.
+START_LONG = 0xA6
+LONG_HEADER_SIZE = 7  # start, seq, cmd, length (u32 LE)
+LONG_CRC_SIZE = 4
+MAX_LONG_PAYLOAD = 1 << 22  # the board's frame buffer (4 MiB)
+_STARTS = re.compile(b"[\xa5\xa6]")
 REPLY_FLAG = 0x80
 ACK = 0
 DAC_LIMIT = 5.0  # V: the board's DAC range is [-DAC_LIMIT, +DAC_LIMIT]
 MODEL = "FPGA-1T1R"
-MAX_BLOCK_CELLS = (MAX_PAYLOAD - 1) // 8  # f8 currents that fit in one reply after the status
+MAX_BLOCK_CELLS = (MAX_PAYLOAD - 1) // 8  # f8 currents that fit in one READ_BLOCK reply
+MAX_MVM_OUTPUTS = (MAX_LONG_PAYLOAD - 1) // 8  # f8 outputs that fit in one MVM reply
 MAX_TRAIN_LENGTH = 32  # slots of a parallel-update pulse train (one u32 bitmask per line)
 MAX_DAC_BITS = 16  # MVM input resolution, sign included (0 = ideal)
 MAX_ADC_BITS = 24  # MVM output resolution, sign included (0 = ideal)
@@ -112,14 +122,30 @@ def crc16(data: bytes) -> int:
     return binascii.crc_hqx(data, 0xFFFF)
 
 
+def crc32(data: bytes) -> int:
+    """CRC-32/ISO-HDLC of long frames (zlib's: reflected poly 0x04C11DB7, init and final XOR
+    0xFFFFFFFF)."""
+    return zlib.crc32(data)
+
+
 def encode_frame(seq: int, cmd: int, payload: bytes = b"") -> bytes:
-    """One frame: 0xA5, seq, cmd, len u16 LE, payload, CRC-16 u16 LE over seq..payload."""
+    """One frame: 0xA5, seq, cmd, len u16 LE, payload, CRC-16 u16 LE over seq..payload; a payload
+    over MAX_PAYLOAD bytes goes in a long frame: 0xA6, seq, cmd, len u32 LE, payload, CRC-32 u32
+    LE over seq..payload."""
     if not (0 <= seq <= 0xFF and 0 <= cmd <= 0xFF):
         raise ValueError(f"seq {seq} and cmd {cmd} must be bytes (0..255)")
+    if len(payload) > MAX_LONG_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_LONG_PAYLOAD}")
     if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+        body = bytes((seq, cmd)) + len(payload).to_bytes(4, "little") + bytes(payload)
+        return bytes((START_LONG,)) + body + crc32(body).to_bytes(4, "little")
     body = bytes((seq, cmd)) + len(payload).to_bytes(2, "little") + bytes(payload)
     return bytes((START,)) + body + crc16(body).to_bytes(2, "little")
+
+
+def _layout(start: int) -> tuple[int, int, Callable[[bytes], int]]:
+    """Header size, CRC size and CRC of a frame that begins with `start`."""
+    return (HEADER_SIZE, CRC_SIZE, crc16) if start == START else (LONG_HEADER_SIZE, LONG_CRC_SIZE, crc32)
 
 
 class Frame(NamedTuple):
@@ -136,7 +162,8 @@ class Frame(NamedTuple):
 class FrameDecoder:
     """Streaming decoder: feed any chunks, get complete frames in order.
 
-    Bytes before a start byte are discarded (counted in `discarded`). A candidate whose CRC fails,
+    Frames are short (0xA5) or long (0xA6). Bytes before a start byte are discarded (counted in
+    `discarded`). A candidate whose CRC fails,
     or whose length exceeds `max_payload`, is reported (crc_ok=False) and only its start byte is
     dropped, so a real frame that begins inside it is still found. A receiver that knows its
     largest valid frame sets `max_payload` so that a false start byte in garbage cannot hold up
@@ -144,7 +171,7 @@ class FrameDecoder:
     command codes that carry long payloads.
     """
 
-    def __init__(self, max_payload: int = MAX_PAYLOAD, limits: Mapping[int, int] | None = None
+    def __init__(self, max_payload: int = MAX_LONG_PAYLOAD, limits: Mapping[int, int] | None = None
                  ) -> None:
         self.max_payload = max_payload
         self.limits = dict(limits or {})
@@ -157,22 +184,23 @@ class FrameDecoder:
         buf += data
         frames = []
         while True:
-            start = buf.find(START)
-            self._discard(len(buf) if start < 0 else start)
-            if len(buf) < HEADER_SIZE:
+            start = _STARTS.search(buf)
+            self._discard(len(buf) if start is None else start.start())
+            header, crc_size, crc = _layout(buf[0]) if buf else (HEADER_SIZE, 0, None)
+            if len(buf) < header:
                 return frames
-            length = int.from_bytes(buf[3:5], "little")
+            length = int.from_bytes(buf[3:header], "little")
             if length > self.limit(buf[2]):
                 frames.append(Frame(buf[1], buf[2], b"", False, self._in_sync))
                 del buf[:1]
                 self._in_sync = False
                 continue
-            end = HEADER_SIZE + length + CRC_SIZE
+            end = header + length + crc_size
             if len(buf) < end:
                 return frames
-            body, crc = bytes(buf[1:end - CRC_SIZE]), int.from_bytes(buf[end - CRC_SIZE:end], "little")
-            ok = crc16(body) == crc
-            frames.append(Frame(body[0], body[1], body[4:], ok, self._in_sync))
+            body = bytes(buf[1:end - crc_size])
+            ok = crc(body) == int.from_bytes(buf[end - crc_size:end], "little")
+            frames.append(Frame(body[0], body[1], body[header - 1:], ok, self._in_sync))
             del buf[:end if ok else 1]
             self._in_sync = ok
 
@@ -183,9 +211,10 @@ class FrameDecoder:
     @property
     def needed(self) -> int:
         """Bytes still missing before the next decision (never reads past the current frame)."""
-        if len(self._buf) < HEADER_SIZE:
-            return HEADER_SIZE - len(self._buf)
-        return HEADER_SIZE + int.from_bytes(self._buf[3:5], "little") + CRC_SIZE - len(self._buf)
+        header, crc_size, _ = _layout(self._buf[0]) if self._buf else (HEADER_SIZE, 0, None)
+        if len(self._buf) < header:
+            return header - len(self._buf)
+        return header + int.from_bytes(self._buf[3:header], "little") + crc_size - len(self._buf)
 
     def _discard(self, n: int) -> None:
         if n:
@@ -250,7 +279,7 @@ class FpgaBoard:
         #: are MVM_DEFAULTS)
         self.mvm_config: dict[str, float | int] | None = None
         self._seq = 0
-        self._decoder = FrameDecoder()
+        self._decoder = self._new_decoder()
         self._frames: deque[Frame] = deque()
         # Requests whose reply never came: a late reply with one of these seqs is dropped.
         self._abandoned: set[int] = set()
@@ -500,12 +529,8 @@ class FpgaBoard:
             b, k = bad[0]
             where = f"{name}[{b}, {k}]" if values.ndim == 2 else f"{name}[{k}]"
             raise ValueError(f"{where}={batch[b, k]:g} is outside [-1, 1]")
-        per_frame = min(MAX_BLOCK_CELLS // n_out,
-                        (MAX_PAYLOAD - MVM_DTYPE.itemsize) // (4 * n_in), 0xFFFF)
-        if per_frame < 1:
-            raise ValueError(f"a {n_rows}x{n_cols} block does not fit one frame "
-                             f"(at most {MAX_BLOCK_CELLS} outputs and "
-                             f"{(MAX_PAYLOAD - MVM_DTYPE.itemsize) // 4} inputs per vector)")
+        per_frame = min(MAX_MVM_OUTPUTS // n_out,
+                        (MAX_LONG_PAYLOAD - MVM_DTYPE.itemsize) // (4 * n_in), 0xFFFF)
         out = np.empty((len(batch), n_out))
         for b in range(0, len(batch), per_frame):
             chunk = batch[b:b + per_frame]
@@ -580,6 +605,13 @@ class FpgaBoard:
             self._resync = False
             return frame.payload
 
+    @staticmethod
+    def _new_decoder() -> FrameDecoder:
+        """Only MVM replies are long: a false start byte in line noise cannot make the driver
+        wait for megabytes."""
+        return FrameDecoder(MAX_PAYLOAD, {cmd | REPLY_FLAG: MAX_LONG_PAYLOAD
+                                          for cmd in (Command.MVM_FORWARD, Command.MVM_BACKWARD)})
+
     def _next_frame(self) -> Frame:
         while not self._frames:
             data = self.transport.read(self._decoder.needed)
@@ -587,6 +619,6 @@ class FpgaBoard:
             frames = self._decoder.feed(data)
             self._frames.extend(frames)
             if not frames and self._decoder.discarded > discarded and not self._resync:
-                raise FrameError(f"{self._where}: reply does not start with 0xA5 "
+                raise FrameError(f"{self._where}: reply does not start with 0xA5 or 0xA6 "
                                  f"(read {data[:8].hex(' ')})")
         return self._frames.popleft()

@@ -28,6 +28,7 @@ from .safety import SafeOperatingArea
 
 ROLES = ("smu", "board", "pulse")
 REQUIRED_ROLES = ("smu", "board")
+BOARD_BAUD = 921600  # the FPGA board's UART (docs/fpga-protocol.md), unless a station sets baudrate
 _SIM_SPEC = re.compile(r"^sim(?::(\d+)x(\d+))?$")
 
 
@@ -189,7 +190,7 @@ def _make_driver(role: str, inst: InstrumentConfig, transport: Transport):
 def _open_transport(inst: InstrumentConfig) -> Transport:
     timeout = float(inst.options.get("timeout", 5.0))
     if is_serial_resource(inst.resource):
-        return SerialTransport(inst.resource, int(inst.options.get("baudrate", 921600)), timeout)
+        return SerialTransport(inst.resource, int(inst.options.get("baudrate", BOARD_BAUD)), timeout)
     return VisaTransport(inst.resource, timeout)
 
 
@@ -304,7 +305,8 @@ def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = No
     configured = config.instruments.get("pulse")
     lab = SimLab(physics, chip.wl_channels, chip.bl_channels, chip.sl_channels,
                  smu=smu or config.instruments["smu"].driver,
-                 pulse=pulse or (configured.driver if configured else None))
+                 pulse=pulse or (configured.driver if configured else None),
+                 link_baud=float(config.instruments["board"].options.get("baudrate", BOARD_BAUD)))
     return lab, path
 
 

@@ -13,7 +13,7 @@ from collections import deque
 from itertools import islice
 from typing import Iterable
 
-from .loads import SmuLoad, hold_in_compliance
+from .loads import SmuLoad, hold_in_compliance, quiet_readings
 from .scpi import Call, ScpiError, ScpiTwin, float_in, format_bool, format_number, to_bool, \
     to_float, to_int, to_keyword, unquote
 
@@ -183,10 +183,20 @@ class VirtualKeithley2450(ScpiTwin):
             raise ScpiError(-221, "Settings conflict; trigger model is empty")
         levels, delay, fail_abort, buffer = self._sweep
         self.output_on = True  # the sweep's trigger model turns the output on and leaves it on
-        for level in levels:
-            self.source_level = level
-            source, reading = self._source_point(level, delay + self.source_delay)
+        point = delay + self.source_delay + self.nplc / LINE_FREQUENCY
+        k = 0
+        while k < len(levels):
+            for current in quiet_readings(self.load, levels[k:], point, self.current_limit):
+                self.source_level, self.tripped = levels[k], False
+                self.elapsed += point
+                buffer.append(levels[k], current if self.sense_function == "CURR" else levels[k], self.elapsed)
+                k += 1
+            if k == len(levels):
+                break
+            self.source_level = levels[k]
+            source, reading = self._source_point(levels[k], delay + self.source_delay)
             buffer.append(source, reading, self.elapsed)
+            k += 1
             if fail_abort and self.tripped:
                 break
 

@@ -11,6 +11,7 @@ import os
 import tempfile
 from importlib import import_module
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -38,9 +39,10 @@ class SimLab:
     """A virtual chip behind a virtual FPGA board, SMU and pulse generator."""
 
     def __init__(self, physics: ArrayPhysics, wl_channels, bl_channels, sl_channels,
-                 smu: str = "keithley2450", pulse: str | None = "keysight81160a"):
+                 smu: str = "keithley2450", pulse: str | None = "keysight81160a",
+                 link_baud: float | None = 921600):
         self.physics = physics
-        self.board = VirtualBoard(physics, wl_channels, bl_channels, sl_channels)
+        self.board = VirtualBoard(physics, wl_channels, bl_channels, sl_channels, link_baud=link_baud)
         self.smu = twin_class(SMU_TWINS, smu, "SMU")(self)
         self.pulse = twin_class(PULSE_TWINS, pulse, "pulse generator")(self) if pulse else None
         self.models = {"smu": smu, "board": "fpga_board", **({"pulse": pulse} if pulse else {})}
@@ -73,6 +75,30 @@ class SimLab:
     def current(self, v: float) -> float:
         """SmuLoad: current into HI at v, changing nothing."""
         return self._into_smu(self._drive(v, np.nan, None))
+
+    def quiet_ramp(self, levels: Sequence[float], duration: float, limit: float) -> np.ndarray:
+        """SmuLoad: the readings (A) of the leading levels that form or switch no cell and draw
+        at most `limit`, each held `duration` s (the clock has run for them). Looks ahead in
+        growing chunks, so an active point costs little and a quiet ramp one physics call per
+        chunk."""
+        _, bl_modes, sl_modes = self.board.line_modes()
+        smu = int(LineMode.SMU)
+        weights = (bl_modes == smu).astype(float) - (sl_modes == smu)
+        fixed, at_one = self.board.line_voltages(np.nan), self.board.line_voltages(1.0)
+        on_smu = [np.isnan(a) & (b == 1.0) for a, b in zip(fixed, at_one)]
+        readings, start, size = [], 0, 16
+        while start < len(levels):
+            chunk = np.asarray(levels[start:start + size], dtype=float)[:, None]
+            lines = (np.where(mask, chunk, line) for mask, line in zip(on_smu, fixed))
+            currents, quiet = self.physics.quiet_ramp(*lines, duration, weights)
+            over = np.flatnonzero(np.abs(currents) > limit)
+            used = min(quiet, int(over[0]) if over.size else len(chunk))
+            self.physics.clock.advance(used * duration)
+            readings.append(currents[:used])
+            if used < len(chunk):
+                break
+            start, size = start + used, 2 * size
+        return np.concatenate(readings) if readings else np.empty(0)
 
     def hold(self, channel: int, v: float | None, duration: float) -> None:
         """PulseLoad: the generator's channel at v for duration (only channel 1 is cabled)."""

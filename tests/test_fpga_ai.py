@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from instruments.fpga import (BoardError, ErrorCode, FpgaBoard, FrameDecoder, encode_frame,
-                              quantize)
+from instruments.fpga import (MAX_MVM_OUTPUTS, BoardError, ErrorCode, FpgaBoard, FrameDecoder,
+                              encode_frame, quantize)
 from instruments.transport import InProcessTransport
 from sim_backend.board import VirtualBoard
 from sim_backend.physics import ArrayPhysics, DeviceParams
@@ -85,29 +85,40 @@ def test_mvm_backward_bytes_and_shapes():
 
 
 def test_mvm_batches_split_by_reply_size():
-    # 1 x 100 block: a reply holds 8191 // 100 = 81 output vectors; 100 vectors -> 81 + 19
-    x = np.linspace(-1, 1, 100)[:, None]
+    # 1 x 1000 block: a long reply holds MAX_MVM_OUTPUTS // 1000 = 524 output vectors
+    per_reply = MAX_MVM_OUTPUTS // 1000
+    x = np.linspace(-1, 1, per_reply + 76)[:, None]
     script = []
-    for seq, (b, k) in enumerate([(0, 81), (81, 19)], start=1):
-        request = struct.pack("<5H", 0, 0, 1, 100, k) + x[b:b + k].astype("<f4").tobytes()
+    for seq, (b, k) in enumerate([(0, per_reply), (per_reply, 76)], start=1):
+        request = struct.pack("<5H", 0, 0, 1, 1000, k) + x[b:b + k].astype("<f4").tobytes()
         script.append((encode_frame(seq, 0x31, request),
-                       ack(seq, 0x31, np.full(k * 100, float(b)).tobytes())))
-    fpga, t = mapped(1, 100, *script)
+                       ack(seq, 0x31, np.full(k * 1000, float(b)).tobytes())))
+    fpga, t = mapped(1, 1000, *script)
     out = fpga.mvm_forward(x)
-    assert out.shape == (100, 100) and not t.script
-    assert out[80, 0] == 0.0 and out[81, 0] == 81.0
+    assert out.shape == (per_reply + 76, 1000) and not t.script
+    assert out[per_reply - 1, 0] == 0.0 and out[per_reply, 0] == per_reply
 
 
 def test_mvm_batches_split_by_request_size():
-    # backward of a 1 x 10000 block: 40 kB of inputs per vector, one vector per frame
-    d = np.zeros((2, 10000))
-    d[1] = 0.5
-    script = [(encode_frame(seq, 0x32, struct.pack("<5H", 0, 0, 1, 10000, 1)
-                            + d[seq - 1].astype("<f4").tobytes()),
-               ack(seq, 0x32, struct.pack("<d", seq * 1e-6))) for seq in (1, 2)]
-    fpga, t = mapped(1, 10000, *script)
-    np.testing.assert_array_equal(fpga.mvm_backward(d), [[1e-6], [2e-6]])
+    # backward of a 1 x 30000 block: 120 kB of inputs per vector, 34 vectors per 4 MiB frame
+    d = np.zeros((40, 30000))
+    d[34:] = 0.5
+    script = [(encode_frame(seq, 0x32, struct.pack("<5H", 0, 0, 1, 30000, len(part))
+                            + part.astype("<f4").tobytes()),
+               ack(seq, 0x32, np.full(len(part), seq * 1e-6).tobytes()))
+              for seq, part in ((1, d[:34]), (2, d[34:]))]
+    fpga, t = mapped(1, 30000, *script)
+    np.testing.assert_array_equal(fpga.mvm_backward(d)[:, 0], [1e-6] * 34 + [2e-6] * 6)
     assert not t.script
+
+
+def test_a_batch_of_64_vectors_at_512x512_is_one_long_frame_each_way():
+    x = np.zeros((64, 512))
+    request = struct.pack("<5H", 0, 0, 512, 512, 64) + x.astype("<f4").tobytes()
+    reply = ack(1, 0x31, np.zeros(64 * 512).tobytes())
+    assert len(request) > 0xFFFF and reply[0] == 0xA6
+    fpga, t = mapped(512, 512, (encode_frame(1, 0x31, request), reply))
+    assert fpga.mvm_forward(x).shape == (64, 512) and not t.script
 
 
 def test_parallel_update_bytes_and_total():
@@ -143,7 +154,6 @@ def test_parallel_update_bytes_and_total():
     (lambda b: b.mvm_backward([[0.5, 0.5]], 0, 0, 1, 3), "d has 2 entries per vector; the "
                                                          "block has 3 columns"),
     (lambda b: b.mvm_backward([-2.0], 0, 0, 1, 1), r"d\[0\]=-2 is outside"),
-    (lambda b: b.mvm_forward([0.5], 0, 0, 1, 8192), "does not fit one frame"),
     (lambda b: b.parallel_update([1], [1], 0, 1, 1.3, 1e-7, 1e-6, 1.2), "train_length=0 must "
                                                                         "be 1..32"),
     (lambda b: b.parallel_update([1], [1], 33, 1, 1.3, 1e-7, 1e-6, 1.2), "train_length=33"),
@@ -309,19 +319,28 @@ def test_outputs_quantized_to_adc_bits(fpga, chip):
     assert len(np.unique(np.round(codes))) > 10
 
 
-def test_forward_draws_one_read_noise_realization_per_batch():
+def test_each_vector_of_a_forward_batch_is_a_read_with_its_own_noise():
     chip = make_chip(read_noise=True)
     chip.clock.advance(100.0)  # read noise grows with the time since programming
     vboard = VirtualBoard(chip, WL, BL, SL, n_channels=20)
     fpga = FpgaBoard(InProcessTransport(vboard))
     fpga.configure_map(WL, BL, SL)
-    x = np.tile([1.0, -0.5, 0.25, 0.0], (3, 1))
-    first, second = fpga.mvm_forward(x), fpga.mvm_forward(x)
-    np.testing.assert_array_equal(first[0], first[1])  # one draw for the whole batch
-    np.testing.assert_array_equal(first[0], first[2])
-    assert not np.array_equal(first[0], second[0])  # a fresh draw per request
-    exact = x[0] @ read_currents(chip, slice(0, 4), slice(0, 6))
-    np.testing.assert_allclose(first[0], exact, rtol=0.05)
+    x = np.array([1.0, -0.5, 0.25, 0.0])
+    n = 4000
+    age = chip.clock.now + n * 0.5e-6  # mid-batch: the whole batch lasts n us
+    out = fpga.mvm_forward(np.tile(x, (n, 1)))
+    # the published 1/f law, sigma = 0.0277 uS log10(G / uS) sqrt(ln((t + t_r) / (2 t_r))), on
+    # each cell's read current, summed in variance over the rows of the column
+    g, p = chip.conductance()[:4], chip.p
+    sigma = p.read_noise * np.log10(g / 1e-6) * np.sqrt(np.log((age + p.t_read_noise) / (2 * p.t_read_noise)))
+    cells = read_currents(chip, slice(0, 4), slice(0, 6))
+    expected = np.sqrt((x[:, None] ** 2 * (cells * sigma / g) ** 2).sum(axis=0))
+    se = 1 / np.sqrt(2 * (n - 1))  # relative standard error of a sample sigma
+    np.testing.assert_allclose(out.std(axis=0, ddof=1), expected, rtol=5 * se)
+    np.testing.assert_allclose(out.mean(axis=0), x @ cells, atol=5 * expected.max() / np.sqrt(n))
+    # independent draws: consecutive vectors of the batch are uncorrelated
+    z = (out - out.mean(axis=0)) / out.std(axis=0)
+    assert np.abs((z[1:] * z[:-1]).mean(axis=0)).max() < 5 / np.sqrt(n)
 
 
 def test_backward_draws_its_own_read_noise_for_every_vector():
@@ -470,9 +489,10 @@ def test_board_rejects_bad_mvm_requests(fpga):
                                  b"input 1 of vector 0 is 1.5, outside [-1, 1]")
     assert raw(fpga, 0x31, mvm + struct.pack("<f", 0.5))[0] == ErrorCode.BAD_LENGTH
     assert raw(fpga, 0x32, struct.pack("<5H", 0, 0, 1, 1, 0))[1] == b"empty batch"
-    status, message = raw(fpga, 0x31, struct.pack("<5H", 0, 0, 1, 6, 1366)
-                          + bytes(4 * 1366))
-    assert status == ErrorCode.BAD_ARGUMENT and b"exceeds 8191 per reply" in message
+    wide = FpgaBoard(InProcessTransport(VirtualBoard(ArrayPhysics(1, 10), [0], range(1, 11), range(11, 21))))
+    wide.configure_map([0], range(1, 11), range(11, 21))
+    status, message = raw(wide, 0x31, struct.pack("<5H", 0, 0, 1, 10, 60000) + bytes(4 * 60000))
+    assert status == ErrorCode.BAD_ARGUMENT and b"60000 x 10 outputs exceeds 524287 per reply" in message
 
 
 def test_board_mvm_needs_the_map():

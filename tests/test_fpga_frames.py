@@ -1,7 +1,9 @@
 """Frame codec of the FPGA board link: CRC, encoding and the streaming decoder."""
 import pytest
 
-from instruments.fpga import Frame, FrameDecoder, crc16, encode_frame
+import zlib
+
+from instruments.fpga import MAX_LONG_PAYLOAD, Frame, FrameDecoder, crc16, crc32, encode_frame
 
 
 def bitwise_crc(data: bytes) -> int:
@@ -14,9 +16,20 @@ def bitwise_crc(data: bytes) -> int:
     return crc
 
 
+def bitwise_crc32(data: bytes) -> int:
+    """Reference CRC-32/ISO-HDLC, bit by bit (reflected polynomial 0xEDB88320)."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xEDB88320 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
 def test_crc_known_answer():
     assert crc16(b"123456789") == 0x29B1
     assert bitwise_crc(b"123456789") == 0x29B1
+    assert crc32(b"123456789") == bitwise_crc32(b"123456789") == 0xCBF43926
 
 
 def test_encode_exact_bytes():
@@ -28,9 +41,37 @@ def test_encode_exact_bytes():
 def test_encode_rejects_out_of_range():
     with pytest.raises(ValueError):
         encode_frame(256, 1)
-    with pytest.raises(ValueError):
-        encode_frame(0, 1, bytes(65536))
+    with pytest.raises(ValueError, match="exceeds 4194304"):
+        encode_frame(0, 1, bytes(MAX_LONG_PAYLOAD + 1))
     assert len(encode_frame(0, 1, bytes(65535))) == 65535 + 7
+
+
+def test_payloads_over_64k_go_in_long_frames_with_crc32():
+    payload = bytes(range(256)) * 300  # 76800 bytes
+    frame = encode_frame(0x21, 0x31, payload)
+    head = bytes.fromhex("21 31") + len(payload).to_bytes(4, "little")
+    assert frame == b"\xa6" + head + payload + bitwise_crc32(head + payload).to_bytes(4, "little")
+    assert zlib.crc32(frame[1:-4]) == int.from_bytes(frame[-4:], "little")
+
+
+def test_decoder_reads_long_and_short_frames_in_any_chunking():
+    long_frame, short = encode_frame(1, 0x31, bytes(70000)), encode_frame(2, 0x13)
+    data = b"\x00" + long_frame + short
+    dec = FrameDecoder()
+    frames = [f for k in range(0, len(data), 4099) for f in dec.feed(data[k:k + 4099])]
+    assert frames == [Frame(1, 0x31, bytes(70000), True, False), Frame(2, 0x13, b"")]
+
+
+def test_decoder_flags_a_corrupt_long_frame_and_limits_long_lengths_per_command():
+    bad = bytearray(encode_frame(3, 0x31, bytes(70000)))
+    bad[40000] ^= 0x01
+    frames = FrameDecoder().feed(bytes(bad) + encode_frame(4, 0x13))
+    assert frames[0].crc_ok is False and frames[0].in_sync and frames[0].seq == 3
+    assert frames[-1] == Frame(4, 0x13, b"", True, False)
+    dec = FrameDecoder(max_payload=100, limits={0x31: MAX_LONG_PAYLOAD})
+    assert dec.feed(encode_frame(5, 0x31, bytes(70000)))[0].crc_ok
+    rejected = dec.feed(encode_frame(6, 0x32, bytes(70000)))
+    assert not rejected[0].crc_ok and dec.needed < 100  # no wait for the 70 kB it claims
 
 
 def test_decoder_split_frames_byte_by_byte():
@@ -79,3 +120,8 @@ def test_decoder_needed_never_reads_past_a_frame():
     assert dec.needed == len(data) - 5
     assert dec.feed(data[5:]) == [Frame(9, 0x01, b"abc")]
     assert dec.needed == 5
+    long_frame = encode_frame(9, 0x31, bytes(70000))
+    dec.feed(long_frame[:1])
+    assert dec.needed == 6  # the long header is 7 bytes
+    dec.feed(long_frame[1:7])
+    assert dec.needed == len(long_frame) - 7

@@ -196,3 +196,20 @@ def test_read_block_with_the_real_physics():
     np.testing.assert_allclose(out, expected, rtol=1e-4)
     assert np.all(out > 0.9 * chip.g * 0.2)  # the selector drops only a little at 1.2 V gate
     assert chip.clock.now - t0 == pytest.approx(4e-6)
+
+
+def test_the_uart_link_takes_ten_bits_per_byte_of_virtual_time():
+    from sim_backend.physics import ArrayPhysics
+
+    chip = ArrayPhysics(4, 8, seed=3)
+    wl, bl, sl = [10, 3, 12, 0], list(range(23, 15, -1)), [1, 2, 4, 5, 6, 7, 8, 9]
+    vboard = VirtualBoard(chip, wl, bl, sl, n_channels=24, link_baud=921600)
+    request = encode_frame(0, 0x02)  # STATUS: 7 bytes out, 7 + 1 + 2 + 5 x 24 bytes back
+    t0 = chip.clock.now
+    reply = vboard.handle(request)
+    assert len(reply) == 7 + 3 + 5 * 24
+    assert chip.clock.now - t0 == pytest.approx(10 * (len(request) + len(reply)) / 921600)
+    vboard.link_baud = None
+    t1 = chip.clock.now
+    vboard.handle(request)
+    assert chip.clock.now == t1

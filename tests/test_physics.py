@@ -215,3 +215,57 @@ def test_read_rows_is_the_exact_circuit_below_the_switching_thresholds():
     assert chip.clock.now == pytest.approx(t0 + 7e-6)
     with pytest.raises(ValueError, match="0.9 V could switch or form a cell"):
         chip.read_rows(rows, cols, np.full((1, 3), 0.9), 1.2, 1e-6)
+
+
+def aged_random_chip(seed: int) -> ArrayPhysics:
+    """A 6x5 chip with random conductances, programming ages from 10 s to 10 days and
+    relaxation draws; one cell never formed."""
+    rng = np.random.default_rng(seed)
+    chip = ArrayPhysics(6, 5, seed=seed)
+    chip.formed[:] = True
+    chip.formed[2, 3] = False
+    chip.g[:] = np.where(chip.formed, rng.uniform(chip.g_lo, chip.g_hi), chip.p.g_pristine)
+    chip.clock.advance(1e6)
+    chip.t_prog[:] = 1e6 - 10 ** rng.uniform(1, 6, chip.shape)
+    chip.z_relax[:] = rng.standard_normal(chip.shape)
+    return chip
+
+
+def agree_in_distribution(fast: np.ndarray, exact: np.ndarray) -> None:
+    """Same mean and sigma per output, within 5 standard errors of their difference."""
+    n = len(fast)
+    sigma = exact.std(axis=0, ddof=1)
+    assert np.all(np.abs(fast.mean(axis=0) - exact.mean(axis=0)) < 5 * sigma * np.sqrt(2 / n))
+    np.testing.assert_allclose(fast.std(axis=0, ddof=1), sigma, rtol=5 * np.sqrt(2) / np.sqrt(2 * (n - 1)))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_batched_forward_read_agrees_in_distribution_with_reads_one_by_one(seed):
+    fast, exact = aged_random_chip(seed), aged_random_chip(seed)
+    rows, cols = np.array([0, 1, 2, 4]), np.array([1, 2, 3, 4])
+    x = np.random.default_rng(seed).uniform(-1, 1, rows.size)
+    n = 2000
+    batch = fast.read_forward(rows, cols, np.tile(x, (n, 1)), 0.2, 1.2, 1e-6)
+    gates = np.zeros(6)
+    gates[rows] = 1.2
+    v_bl, v_sl = np.full(5, NAN), np.full(5, NAN)
+    v_bl[cols], v_sl[cols] = 0.2, 0.0
+    one_by_one = np.array([x @ exact.apply(gates, v_bl, v_sl, 1e-6)[np.ix_(rows, cols)] for _ in range(n)])
+    agree_in_distribution(batch, one_by_one)
+    assert fast.clock.now == pytest.approx(exact.clock.now)
+    np.testing.assert_array_equal(fast.g, exact.g)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_batched_backward_read_agrees_in_distribution_with_reads_one_by_one(seed):
+    fast, exact = aged_random_chip(seed), aged_random_chip(seed)
+    rows, cols = np.array([0, 2, 3, 5]), np.array([0, 1, 3, 4])
+    v = np.random.default_rng(seed).uniform(-0.3, 0.3, cols.size)
+    n = 2000
+    batch = fast.read_rows(rows, cols, np.tile(v, (n, 1)), 1.2, 1e-6)
+    gates = np.zeros(6)
+    gates[rows] = 1.2
+    v_bl, v_sl = np.full(5, NAN), np.full(5, NAN)
+    v_bl[cols], v_sl[cols] = v, 0.0
+    one_by_one = np.array([exact.apply(gates, v_bl, v_sl, 1e-6)[np.ix_(rows, cols)].sum(axis=1) for _ in range(n)])
+    agree_in_distribution(batch, one_by_one)

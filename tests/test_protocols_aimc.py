@@ -189,9 +189,13 @@ def test_mvm_on_64x64_reproduces_the_published_reference(formed_64x64, tmp_path)
     """0.2 % write-verify, one device per weight on 10-80 uS (scale 35 uS per unit weight), ideal
     periphery. An output sums 64 weight errors of spread s times inputs with E[x^2] = 1/3, so
     rmse ~ s sqrt(64 / 3). At 1 s s is the published measured spread 0.41 uS -> 0.054; at
-    10 years the -1.74 uS shift and 1.23 uS spread -> ~0.28. The issue's band is +-25 %."""
+    10 years the -1.74 uS shift and 1.23 uS spread -> ~0.28. The issue's band is +-25 %.
+    The reference reads an array programmed all at once: over the modelled 921600-baud UART the
+    64x64 write-verify itself lasts ~80 s of virtual time (its first cells are that much older,
+    rmse ~0.087 at 1 s), so this test's link takes no time."""
     common = {"acceptance": 0.002, "periphery": "ideal", "batch": 100, "seed": 7}
     with Station.open("sim:64x64", sim_state=formed_64x64, seed=8) as station:
+        station.lab.board.link_baud = None
         early = run(station, tmp_path, "mvm", t_after=1.0, **common).summary
         late = run(station, tmp_path, "mvm", t_after=TEN_YEARS, **common).summary
     for s in (early, late):

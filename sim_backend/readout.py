@@ -1,0 +1,195 @@
+"""The array's read state, cached between programming events: what a read-only operation needs.
+
+A read (an MVM, a row-serial backward pass) changes no cell, so everything it needs of a cell is a
+function of the cell's conductance now: its read-regime I(V) and its read-noise sigma. This
+module keeps, for every cell,
+
+- the conductance (ArrayPhysics.conductance: the programmed value plus relaxation), re-evaluated
+  only for cells that were programmed since, or whose age has grown by more than FRESH of itself
+  (at least 1 s): in between, relaxation (0.089 uS + 0.042 uS |z| per unit of ln t) moves a
+  conductance by ~1 nS (FRESH x that), two orders below its read noise (~0.1 uS);
+- the relative read-noise variance (sigma / G)^2 at that time;
+- per read configuration (gate voltage, largest |V|), the odd polynomial I(V) = sum_k c_k V^(2k+1)
+  of the selector + ReRAM circuit. Formed cells differ only in G, so c_k(G) is tabulated once on a
+  fine grid of G from exact circuit solves and interpolated per cell (relative error < 1e-9);
+  pristine cells share one law.
+
+Arrays are float32 above F32_CELLS cells (matrix products at twice the speed; a rounding of ~1e-7
+relative, four orders below the read noise), float64 below (small arrays are cheap and exact).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FRESH = 1e-2
+F32_CELLS = 1 << 16
+_GRID = 1 << 15  # conductance grid of the I(V) tables: linear interpolation to < 1e-10 relative
+_MAX_TERMS = 4  # odd terms of I(V): V, V^3, V^5, V^7
+_TERM_RTOL = 1e-9  # fewest terms whose polynomial matches the circuit this closely up to v_max
+_VIEWS = 4  # read configurations kept (forward, backward, ...)
+
+
+@dataclass
+class _View:
+    """One read configuration: the tables over G and the per-cell arrays derived from them."""
+
+    g_top: float
+    tables: np.ndarray  # (terms, _GRID) coefficients c_k over the grid of formed-cell G
+    at_max: np.ndarray  # (_GRID,) exact I(v_max)
+    pristine: np.ndarray  # (terms,) coefficients of every pristine cell
+    pristine_at_max: float
+    cells: dict[str, np.ndarray] = field(default_factory=dict)  # lazily built per-cell arrays
+
+
+class ReadState:
+    """Cached read state of one ArrayPhysics (its `_read`)."""
+
+    def __init__(self, chip):
+        self.chip = chip
+        self.invalidate()
+
+    @property
+    def dtype(self) -> type:
+        return np.float32 if self.chip.rows * self.chip.cols > F32_CELLS else np.float64
+
+    def invalidate(self) -> None:
+        """Forget everything (a state array or a parameter may have changed)."""
+        self.g = self.rel2 = self.expiry = None
+        self.fresh_until = -np.inf
+        self._evaluated_at = -np.inf
+        self.views: dict[tuple, _View] = {}
+        self.tables: dict[tuple, np.ndarray] = {}
+        self._v_form_min: float | None = None
+        self._top: float | None = None
+
+    def programmed(self, cells) -> None:
+        """`cells` (an index) were programmed: their read state is stale."""
+        if self.expiry is not None:
+            self.expiry[cells] = -np.inf
+            self.fresh_until = -np.inf
+
+    @property
+    def v_form_min(self) -> float:
+        if self._v_form_min is None:
+            self._v_form_min = float(self.chip._v_form.min())
+        return self._v_form_min
+
+    # -- per-cell state --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Bring the conductance and noise of stale cells up to the clock."""
+        chip, now = self.chip, self.chip.clock.now
+        if self.expiry is not None and now <= self.fresh_until and now >= self._evaluated_at:
+            return
+        if self.expiry is None or now < self._evaluated_at:
+            stale = ...
+            self.g = np.empty(chip.shape)
+            self.rel2 = np.empty(chip.shape)
+            self.expiry = np.empty(chip.shape)
+        else:
+            stale = np.nonzero(self.expiry < now)
+            if stale[0].size > chip.rows * chip.cols // 4:
+                stale = ...
+        age = now - chip._t_prog[stale]
+        g = chip.conductance(stale)
+        formed = chip._formed[stale]
+        self.g[stale] = g
+        self.rel2[stale] = np.where(formed, (chip.read_noise_sigma(g, age) / g) ** 2, 0.0)
+        self.expiry[stale] = now + FRESH * np.maximum(age, 1.0)
+        self.fresh_until = float(self.expiry.min())
+        self._evaluated_at = now
+        for view in self.views.values():
+            for name in list(view.cells):
+                view.cells[name] = self._derive(view, name, stale, view.cells[name])
+
+    def reram_voltage(self, v_cell: float, v_gate: float, g: np.ndarray) -> np.ndarray:
+        """Voltage across the ReRAM of formed cells of conductance g (at the start of a pulse of
+        v_cell on a gate of v_gate), interpolated from exact solves over the grid of G."""
+        key = ("reram", v_cell, v_gate)
+        if key not in self.tables:
+            grid = self._grid()
+            self.tables[key] = self.chip._solve(np.full(_GRID, v_cell), np.full(_GRID, v_gate),
+                                                np.ones(_GRID, dtype=bool), grid)[0]
+        return _interp(self.tables[key], g, self._g_top)
+
+    def _grid(self) -> np.ndarray:
+        grid = np.linspace(0.0, self._g_top, _GRID)
+        grid[0] = grid[1] * 1e-3  # a conductance of exactly 0 has no I(V) to fit
+        return grid
+
+    @property
+    def _g_top(self) -> float:
+        """Top of the conductance grid: no formed cell goes above its upper bound."""
+        if self._top is None:
+            self._top = 1.001 * float(self.chip._g_hi.max())
+        return self._top
+
+    # -- read configurations ---------------------------------------------------------------------
+    def view(self, v_gate: float, v_max: float) -> _View:
+        key = (float(v_gate), float(v_max))
+        if key not in self.views:
+            if len(self.views) >= _VIEWS:
+                self.views.pop(next(iter(self.views)))
+            self.views[key] = self._tabulate(*key)
+        return self.views[key]
+
+    def cell_array(self, view: _View, name: str) -> np.ndarray:
+        """A per-cell array of `view`, up to date: "at_max" (I(v_max)), "noise_at_max"
+        ((I(v_max) sigma / G)^2), "coef" ((terms, rows, cols) c_k) or "noise_slope"
+        ((c_0 sigma / G)^2 with c_0 the small-signal slope)."""
+        self.refresh()
+        if name not in view.cells:
+            view.cells[name] = self._derive(view, name, ..., None)
+        return view.cells[name]
+
+    def _derive(self, view: _View, name: str, cells, out: np.ndarray | None) -> np.ndarray:
+        g, formed = self.g[cells], self.chip._formed[cells]
+        if name in ("at_max", "noise_at_max"):
+            value = np.where(formed, _interp(view.at_max, g, view.g_top), view.pristine_at_max)
+            if name == "noise_at_max":
+                value = value * value * self.rel2[cells]
+        elif name == "coef":
+            value = np.stack([np.where(formed, _interp(table, g, view.g_top), c)
+                              for table, c in zip(view.tables, view.pristine)])
+        else:  # noise_slope
+            slope = np.where(formed, _interp(view.tables[0], g, view.g_top), view.pristine[0])
+            value = slope * slope * self.rel2[cells]
+        if out is None or cells is ...:
+            return np.ascontiguousarray(value, dtype=self.dtype)
+        if name == "coef":
+            out[(slice(None),) + cells] = value
+        else:
+            out[cells] = value
+        return out
+
+    def _tabulate(self, v_gate: float, v_max: float) -> _View:
+        """I(V) of formed cells over a grid of G and of pristine cells, through exact solves at
+        v_max (k / terms), k = 1..terms, with the fewest terms that match the circuit to
+        _TERM_RTOL at intermediate voltages."""
+        chip, g_top = self.chip, self._g_top
+        g = np.append(self._grid(), chip.p.g_pristine)  # the grid of formed cells, one pristine cell
+        formed = np.arange(g.size) < _GRID
+
+        def solve(v: float) -> np.ndarray:
+            return chip._solve(np.full(g.size, v), np.full(g.size, v_gate), formed, g)[1]
+
+        check = v_max * np.array([0.13, 0.37, 0.61, 0.89])
+        exact = np.array([solve(v) for v in check])
+        for terms in range(1, _MAX_TERMS + 1):
+            nodes = v_max * np.arange(1, terms + 1) / terms
+            powers = 2 * np.arange(terms) + 1
+            currents = np.array([solve(v) for v in nodes])
+            tables = np.linalg.solve(nodes[:, None] ** powers, currents)
+            fitted = (check[:, None] ** powers) @ tables
+            if np.max(np.abs(fitted - exact) / np.abs(exact)) < _TERM_RTOL:
+                break
+        return _View(g_top, tables[:, :-1], currents[-1, :-1], tables[:, -1], float(currents[-1, -1]))
+
+
+def _interp(table: np.ndarray, g: np.ndarray, g_top: float) -> np.ndarray:
+    """Linear interpolation of `table` (on the uniform grid 0..g_top) at conductances g."""
+    u = np.asarray(g) * ((len(table) - 1) / g_top)
+    i = np.minimum(u.astype(np.intp), len(table) - 2)
+    f = u - i
+    return table[i] * (1.0 - f) + table[i + 1] * f
