@@ -8,7 +8,7 @@ Prints one JSON object:
   ttv2, agad): test / train accuracy, the floating-point test accuracy of the same split,
   sample order and epochs, the gap (fp - analog, points), wall time; the array is formed
   directly in the simulator (`physics.formed[:] = True`, each cell at its drawn post-forming
-  conductance), because the SMU forming ramp of 16384 cells takes over an hour of wall time;
+  conductance), because the SMU forming ramps of 16384 cells take ~2 minutes of wall time;
 - inference: the `inference` protocol on the digits run of `--inference-from` (default agad):
   write-verify at 2 %, test accuracy and MVM error at 1 s, 1 h, 1 day, 1 year, 10 years, chance
   level for reference, wall time.

@@ -478,8 +478,8 @@ class ArrayPhysics:
         if counts.shape != self.shape or (counts < 0).any():
             raise ValueError(f"counts must be non-negative with shape {self.shape}")
         n_max = int(counts.max(initial=0))
-        cells = np.nonzero((counts > 0) & self._formed & ~self._stuck)
-        if cells[0].size:
+        cells = (counts > 0) & self._formed & ~self._stuck  # a mask: dense updates gather fastest
+        if cells.any():
             p, n = self.p, counts[cells].astype(float)
             self._read.refresh()
             g_start = self._read.g[cells]

@@ -41,6 +41,7 @@ class _View:
     pristine: np.ndarray  # (terms,) coefficients of every pristine cell
     pristine_at_max: float
     cells: dict[str, np.ndarray] = field(default_factory=dict)  # lazily built per-cell arrays
+    dirty: np.ndarray | None = None  # cells refreshed since `cells` were derived
 
 
 class ReadState:
@@ -99,9 +100,13 @@ class ReadState:
         self.expiry[stale] = now + FRESH * np.maximum(age, 1.0)
         self.fresh_until = float(self.expiry.min())
         self._evaluated_at = now
-        for view in self.views.values():
-            for name in list(view.cells):
-                view.cells[name] = self._derive(view, name, stale, view.cells[name])
+        for view in self.views.values():  # derived arrays follow when a read asks for them
+            if stale is ...:
+                view.cells, view.dirty = {}, None
+            elif view.cells:
+                if view.dirty is None:
+                    view.dirty = np.zeros(chip.shape, dtype=bool)
+                view.dirty[stale] = True
 
     def reram_voltage(self, v_cell: float, v_gate: float, g: np.ndarray) -> np.ndarray:
         """Voltage across the ReRAM of formed cells of conductance g (at the start of a pulse of
@@ -139,6 +144,11 @@ class ReadState:
         ((I(v_max) sigma / G)^2), "coef" ((terms, rows, cols) c_k) or "noise_slope"
         ((c_0 sigma / G)^2 with c_0 the small-signal slope)."""
         self.refresh()
+        if view.dirty is not None:
+            cells = np.nonzero(view.dirty)
+            for known in view.cells:
+                view.cells[known] = self._derive(view, known, cells, view.cells[known])
+            view.dirty = None
         if name not in view.cells:
             view.cells[name] = self._derive(view, name, ..., None)
         return view.cells[name]

@@ -181,7 +181,7 @@ def test_mvm_error_on_16x16_grows_with_relaxation(station_16x16, tmp_path):
 
 @pytest.fixture(scope="module")
 def formed_64x64(tmp_path_factory):
-    """A 64x64 chip formed once (~90 s: 4096 SMU ramps)."""
+    """A 64x64 chip formed once (~35 s: 4096 SMU ramps, ~8 ms each)."""
     return formed_chip_state(tmp_path_factory, 64, seed=7, v_start=2.95)
 
 

@@ -336,7 +336,7 @@ def _digits_npz(tmp_path):
 def test_digits_network_learns_through_its_hidden_layer_in_one_epoch(tmp_path):
     """64-32-10 with Tiki-Taka v2 on a virtual 64x256 array, one epoch (~10 s; the full runs
     against the floating-point baseline are in bench/training.py). The array is formed directly
-    in the simulator: the SMU forming ramp of 16384 cells would take an hour."""
+    in the simulator: the SMU forming ramps of 16384 cells would take ~2 minutes."""
     with Station.open("sim:64x256", sim_state=tmp_path / "chip.npz", seed=2) as station:
         physics = station.lab.physics
         physics.formed[:] = True
