@@ -87,7 +87,7 @@ class MainWindow(QMainWindow):
         self._sized = False
 
         # the always-visible safety button
-        toolbar = QToolBar("safety")
+        toolbar = QToolBar("safety", self)  # owned by the window from the start, not a top-level widget
         toolbar.setMovable(False)
         toolbar.setFloatable(False)
         toolbar.toggleViewAction().setEnabled(False)
