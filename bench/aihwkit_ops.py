@@ -55,6 +55,8 @@ from aihwkit.optim import AnalogSGD
 from aihwkit.simulator.configs import SingleRPUConfig, SoftBoundsDevice, build_config
 from aihwkit.simulator.tiles import AnalogTile
 
+from timing import best
+
 DIGITS = Path(__file__).resolve().parents[1] / "labctl" / "datasets" / "digits.csv.gz"
 LR = 0.05
 MAX_OP_S = 60.0
@@ -79,15 +81,6 @@ def rpu_config(algorithm: str, device: SoftBoundsDevice):
 
 
 # -- ops ---------------------------------------------------------------------------------------
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def time_size(n: int, batch: int, repeats: int, config) -> dict:
     tile = AnalogTile(n, n, config)
     tile.set_learning_rate(LR)
@@ -100,10 +93,10 @@ def time_size(n: int, batch: int, repeats: int, config) -> dict:
         ops["update_sparse_s"] = lambda: tile.update(xs, ds)
     result = {}
     for name, fn in ops.items():
-        warm = best_time(fn, 1)
+        warm = best(fn, 1)
         if warm > MAX_OP_S:
             return {"skipped": f"{name[:-2]} took {warm:.0f} s > {MAX_OP_S:.0f} s", **result}
-        result[name] = best_time(fn, repeats)
+        result[name] = best(fn, repeats)
     return result
 
 

@@ -37,19 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from labctl.station import Station
+from timing import best
 
 AIHWKIT_PYTHON = Path(os.environ.get("AIHWKIT_HOME", Path.home() / ".cache/labctl-aihwkit")) / "venv/bin/python"
 TRAIN = 31  # slots of a parallel-update train
 AGE = 3600.0  # s since programming: steady-state inference
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def trains(rng: np.random.Generator, n: int, p_line: float) -> np.ndarray:

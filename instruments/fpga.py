@@ -18,6 +18,7 @@ import numpy as np
 from .base import InstrumentError
 from .transport import InstrumentTimeout, Transport, TransportError
 
+LINK_BAUD = 921600  # the board's UART (8N1)
 START = 0xA5
 HEADER_SIZE = 5  # start, seq, cmd, length (u16 LE)
 CRC_SIZE = 2
@@ -143,9 +144,11 @@ def encode_frame(seq: int, cmd: int, payload: bytes = b"") -> bytes:
     return bytes((START,)) + body + crc16(body).to_bytes(2, "little")
 
 
-def _layout(start: int) -> tuple[int, int, Callable[[bytes], int]]:
-    """Header size, CRC size and CRC of a frame that begins with `start`."""
-    return (HEADER_SIZE, CRC_SIZE, crc16) if start == START else (LONG_HEADER_SIZE, LONG_CRC_SIZE, crc32)
+def _layout(buf: bytearray) -> tuple[int, int, Callable[[bytes], int]]:
+    """Header size, CRC size and CRC of the frame `buf` begins (short until its start byte is in)."""
+    if not buf or buf[0] == START:
+        return HEADER_SIZE, CRC_SIZE, crc16
+    return LONG_HEADER_SIZE, LONG_CRC_SIZE, crc32
 
 
 class Frame(NamedTuple):
@@ -163,8 +166,7 @@ class FrameDecoder:
     """Streaming decoder: feed any chunks, get complete frames in order.
 
     Frames are short (0xA5) or long (0xA6). Bytes before a start byte are discarded (counted in
-    `discarded`). A candidate whose CRC fails,
-    or whose length exceeds `max_payload`, is reported (crc_ok=False) and only its start byte is
+    `discarded`). A candidate whose CRC fails, or whose length exceeds `max_payload`, is reported (crc_ok=False) and only its start byte is
     dropped, so a real frame that begins inside it is still found. A receiver that knows its
     largest valid frame sets `max_payload` so that a false start byte in garbage cannot hold up
     the stream waiting for a long bogus frame; `limits` raises (or lowers) that bound for the
@@ -186,7 +188,7 @@ class FrameDecoder:
         while True:
             start = _STARTS.search(buf)
             self._discard(len(buf) if start is None else start.start())
-            header, crc_size, crc = _layout(buf[0]) if buf else (HEADER_SIZE, 0, None)
+            header, crc_size, crc = _layout(buf)
             if len(buf) < header:
                 return frames
             length = int.from_bytes(buf[3:header], "little")
@@ -211,7 +213,7 @@ class FrameDecoder:
     @property
     def needed(self) -> int:
         """Bytes still missing before the next decision (never reads past the current frame)."""
-        header, crc_size, _ = _layout(self._buf[0]) if self._buf else (HEADER_SIZE, 0, None)
+        header, crc_size, _ = _layout(self._buf)
         if len(self._buf) < header:
             return header - len(self._buf)
         return header + int.from_bytes(self._buf[3:header], "little") + crc_size - len(self._buf)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from instruments import DRIVERS, driver_class
-from instruments.fpga import FpgaBoard
+from instruments.fpga import LINK_BAUD, FpgaBoard
 from instruments.smu import SourceMeter
 from instruments.transport import (InProcessTransport, SerialTransport, Transport, VisaTransport,
                                    is_serial_resource)
@@ -28,7 +28,6 @@ from .safety import SafeOperatingArea
 
 ROLES = ("smu", "board", "pulse")
 REQUIRED_ROLES = ("smu", "board")
-BOARD_BAUD = 921600  # the FPGA board's UART (docs/fpga-protocol.md), unless a station sets baudrate
 _SIM_SPEC = re.compile(r"^sim(?::(\d+)x(\d+))?$")
 
 
@@ -190,7 +189,7 @@ def _make_driver(role: str, inst: InstrumentConfig, transport: Transport):
 def _open_transport(inst: InstrumentConfig) -> Transport:
     timeout = float(inst.options.get("timeout", 5.0))
     if is_serial_resource(inst.resource):
-        return SerialTransport(inst.resource, int(inst.options.get("baudrate", BOARD_BAUD)), timeout)
+        return SerialTransport(inst.resource, int(inst.options.get("baudrate", LINK_BAUD)), timeout)
     return VisaTransport(inst.resource, timeout)
 
 
@@ -306,7 +305,7 @@ def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = No
     lab = SimLab(physics, chip.wl_channels, chip.bl_channels, chip.sl_channels,
                  smu=smu or config.instruments["smu"].driver,
                  pulse=pulse or (configured.driver if configured else None),
-                 link_baud=float(config.instruments["board"].options.get("baudrate", BOARD_BAUD)))
+                 link_baud=float(config.instruments["board"].options.get("baudrate", LINK_BAUD)))
     return lab, path
 
 

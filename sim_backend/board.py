@@ -56,6 +56,11 @@ def _expect_length(payload: bytes, n: int) -> None:
         raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected {n}")
 
 
+def _dac_output(volts: float) -> float:
+    """What a DAC set to `volts` puts out: its f4 register's value."""
+    return float(np.float32(volts))
+
+
 def _head(payload: bytes, dtype: np.dtype) -> np.void:
     """The fixed head of a request whose variable part follows it."""
     if len(payload) < dtype.itemsize:
@@ -305,7 +310,7 @@ class VirtualBoard:
         cfg = self._mvm
         x = quantize(x, cfg["dac_bits"])
         rows, bls, sls = self._block_lines(r0, c0, n_rows, n_cols)
-        v_read, v_gate = (float(np.float32(cfg[k])) for k in ("v_read", "v_gate"))  # DAC volts
+        v_read, v_gate = _dac_output(cfg["v_read"]), _dac_output(cfg["v_gate"])
         chip = self._chip_block(rows, bls, sls)
         if chip and self.physics.read_only(v_read):
             return self._integrated(self.physics.read_forward(*chip, x, v_read, v_gate, cfg["t_int"]))
@@ -330,7 +335,7 @@ class VirtualBoard:
         rows, bls, sls = self._block_lines(r0, c0, n_rows, n_cols)
         chip = self._chip_block(rows, bls, sls)
         if chip and self.physics.read_only(float(np.abs(volts).max(initial=0.0))):
-            return self._integrated(self.physics.read_rows(*chip, volts, float(np.float32(cfg["v_gate"])),
+            return self._integrated(self.physics.read_rows(*chip, volts, _dac_output(cfg["v_gate"]),
                                                            n_rows * cfg["t_int"]))
         out = np.empty((len(d), n_rows))
         with self._mvm_bias(rows, bls, sls):

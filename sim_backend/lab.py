@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from instruments.fpga import LineMode
+from instruments.fpga import LINK_BAUD, LineMode
 from .board import VirtualBoard
 from .physics import ArrayPhysics, DeviceParams
 
@@ -40,7 +40,7 @@ class SimLab:
 
     def __init__(self, physics: ArrayPhysics, wl_channels, bl_channels, sl_channels,
                  smu: str = "keithley2450", pulse: str | None = "keysight81160a",
-                 link_baud: float | None = 921600):
+                 link_baud: float | None = LINK_BAUD):
         self.physics = physics
         self.board = VirtualBoard(physics, wl_channels, bl_channels, sl_channels, link_baud=link_baud)
         self.smu = twin_class(SMU_TWINS, smu, "SMU")(self)
@@ -63,10 +63,17 @@ class SimLab:
         lines = self.board.line_voltages(v_smu, v_pulse)
         return self.physics.currents(*lines) if duration is None else self.physics.apply(*lines, duration)
 
+    def _smu_lines(self) -> list[np.ndarray]:
+        """Which WLs, BLs and SLs the board routes to the SMU."""
+        return [modes == LineMode.SMU for modes in self.board.line_modes()]
+
+    @staticmethod
+    def _column_weights(on_smu: list[np.ndarray]) -> np.ndarray:
+        """Per column: +1 if its BL is on HI, -1 if its SL is (the current into HI, BL to SL)."""
+        return on_smu[1].astype(float) - on_smu[2]
+
     def _into_smu(self, cells: np.ndarray) -> float:
-        _, bl_modes, sl_modes = self.board.line_modes()
-        smu = int(LineMode.SMU)
-        return float(cells[:, bl_modes == smu].sum() - cells[:, sl_modes == smu].sum())
+        return float(cells.sum(axis=0) @ self._column_weights(self._smu_lines()))
 
     def apply(self, v: float | None, duration: float) -> float:
         """SmuLoad: hold the SMU at v (None: output off) for duration; current into HI."""
@@ -81,11 +88,8 @@ class SimLab:
         at most `limit`, each held `duration` s (the clock has run for them). Looks ahead in
         growing chunks, so an active point costs little and a quiet ramp one physics call per
         chunk."""
-        _, bl_modes, sl_modes = self.board.line_modes()
-        smu = int(LineMode.SMU)
-        weights = (bl_modes == smu).astype(float) - (sl_modes == smu)
-        fixed, at_one = self.board.line_voltages(np.nan), self.board.line_voltages(1.0)
-        on_smu = [np.isnan(a) & (b == 1.0) for a, b in zip(fixed, at_one)]
+        on_smu = self._smu_lines()
+        weights, fixed = self._column_weights(on_smu), self.board.line_voltages(np.nan)
         readings, start, size = [], 0, 16
         while start < len(levels):
             chunk = np.asarray(levels[start:start + size], dtype=float)[:, None]

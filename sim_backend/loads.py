@@ -39,40 +39,34 @@ def compliance_voltage(current: Callable[[float], float], level: float, limit: f
     """`level`, or the voltage between 0 V and it at which the load draws the current limit:
     where |current(v)| (A, from SmuLoad.current) reaches `limit`, bracketed to
     COMPLIANCE_RESOLUTION on the side within the limit. Illinois regula falsi (a handful of load
-    evaluations where bisection takes ~35), bisecting whenever the bracket fails to halve;
+    evaluations where bisection takes ~35), with a bisection whenever the bracket fails to halve;
     `near`, a previous solution, is tried first (two evaluations when it still holds)."""
     excess = abs(current(level)) - limit
     if excess <= 0:
         return level
-    (inside, low), (outside, high) = (0.0, -limit), (level, excess)  # 0 V draws nothing
     tol = COMPLIANCE_RESOLUTION * abs(level)
+    inside, low, outside, high = 0.0, -limit, level, excess  # ends and their excess; 0 V draws nothing
+    kept = 0  # the end that stayed at the last probe: +1 outside, -1 inside
+
+    def probe(v: float) -> None:
+        nonlocal inside, low, outside, high, kept
+        excess = abs(current(v)) - limit
+        if excess > 0:
+            outside, high, low, kept = v, excess, low / 2 if kept == -1 else low, -1
+        else:
+            inside, low, high, kept = v, excess, high / 2 if kept == 1 else high, 1
+
     if near is not None and 0 < near / level < 1:
-        excess = abs(current(near)) - limit
-        step = math.copysign(tol, level) if excess <= 0 else -math.copysign(tol, level)
-        for probe in (near, near + step):
-            excess = abs(current(probe)) - limit if probe != near else excess
-            if excess > 0:
-                outside, high = probe, excess
-            else:
-                inside, low = probe, excess
-    kept = 0  # the end that stayed last time: +1 outside, -1 inside
+        probe(near)
+        probe(near + math.copysign(tol, level) * (1 if inside == near else -1))
+        kept = 0
     while abs(outside - inside) > tol:
         width = abs(outside - inside)
-        middle = (inside * high - outside * low) / (high - low)
-        # at least tol / 2 inside the bracket: an estimate on the root also tests the far side
-        lo, hi = min(inside, outside) + tol / 2, max(inside, outside) - tol / 2
-        middle = min(max(middle, lo), hi)
-        for _ in range(2):  # the regula falsi point, then a bisection if the bracket did not halve
-            excess = abs(current(middle)) - limit
-            if excess > 0:
-                outside, high = middle, excess
-                low, kept = (low / 2 if kept == -1 else low), -1
-            else:
-                inside, low = middle, excess
-                high, kept = (high / 2 if kept == 1 else high), 1
-            if abs(outside - inside) <= max(width / 2, tol):
-                break
-            middle = 0.5 * (inside + outside)
+        estimate = (inside * high - outside * low) / (high - low)
+        lo, hi = sorted((inside, outside))
+        probe(min(max(estimate, lo + tol / 2), hi - tol / 2))  # on the root: tests the far side too
+        if abs(outside - inside) > max(width / 2, tol):
+            probe(0.5 * (inside + outside))
     return inside
 
 

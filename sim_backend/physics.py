@@ -46,7 +46,9 @@ def _length(index, n: int) -> int:
 
 class _StateArray:
     """A per-cell state array, public for tests, benchmarks and studies. Reaching it from outside
-    drops the cached read state (the caller may write into it); the model uses the private one."""
+    drops the cached read state (the caller may write into it); the model uses the private one.
+    Write through the attribute (`chip.g[...] = ...`), not through a reference kept from an
+    earlier access: that write would not reach the cache."""
 
     def __set_name__(self, owner, name: str) -> None:
         self.private = "_" + name
@@ -470,9 +472,8 @@ class ArrayPhysics:
         stochastic update. The soft-bounds steps of n pulses compose in closed form,
         g_n = bound - (bound - g) (1 - f)^n at the ReRAM voltage of the train's start, and their
         independent cycle-to-cycle noise adds to a spread ~ step / sqrt(n); no loop over pulses.
-        Each cell starts from its cached read state and its ReRAM voltage at v_cell is
-        interpolated in G from exact circuit solves (sim_backend.readout), so the cost is a few
-        passes over the cells that see a coincidence.
+        Each cell's ReRAM voltage at v_cell is interpolated in G from exact circuit solves
+        (sim_backend.readout), so the cost is a few passes over the cells that see a coincidence.
         """
         counts = np.asarray(counts)
         if counts.shape != self.shape or (counts < 0).any():
@@ -481,8 +482,7 @@ class ArrayPhysics:
         cells = (counts > 0) & self._formed & ~self._stuck  # a mask: dense updates gather fastest
         if cells.any():
             p, n = self.p, counts[cells].astype(float)
-            self._read.refresh()
-            g_start = self._read.g[cells]
+            g_start = self.conductance(cells)
             v_r = self._read.reram_voltage(float(v_cell), float(v_gate), g_start)
             lo, hi = self.bounds(cells)
             if v_cell >= 0:

@@ -28,7 +28,7 @@ F32_CELLS = 1 << 16
 _GRID = 1 << 15  # conductance grid of the I(V) tables: linear interpolation to < 1e-10 relative
 _MAX_TERMS = 4  # odd terms of I(V): V, V^3, V^5, V^7
 _TERM_RTOL = 1e-9  # fewest terms whose polynomial matches the circuit this closely up to v_max
-_VIEWS = 4  # read configurations kept (forward, backward, ...)
+_KEPT = 4  # read configurations (forward, backward, ...) and pulse amplitudes kept tabulated
 
 
 @dataclass
@@ -111,12 +111,10 @@ class ReadState:
     def reram_voltage(self, v_cell: float, v_gate: float, g: np.ndarray) -> np.ndarray:
         """Voltage across the ReRAM of formed cells of conductance g (at the start of a pulse of
         v_cell on a gate of v_gate), interpolated from exact solves over the grid of G."""
-        key = ("reram", v_cell, v_gate)
-        if key not in self.tables:
-            grid = self._grid()
-            self.tables[key] = self.chip._solve(np.full(_GRID, v_cell), np.full(_GRID, v_gate),
-                                                np.ones(_GRID, dtype=bool), grid)[0]
-        return _interp(self.tables[key], g, self._g_top)
+        def tabulate() -> np.ndarray:
+            return self.chip._solve(np.full(_GRID, v_cell), np.full(_GRID, v_gate), np.ones(_GRID, dtype=bool),
+                                    self._grid())[0]
+        return _interp(_remember(self.tables, (v_cell, v_gate), tabulate), g, self._g_top)
 
     def _grid(self) -> np.ndarray:
         grid = np.linspace(0.0, self._g_top, _GRID)
@@ -133,11 +131,7 @@ class ReadState:
     # -- read configurations ---------------------------------------------------------------------
     def view(self, v_gate: float, v_max: float) -> _View:
         key = (float(v_gate), float(v_max))
-        if key not in self.views:
-            if len(self.views) >= _VIEWS:
-                self.views.pop(next(iter(self.views)))
-            self.views[key] = self._tabulate(*key)
-        return self.views[key]
+        return _remember(self.views, key, lambda: self._tabulate(*key))
 
     def cell_array(self, view: _View, name: str) -> np.ndarray:
         """A per-cell array of `view`, up to date: "at_max" (I(v_max)), "noise_at_max"
@@ -195,6 +189,15 @@ class ReadState:
             if np.max(np.abs(fitted - exact) / np.abs(exact)) < _TERM_RTOL:
                 break
         return _View(g_top, tables[:, :-1], currents[-1, :-1], tables[:, -1], float(currents[-1, -1]))
+
+
+def _remember(cache: dict, key, make):
+    """cache[key], made on first use; the oldest entry goes when _KEPT are held."""
+    if key not in cache:
+        if len(cache) >= _KEPT:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
 
 
 def _interp(table: np.ndarray, g: np.ndarray, g_top: float) -> np.ndarray:

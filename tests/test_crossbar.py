@@ -4,6 +4,7 @@ import pytest
 
 from labctl.engine import run_protocol
 from labctl.safety import SafetyError
+from labctl.station import Station
 from sim_backend.physics import ArrayPhysics
 
 
@@ -53,3 +54,28 @@ def test_pulse_requests_beyond_the_soa_apply_nothing(formed):
         with pytest.raises(SafetyError, match=limit):
             formed.crossbar.pulse(0, 0, **({"width": 1e-7} | kwargs))
     assert np.array_equal(formed.lab.physics.g, g0) and formed.lab.physics.clock.now == t0
+
+
+def test_a_forming_ramp_reads_the_same_in_one_physics_call_as_point_by_point(tmp_path):
+    """The 2450 twin resolves the quiet points of a sweep (nothing forms or switches, within
+    compliance) in bulk; a pristine cell reads without noise, so both paths give the same readings
+    up to the forming event, and the same event."""
+    ramp, runs = np.arange(0.0, 4.0, 0.01), []
+    for bulk in (True, False):
+        with Station.open("sim", sim_state=tmp_path / f"{bulk}.npz", seed=5) as station:
+            lab, applied = station.lab, []
+            if not bulk:
+                lab.quiet_ramp = lambda levels, duration, limit: ()
+            apply = lab.physics.apply
+            lab.physics.apply = lambda *a: applied.append(a) or apply(*a)
+            v, i = station.crossbar.sweep(1, 2, ramp, 100e-6, 1.2, stop_at_limit=True)
+            runs.append((v, i, lab.physics.formed.copy(), len(applied), lab.physics.clock.now))
+    (v, i, formed, n_bulk, t_bulk), (v_exact, i_exact, formed_exact, n_exact, t_exact) = runs
+    assert formed[1, 2] and np.array_equal(formed, formed_exact)
+    assert len(v) == len(v_exact) < len(ramp)  # both stop at the forming event
+    np.testing.assert_allclose(i, i_exact, rtol=1e-9, atol=1e-15)
+    np.testing.assert_array_equal(v[:-1], v_exact[:-1])
+    # in compliance the voltage follows the formed cell, whose switching noise draws differ
+    assert v[-1] == pytest.approx(v_exact[-1], rel=1e-3)
+    assert t_bulk == pytest.approx(t_exact, rel=1e-9)
+    assert n_bulk < n_exact / 10  # only the active points took apply()

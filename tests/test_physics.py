@@ -231,6 +231,14 @@ def aged_random_chip(seed: int) -> ArrayPhysics:
     return chip
 
 
+def block_bias(rows, cols, v_bl):
+    """Line voltages reading the block rows x cols of a 6x5 chip: its gates at 1.2 V, its BLs at
+    v_bl, its SLs at 0 V, other gates off, other columns floating."""
+    gates, bl, sl = np.zeros(6), np.full(5, NAN), np.full(5, NAN)
+    gates[rows], bl[cols], sl[cols] = 1.2, v_bl, 0.0
+    return gates, bl, sl
+
+
 def agree_in_distribution(fast: np.ndarray, exact: np.ndarray) -> None:
     """Same mean and sigma per output, within 5 standard errors of their difference."""
     n = len(fast)
@@ -246,11 +254,8 @@ def test_batched_forward_read_agrees_in_distribution_with_reads_one_by_one(seed)
     x = np.random.default_rng(seed).uniform(-1, 1, rows.size)
     n = 2000
     batch = fast.read_forward(rows, cols, np.tile(x, (n, 1)), 0.2, 1.2, 1e-6)
-    gates = np.zeros(6)
-    gates[rows] = 1.2
-    v_bl, v_sl = np.full(5, NAN), np.full(5, NAN)
-    v_bl[cols], v_sl[cols] = 0.2, 0.0
-    one_by_one = np.array([x @ exact.apply(gates, v_bl, v_sl, 1e-6)[np.ix_(rows, cols)] for _ in range(n)])
+    bias = block_bias(rows, cols, 0.2)
+    one_by_one = np.array([x @ exact.apply(*bias, 1e-6)[np.ix_(rows, cols)] for _ in range(n)])
     agree_in_distribution(batch, one_by_one)
     assert fast.clock.now == pytest.approx(exact.clock.now)
     np.testing.assert_array_equal(fast.g, exact.g)
@@ -263,9 +268,6 @@ def test_batched_backward_read_agrees_in_distribution_with_reads_one_by_one(seed
     v = np.random.default_rng(seed).uniform(-0.3, 0.3, cols.size)
     n = 2000
     batch = fast.read_rows(rows, cols, np.tile(v, (n, 1)), 1.2, 1e-6)
-    gates = np.zeros(6)
-    gates[rows] = 1.2
-    v_bl, v_sl = np.full(5, NAN), np.full(5, NAN)
-    v_bl[cols], v_sl[cols] = v, 0.0
-    one_by_one = np.array([exact.apply(gates, v_bl, v_sl, 1e-6)[np.ix_(rows, cols)].sum(axis=1) for _ in range(n)])
+    bias = block_bias(rows, cols, v)
+    one_by_one = np.array([exact.apply(*bias, 1e-6)[np.ix_(rows, cols)].sum(axis=1) for _ in range(n)])
     agree_in_distribution(batch, one_by_one)
