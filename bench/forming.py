@@ -2,7 +2,9 @@
 played point by point in the same run.
 
 Prints one JSON object: per size, the `forming` protocol's wall time (the test suite's coarse
-ramp by default: 50 mV steps from 2.9 V), ms per cell, yield and the virtual time the ramps took;
+ramp by default: 50 mV steps from 2.9 V; `--v-start 0 --v-step 0.01` is the protocol's default
+ramp), ms per cell, yield, the virtual time the ramps took, and the SCPI messages and board
+frames per cell (the SMU keeps its setup and ramp between cells and is only re-armed);
 and, on the smallest size, the same run with the 2450 twin's bulk quiet-point path switched off
 (every sweep point an exact circuit solve with its compliance check), whose ratio to the bulk
 path is the speed-up of resolving a ramp in one physics call.
@@ -27,13 +29,20 @@ def form(n: int, values: dict, point_by_point: bool = False) -> dict:
         lab = station.lab
         if point_by_point:
             lab.quiet_ramp = lambda levels, duration, limit: ()
+        counts = {"smu": 0, "board": 0}
+        for name, twin in (("smu", lab.smu), ("board", lab.board)):
+            def counted(data, handle=twin.handle, name=name):
+                counts[name] += data.count(b"\n") if name == "smu" else 1
+                return handle(data)
+            twin.handle = counted
         t0, start = lab.physics.clock.now, time.perf_counter()
         result = run_protocol(station, "forming", values, out=Path(tmp) / "forming.h5")
         wall = time.perf_counter() - start
         if result.status != "completed":
             raise RuntimeError(f"forming {n}x{n}: {result.status}: {result.error}")
         return {"wall_s": wall, "ms_per_cell": 1e3 * wall / n**2, "yield": result.summary["yield"],
-                "virtual_s": lab.physics.clock.now - t0}
+                "virtual_s": lab.physics.clock.now - t0, "scpi_messages_per_cell": counts["smu"] / n**2,
+                "board_writes_per_cell": counts["board"] / n**2}
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QCloseEvent
-from PyQt6.QtWidgets import QLabel, QMainWindow, QPushButton, QSplitter, QTabWidget, QToolBar
+from PyQt6.QtWidgets import (QHBoxLayout, QLabel, QMainWindow, QPushButton, QSplitter, QTabWidget, QVBoxLayout,
+                             QWidget)
 
 from labctl.engine import RunResult
 from labctl.station import StationConfig, default_sim_state
@@ -82,25 +83,26 @@ class MainWindow(QMainWindow):
         main.addWidget(right)
         main.setSizes([400, 1200])
         main.setStretchFactor(1, 1)
-        self.setCentralWidget(main)
         self._splitters = (main, right, bottom)
         self._sized = False
 
-        # the always-visible safety button
-        toolbar = QToolBar("safety", self)  # owned by the window from the start, not a top-level widget
-        toolbar.setMovable(False)
-        toolbar.setFloatable(False)
-        toolbar.toggleViewAction().setEnabled(False)
+        # the always-visible safety button, in a plain bar above everything (a QToolBar would
+        # make a QWidgetAction per widget: PyQt6 sometimes fails to wrap one, seen in full test runs)
         self.off_button = QPushButton("ALL OUTPUTS OFF")
         self.off_button.setToolTip("abort any run and put the whole station in its safe state: SMU 0 V and "
                                    "output off, pulse outputs off, every chip line grounded")
         self.off_button.setStyleSheet("QPushButton { background: #c62828; color: white; font-weight: bold; "
                                       "padding: 6px 18px; border-radius: 4px; }"
                                       "QPushButton:pressed { background: #8e0000; }")
-        toolbar.addWidget(self.off_button)
         self.session_label = QLabel(f"  session file: {self.out}")
-        toolbar.addWidget(self.session_label)
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, toolbar)
+        safety = QHBoxLayout()
+        safety.addWidget(self.off_button)
+        safety.addWidget(self.session_label, 1)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addLayout(safety)
+        layout.addWidget(main, 1)
+        self.setCentralWidget(central)
         self.status_label = QLabel("idle")
         self.statusBar().addWidget(self.status_label, 1)
 

@@ -53,6 +53,12 @@ MVM_DTYPE = np.dtype([("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols"
 UPDATE_DTYPE = np.dtype([("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols", "<u2"),
                          ("train_length", "u1"), ("polarity", "i1"), ("amplitude", "<f4"),
                          ("width", "<f4"), ("period", "<f4"), ("v_gate", "<f4")])
+#: head of UPDATE_SEQUENCE; n_trains SEQUENCE_TRAIN_DTYPE entries, then per train its n_rows
+#: row and n_cols column u32 bitmasks follow
+SEQUENCE_DTYPE = np.dtype([("r0", "<u2"), ("c0", "<u2"), ("n_rows", "<u2"), ("n_cols", "<u2"),
+                           ("n_trains", "<u2"), ("width", "<f4"), ("period", "<f4"), ("v_gate", "<f4")])
+SEQUENCE_TRAIN_DTYPE = np.dtype([("train_length", "u1"), ("polarity", "i1"), ("amplitude", "<f4")])
+MAX_SEQUENCE_TRAINS = (MAX_PAYLOAD - 1) // 8  # u64 coincidences per train fit in one short reply
 #: head of PULSE_CELLS; n_cells PULSE_CELL_DTYPE entries follow
 PULSES_DTYPE = np.dtype([("n_cells", "<u2"), ("v_gate", "<f4"), ("period", "<f4")])
 PULSE_CELL_DTYPE = np.dtype([("row", "<u2"), ("col", "<u2"), ("amplitude", "<f4"), ("width", "<f4")])
@@ -77,6 +83,7 @@ class Command(IntEnum):
     MVM_BACKWARD = 0x32
     PARALLEL_UPDATE = 0x33
     PULSE_CELLS = 0x34
+    UPDATE_SEQUENCE = 0x35
 
 
 class ErrorCode(IntEnum):
@@ -257,6 +264,22 @@ def _positive(name: str, value: float, unit: str, upper: float = math.inf) -> fl
     return value
 
 
+def _update_pulse(polarity: int, amplitude: float) -> tuple[int, float]:
+    """Checked (polarity, amplitude) of a parallel update's column pulses."""
+    if isinstance(polarity, bool) or polarity not in (1, -1):
+        raise ValueError(f"polarity={polarity!r} must be +1 (SET) or -1 (RESET)")
+    return int(polarity), _positive("amplitude", _dac_volts("amplitude", amplitude), "V", DAC_LIMIT)
+
+
+def _update_timing(width: float, period: float, v_gate: float) -> tuple[float, float, float]:
+    """Checked (width, period, v_gate) of a parallel update's slots."""
+    width = _positive("width", width, "s")
+    period = _positive("period", period, "s")
+    if period < width:
+        raise ValueError(f"period={period:g} s must be at least the pulse width={width:g} s")
+    return width, period, _dac_volts("v_gate", v_gate)
+
+
 def quantize(values: np.ndarray, bits: int, full_scale: float = 1.0) -> np.ndarray:
     """Round to a signed `bits`-bit code (sign included): the nearest of the levels
     k * full_scale / (2**(bits-1) - 1), |k| <= 2**(bits-1) - 1, ties to even; bits 0 = ideal.
@@ -420,31 +443,72 @@ class FpgaBoard:
         n_rows / n_cols default to the trains' lengths.
         """
         length = _int_in("train_length", train_length, 1, MAX_TRAIN_LENGTH)
-        if isinstance(polarity, bool) or polarity not in (1, -1):
-            raise ValueError(f"polarity={polarity!r} must be +1 (SET) or -1 (RESET)")
-        polarity = int(polarity)
-        amplitude = _positive("amplitude", _dac_volts("amplitude", amplitude), "V", DAC_LIMIT)
-        width = _positive("width", width, "s")
-        period = _positive("period", period, "s")
-        if period < width:
-            raise ValueError(f"period={period:g} s must be at least the pulse width={width:g} s")
-        v_gate = _dac_volts("v_gate", v_gate)
+        polarity, amplitude = _update_pulse(polarity, amplitude)
+        width, period, v_gate = _update_timing(width, period, v_gate)
         rows = self._trains("row_trains", row_trains, length)
         cols = self._trains("col_trains", col_trains, length)
-        r0, c0, n_rows, n_cols = self._block(r0, c0, len(rows) if n_rows is None else n_rows,
-                                             len(cols) if n_cols is None else n_cols)
-        if (len(rows), len(cols)) != (n_rows, n_cols):
-            raise ValueError(f"{len(rows)} row_trains and {len(cols)} col_trains for a block of "
-                             f"{n_rows}x{n_cols} cells")
-        size = UPDATE_DTYPE.itemsize + 4 * (n_rows + n_cols)
-        if size > MAX_PAYLOAD:
-            raise ValueError(f"a block of {n_rows}x{n_cols} cells needs a {size}-byte request, "
-                             f"over the {MAX_PAYLOAD}-byte frame limit")
+        r0, c0, n_rows, n_cols = self._update_block(r0, c0, n_rows, n_cols, len(rows), len(cols))
         head = np.array([(r0, c0, n_rows, n_cols, length, polarity, amplitude, width, period,
                           v_gate)], UPDATE_DTYPE)
         data = self._transact(Command.PARALLEL_UPDATE,
                               head.tobytes() + rows.tobytes() + cols.tobytes())
         return int(self._array(data, "<u8", 1)[0])
+
+    def update_sequence(self, row_trains: np.ndarray, col_trains: np.ndarray,
+                        train_lengths: Sequence[int] | np.ndarray, polarities: Sequence[int] | np.ndarray,
+                        amplitudes: Sequence[float] | np.ndarray, width: float, period: float,
+                        v_gate: float, r0: int = 0, c0: int = 0, n_rows: int | None = None,
+                        n_cols: int | None = None) -> np.ndarray:
+        """Parallel updates of one block fired back to back: train k (row_trains[k] (n_rows),
+        col_trains[k] (n_cols), train_lengths[k] slots, polarities[k], amplitudes[k] V) as one
+        PARALLEL_UPDATE, the next train starting when it ends; width, period and v_gate are
+        shared. One request carries as many trains as fit in a long frame (the rest go in the
+        next). Returns the coincidences of each train (n_trains,).
+        """
+        rows, cols = np.asarray(row_trains), np.asarray(col_trains)
+        if rows.ndim != 2 or cols.ndim != 2 or len(rows) != len(cols) or not len(rows):
+            raise ValueError(f"row_trains and col_trains must be (n_trains, n_rows) and "
+                             f"(n_trains, n_cols) with n_trains >= 1, got {rows.shape} and {cols.shape}")
+        n = len(rows)
+        lengths, polarities, amplitudes = (np.broadcast_to(np.asarray(a), (n,)) for a in
+                                           (train_lengths, polarities, amplitudes))
+        entries = np.empty(n, SEQUENCE_TRAIN_DTYPE)
+        for k in range(n):
+            length = _int_in(f"train_lengths[{k}]", lengths[k].item(), 1, MAX_TRAIN_LENGTH)
+            entries[k] = (length, *_update_pulse(polarities[k].item(), amplitudes[k]))
+        width, period, v_gate = _update_timing(width, period, v_gate)
+        r0, c0, n_rows, n_cols = self._update_block(r0, c0, n_rows, n_cols, rows.shape[1], cols.shape[1])
+        bits = np.hstack([self._trains("row_trains", rows.reshape(-1), MAX_TRAIN_LENGTH).reshape(n, -1),
+                          self._trains("col_trains", cols.reshape(-1), MAX_TRAIN_LENGTH).reshape(n, -1)])
+        late = np.flatnonzero((bits.astype(np.int64) >> entries["train_length"][:, None].astype(np.int64)).any(axis=1))
+        if len(late):
+            k = late[0]
+            raise ValueError(f"train {k} has bits outside its {entries['train_length'][k]} slots")
+        per_request = min(MAX_SEQUENCE_TRAINS, (MAX_LONG_PAYLOAD - SEQUENCE_DTYPE.itemsize)
+                          // (SEQUENCE_TRAIN_DTYPE.itemsize + 4 * (n_rows + n_cols)))
+        counts = np.empty(n, np.uint64)
+        for k in range(0, n, per_request):
+            part = slice(k, k + per_request)
+            head = np.array([(r0, c0, n_rows, n_cols, len(entries[part]), width, period, v_gate)],
+                            SEQUENCE_DTYPE)
+            data = self._transact(Command.UPDATE_SEQUENCE,
+                                  head.tobytes() + entries[part].tobytes() + bits[part].tobytes())
+            counts[part] = self._array(data, "<u8", len(entries[part]))
+        return counts
+
+    def _update_block(self, r0: int, c0: int, n_rows: int | None, n_cols: int | None, trains_rows: int,
+                      trains_cols: int) -> tuple[int, int, int, int]:
+        """The checked block of an update whose trains have trains_rows / trains_cols lines."""
+        r0, c0, n_rows, n_cols = self._block(r0, c0, trains_rows if n_rows is None else n_rows,
+                                             trains_cols if n_cols is None else n_cols)
+        if (trains_rows, trains_cols) != (n_rows, n_cols):
+            raise ValueError(f"{trains_rows} row_trains and {trains_cols} col_trains for a block of "
+                             f"{n_rows}x{n_cols} cells")
+        if UPDATE_DTYPE.itemsize + 4 * (n_rows + n_cols) > MAX_PAYLOAD:
+            raise ValueError(f"a block of {n_rows}x{n_cols} cells needs a "
+                             f"{UPDATE_DTYPE.itemsize + 4 * (n_rows + n_cols)}-byte request, over the "
+                             f"{MAX_PAYLOAD}-byte frame limit")
+        return r0, c0, n_rows, n_cols
 
     def pulse_cells(self, rows: Sequence[int] | np.ndarray, cols: Sequence[int] | np.ndarray,
                     amplitudes: Sequence[float] | np.ndarray, widths: Sequence[float] | np.ndarray,

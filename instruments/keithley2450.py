@@ -2,6 +2,13 @@
 
 Sweeps are hardware-timed: the instrument runs the whole sweep into its reading buffer and the
 driver reads it back in one :TRAC:DATA? query, so a 200-point I-V costs four round trips.
+
+The instrument keeps its settings and the last sweep's trigger model (with its source
+configuration list) until they are changed, so the driver sends a setup or a sweep definition
+only when it differs from the one it last sent: a repeated list sweep (forming, cell after cell)
+is re-armed with :TRAC:CLE and :INIT alone. The driver assumes it is the instrument's only client;
+any command it cannot classify as harmless (and *RST, a failed exchange) makes it send everything
+again.
 """
 from __future__ import annotations
 
@@ -23,6 +30,13 @@ def _on_off(flag: bool) -> str:
     return "ON" if flag else "OFF"
 
 
+# Headers (of single commands) that change neither the source/measure setup nor the sweep's
+# trigger model and configuration list; queries never do. The source level and output state are
+# not part of a list sweep (each point recalls its own level).
+_KEEP_ALL = frozenset({":SOUR:VOLT", ":OUTP", ":INIT", ":TRAC:CLE", "*OPC", "*WAI"})
+_SWEEP_DEFINITION = (":SOUR:LIST:", ":SOUR:SWE:")  # replace the sweep, keep the setup
+
+
 def _check_sweep_delay(delay: float) -> None:
     if not (delay == 0 or 50e-6 <= delay <= 10_000):
         raise ValueError(f"Keithley2450 sweep delay={delay:g} s must be 0 or in [50e-06, 10000] s")
@@ -37,6 +51,8 @@ class Keithley2450(SCPIInstrument):
     """
 
     models = ("2450",)
+    _setup: tuple | None = None  # configure_voltage_source arguments the instrument has now
+    _armed: tuple | None = None  # the list sweep (levels, delay, fail_abort, setup) loaded now
 
     source_voltage = control(":SOUR:VOLT?", ":SOUR:VOLT %g", "Source level (V).",
                              validator=in_range(-V_MAX, V_MAX, " V"))
@@ -53,6 +69,25 @@ class Keithley2450(SCPIInstrument):
     limit_tripped = measurement(":SOUR:VOLT:ILIM:TRIP?",
                                 "True if the source was clamped by the current limit.",
                                 cast=parse_bool)
+
+    def write(self, command: str) -> None:
+        header = command.split(None, 1)[0].upper() if command.strip() else ""
+        if ";" in command or not (header.endswith("?") or header in _KEEP_ALL):
+            self._armed = None
+            if ";" in command or not header.startswith(_SWEEP_DEFINITION):
+                self._setup = None
+        try:
+            super().write(command)
+        except BaseException:  # the instrument may have taken it or not: assume nothing
+            self._setup = self._armed = None
+            raise
+
+    def ask(self, query: str) -> str:
+        try:
+            return super().ask(query)
+        except BaseException:
+            self._setup = self._armed = None
+            raise
 
     def check_identity(self) -> str:
         """Check *IDN? is a 2450 and that it runs the SCPI command set (not TSP or SCPI2400)."""
@@ -72,8 +107,12 @@ class Keithley2450(SCPIInstrument):
     def configure_voltage_source(self, current_limit: float, nplc: float = 1.0,
                                  source_delay: float = 0.0) -> None:
         """Source voltage and measure current, both autoranging; nothing is sent if an argument
-        is out of range; raises InstrumentError if the instrument rejects the setup."""
+        is out of range or if the instrument has this setup already (sent by this driver, nothing
+        changed since); raises InstrumentError if the instrument rejects the setup."""
         self.check_settings(current_limit=current_limit, nplc=nplc, source_delay=source_delay)
+        setup = (float(current_limit), float(nplc), float(source_delay))
+        if setup == self._setup:
+            return
         self.write(":SOUR:FUNC VOLT")
         self.write(":SOUR:VOLT:RANG:AUTO ON")
         self.write(':SENS:FUNC "CURR"')
@@ -82,6 +121,7 @@ class Keithley2450(SCPIInstrument):
         self.nplc = nplc
         self.source_delay = source_delay
         self.check_errors()
+        self._setup = setup
 
     def measure_current(self) -> float:
         """One measurement at the present source level (A); the output must be on to source."""
@@ -110,15 +150,21 @@ class Keithley2450(SCPIInstrument):
 
     def sweep_list(self, voltages: npt.ArrayLike, delay: float,
                    fail_abort: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Hardware-timed sweep through `voltages` (V, up to 2500) in order; see sweep_linear."""
+        """Hardware-timed sweep through `voltages` (V, up to 2500) in order; see sweep_linear.
+
+        The same sweep as the last one, with the setup unchanged, is only re-armed: the
+        instrument still holds its trigger model and source configuration list."""
         levels = sweep_levels("Keithley2450.sweep_list", voltages, LIST_MAX, V_MAX)
         _check_sweep_delay(delay)
+        sweep = (levels.tobytes(), float(delay), bool(fail_abort), self._setup)
         self.write(f':TRAC:CLE "{BUFFER}"')
-        for first in range(0, levels.size, LIST_CHUNK):
-            header = ":SOUR:LIST:VOLT" if first == 0 else ":SOUR:LIST:VOLT:APP"
-            self.write(header + " " + ", ".join(map(num, levels[first:first + LIST_CHUNK])))
-        self.write(f':SOUR:SWE:VOLT:LIST 1, {num(delay)}, 1, {_on_off(fail_abort)}, "{BUFFER}"')
-        self.check_errors()
+        if sweep != self._armed or self._setup is None:
+            for first in range(0, levels.size, LIST_CHUNK):
+                header = ":SOUR:LIST:VOLT" if first == 0 else ":SOUR:LIST:VOLT:APP"
+                self.write(header + " " + ", ".join(map(num, levels[first:first + LIST_CHUNK])))
+            self.write(f':SOUR:SWE:VOLT:LIST 1, {num(delay)}, 1, {_on_off(fail_abort)}, "{BUFFER}"')
+            self.check_errors()
+            self._armed = sweep
         return self._run_sweep()
 
     def _run_sweep(self) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +174,11 @@ class Keithley2450(SCPIInstrument):
         if taken == 0:
             return np.empty(0), np.empty(0)
         reply = self.ask(f':TRAC:DATA? 1, {taken}, "{BUFFER}", SOUR, READ')
-        data = np.array(reply.split(","), dtype=float)
+        try:
+            data = np.array(reply.split(","), dtype=float)
+        except ValueError:
+            raise InstrumentError(f"{self.name} at {self.transport.resource}: unreadable "
+                                  f":TRAC:DATA? reply {reply[:80]!r}") from None
         if data.size != 2 * taken:
             raise InstrumentError(f"{self.name} at {self.transport.resource}: expected "
                                   f"{2 * taken} values from :TRAC:DATA?, got {data.size}")

@@ -5,6 +5,9 @@ routing and order of operations that keep unselected cells unbiased live here an
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 
 from instruments.fpga import FpgaBoard, LineMode
@@ -36,31 +39,42 @@ class Crossbar:
         """Route one cell's BL and SL (default: SMU and ground), its WL gate at v_gate.
 
         Every other BL/SL is grounded (no bias across unselected cells) and every other WL is
-        grounded (gates off); the gate is raised last.
+        grounded (gates off): the board's release_all first (every DAC to 0 V, then every channel
+        grounded, one short frame instead of a routing entry per line), then the cell's BL and
+        SL; the gate is raised last.
         """
         self._check_cell(row, col)
         self.soa.check("max_v_wl", v_gate, "v_gate")
         chip = self.chip
-        routing = {ch: LineMode.GROUND for ch in chip.wl_channels + chip.bl_channels + chip.sl_channels}
-        routing[chip.bl_channels[col]] = bl
-        routing[chip.sl_channels[col]] = sl
-        self.board.route(routing)
+        self.board.release_all()
+        self.board.route({chip.bl_channels[col]: bl, chip.sl_channels[col]: sl})
         wl = chip.wl_channels[row]
         self.board.set_dac({wl: v_gate})
         self.board.route({wl: LineMode.DAC})
 
-    def read_cell(self, row: int, col: int, v_read: float, v_gate: float) -> float:
-        """Conductance of one cell (S) measured by the SMU at v_read: I / v_read, selector included."""
-        self.soa.check("max_v_bl", v_read, "v_read")
-        if v_read == 0:
-            raise ValueError("v_read must be nonzero")
-        self.connect_cell(row, col, v_gate)
-        self.smu.source_voltage = v_read
-        self.smu.output_enabled = True
+    @contextmanager
+    def cell(self, row: int, col: int, v_gate: float) -> Iterator["CellConnection"]:
+        """One cell routed to the SMU (BL on HI, SL grounded, WL gate at v_gate) for a sequence
+        of reads and sweeps without re-routing between them (e.g. a forming ramp and its
+        verify read); the SMU goes to 0 V and output off when the block ends, however it ends.
+
+            with xbar.cell(r, c, v_gate) as cell:
+                v, i = cell.sweep(ramp, i_stop, stop_at_limit=True)
+                g = cell.read(v_read)
+        """
+        self._check_cell(row, col)
+        self.soa.check("max_v_wl", v_gate, "v_gate")  # a refused request sends nothing
         try:
-            return self.smu.measure_current() / v_read
+            self.connect_cell(row, col, v_gate)
+            yield CellConnection(self, row, col, v_gate)
         finally:
             self.smu.source_off()
+
+    def read_cell(self, row: int, col: int, v_read: float, v_gate: float) -> float:
+        """Conductance of one cell (S) measured by the SMU at v_read: I / v_read, selector included."""
+        _check_read(self.soa, v_read)
+        with self.cell(row, col, v_gate) as cell:
+            return cell.read(v_read)
 
     def read_map(self, v_read: float, v_gate: float, t_read: float = 1e-6,
                  block: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -83,16 +97,10 @@ class Crossbar:
         Returns (applied voltage, current) per point; with stop_at_limit the SMU ends the sweep
         at the first point in compliance (e.g. the forming event), so fewer points may return.
         """
-        voltages = np.asarray(voltages, dtype=float)
         self._check_cell(row, col)
-        self.soa.check("max_v_bl", float(np.max(np.abs(voltages))), "sweep voltage")
-        self.soa.check("max_current", current_limit, "current_limit")
-        self.connect_cell(row, col, v_gate)
-        self.smu.configure_voltage_source(current_limit, nplc=nplc)
-        try:
-            return self.smu.sweep_list(voltages, delay, fail_abort=stop_at_limit)
-        finally:
-            self.smu.source_off()
+        voltages = _check_sweep(self.soa, voltages, current_limit)
+        with self.cell(row, col, v_gate) as cell:
+            return cell.sweep(voltages, current_limit, delay, nplc, stop_at_limit)
 
     def pulse(self, row: int, col: int, amplitude: float, width: float, count: int = 1,
               v_gate: float = 1.2, period: float | None = None) -> None:
@@ -212,21 +220,7 @@ class Crossbar:
         `width` s each, one slot every `period` s (default 2 x width), WL gates at v_gate.
         Returns the total number of coincidences (pulses applied to cells) the board reports.
         """
-        if polarity not in (1, -1):
-            raise ValueError(f"polarity={polarity!r} must be +1 (SET) or -1 (RESET)")
-        if not amplitude > 0:
-            raise ValueError(f"amplitude={amplitude:g} V must be positive (polarity gives the sign)")
-        self.soa.check("max_v_bl" if polarity > 0 else "max_v_sl", amplitude, "update amplitude")
-        self.soa.check("max_pulse_width", width, "update pulse width")
-        self.soa.check("max_pulses", train_length, "train_length")
-        self.soa.check("max_v_wl", v_gate, "v_gate")
-        if isinstance(train_length, bool) or int(train_length) != train_length or not 1 <= train_length <= 32:
-            raise ValueError(f"train_length={train_length!r} must be an integer in 1..32")
-        if not width > 0:
-            raise ValueError(f"width={width:g} s must be positive")
-        period = 2 * width if period is None else period
-        if not period >= width:
-            raise ValueError(f"period={period:g} s must be at least the pulse width {width:g} s")
+        period = self._check_update([polarity], [amplitude], [train_length], width, period, v_gate)
         r0, c0, n_rows, n_cols = self._block(block)
         trains = []
         for name, values, n in (("row_trains", row_trains, n_rows), ("col_trains", col_trains, n_cols)):
@@ -241,6 +235,50 @@ class Crossbar:
         return int(self._on_board(self.board.parallel_update, trains[0], trains[1], int(train_length),
                                   int(polarity), float(amplitude), float(width), float(period),
                                   float(v_gate), r0, c0, n_rows, n_cols))
+
+    def update_sequence(self, row_trains, col_trains, train_lengths, polarities, amplitudes, width: float,
+                        period: float | None = None, v_gate: float = 1.2,
+                        block: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Parallel updates of `block` back to back, in one board request: train k is
+        parallel_update(row_trains[k], col_trains[k], train_lengths[k], polarities[k],
+        amplitudes[k], width, period, v_gate, block); row_trains (n, n_rows), col_trains
+        (n, n_cols); train_lengths, polarities and amplitudes one per train or one for all.
+        Returns each train's coincidences (n,)."""
+        rows, cols = np.asarray(row_trains), np.asarray(col_trains)
+        n = len(rows) if rows.ndim == 2 else 0
+        lengths, polarities, amplitudes = (np.broadcast_to(np.asarray(a), (n,)) for a in
+                                           (train_lengths, polarities, amplitudes))
+        period = self._check_update(polarities, amplitudes, lengths, width, period, v_gate)
+        r0, c0, n_rows, n_cols = self._block(block)
+        return self._on_board(self.board.update_sequence, rows, cols, lengths, polarities, amplitudes,
+                              float(width), float(period), float(v_gate), r0, c0, n_rows, n_cols
+                              ).astype(np.int64)
+
+    def _check_update(self, polarities, amplitudes, train_lengths, width: float, period: float | None,
+                      v_gate: float) -> float:
+        """Checks shared by parallel updates against the safe operating area; returns the period
+        (default 2 x width)."""
+        polarities, amplitudes = np.asarray(polarities), np.asarray(amplitudes, dtype=float)
+        wrong = polarities[~np.isin(polarities, (1, -1))]
+        if wrong.size:
+            raise ValueError(f"polarity={wrong[0].item()!r} must be +1 (SET) or -1 (RESET)")
+        if not np.all(amplitudes > 0):
+            raise ValueError(f"amplitude={amplitudes.min():g} V must be positive (polarity gives the sign)")
+        for polarity, limit, what in ((1, "max_v_bl", "update amplitude"), (-1, "max_v_sl", "update amplitude")):
+            if np.any(polarities == polarity):
+                self.soa.check(limit, float(amplitudes[polarities == polarity].max()), what)
+        self.soa.check("max_pulse_width", width, "update pulse width")
+        for length in np.unique(np.asarray(train_lengths)):
+            self.soa.check("max_pulses", length, "train_length")
+            if isinstance(length, bool) or int(length) != length or not 1 <= length <= 32:
+                raise ValueError(f"train_length={length!r} must be an integer in 1..32")
+        self.soa.check("max_v_wl", v_gate, "v_gate")
+        if not width > 0:
+            raise ValueError(f"width={width:g} s must be positive")
+        period = 2 * width if period is None else period
+        if not period >= width:
+            raise ValueError(f"period={period:g} s must be at least the pulse width {width:g} s")
+        return period
 
     def pulse_cells(self, cells, amplitudes, widths, v_gate: float = 1.2, period: float | None = None) -> None:
         """Board-timed programming pulses, one per cell, cell after cell (a write-verify round).
@@ -285,3 +323,43 @@ class Crossbar:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+def _check_read(soa: SafeOperatingArea, v_read: float) -> None:
+    soa.check("max_v_bl", v_read, "v_read")
+    if v_read == 0:
+        raise ValueError("v_read must be nonzero")
+
+
+def _check_sweep(soa: SafeOperatingArea, voltages, current_limit: float) -> np.ndarray:
+    voltages = np.asarray(voltages, dtype=float)
+    soa.check("max_v_bl", float(np.max(np.abs(voltages))), "sweep voltage")
+    soa.check("max_current", current_limit, "current_limit")
+    return voltages
+
+
+class CellConnection:
+    """SMU operations on the cell that Crossbar.cell routed (valid inside its `with` block).
+    Each checks its request against the safe operating area before anything is sent."""
+
+    def __init__(self, crossbar: Crossbar, row: int, col: int, v_gate: float):
+        self.crossbar, self.row, self.col, self.v_gate = crossbar, row, col, v_gate
+
+    def read(self, v_read: float) -> float:
+        """Conductance (S) at v_read: I / v_read, selector included. The output stays on at
+        v_read (a read disturbs nothing) until the next operation or the end of the block."""
+        _check_read(self.crossbar.soa, v_read)
+        smu = self.crossbar.smu
+        smu.source_voltage = v_read
+        smu.output_enabled = True
+        return smu.measure_current() / v_read
+
+    def sweep(self, voltages, current_limit: float, delay: float = 0.0, nplc: float = 1.0,
+              stop_at_limit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Hardware-timed DC sweep of V_BL - V_SL over `voltages` (see Crossbar.sweep). The
+        SMU's setup and sweep are sent only when they changed (the driver's business); the
+        output is left at the last point until the next operation or the end of the block."""
+        voltages = _check_sweep(self.crossbar.soa, voltages, current_limit)
+        smu = self.crossbar.smu
+        smu.configure_voltage_source(current_limit, nplc=nplc)
+        return smu.sweep_list(voltages, delay, fail_abort=stop_at_limit)

@@ -8,16 +8,19 @@ Layout of a file::
     /runs/<run_id>/<array>    an array snapshot (e.g. g_map, rows x cols); attr unit
 
 Rows are flushed as they arrive, so a crash loses at most the row being written; a run that
-never finished reads as status "running".
+never finished reads as status "running". A protocol that measures many small blocks may collect
+them in a TableBuffer, which writes them in larger blocks at its own checkpoints, at least every
+`max_age` seconds, and on every exit path.
 """
 from __future__ import annotations
 
 import csv
 import json
 import platform
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import h5py
 import numpy as np
@@ -82,6 +85,55 @@ class RunWriter:
         attrs = self.group.attrs
         attrs.update({"status": status, "error": error, "ended": _now(), "summary": _json(summary or {})})
         self._file.flush()
+
+
+class TableBuffer:
+    """Blocks of rows for `append(table, **columns)` (e.g. RunContext.append), collected and
+    written as one block per table: at flush(), by add() once the oldest row waiting is
+    `max_age` s old (wall clock), and when a `with` block ends, on success or error, so rows are
+    still written progressively and none is lost to an exception or an abort.
+
+    Each add() is one block as RunContext.append takes it: scalars or equal-length arrays.
+    """
+
+    def __init__(self, append: Callable[..., None], max_age: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._append, self.max_age, self._clock = append, max_age, clock
+        self._blocks: dict[str, list[dict[str, Any]]] = {}
+        self._since: float | None = None  # when the oldest waiting block came
+
+    def add(self, table: str, **columns: Any) -> None:
+        self._blocks.setdefault(table, []).append(columns)
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+        elif now - self._since >= self.max_age:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every waiting block, one append per table."""
+        blocks, self._blocks, self._since = self._blocks, {}, None
+        for table, rows in blocks.items():
+            self._append(table, **_concatenate(rows))
+
+    def __enter__(self) -> "TableBuffer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
+def _concatenate(blocks: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Blocks of columns (scalars broadcast to their block's length) as one block."""
+    if len(blocks) == 1:
+        return blocks[0]
+    parts: dict[str, list[np.ndarray]] = {}
+    for block in blocks:
+        data = {k: np.atleast_1d(np.asarray(v)) for k, v in block.items()}
+        n = max(len(v) for v in data.values())
+        for key, value in data.items():
+            parts.setdefault(key, []).append(np.broadcast_to(value, (n,)) if len(value) == 1 else value)
+    return {key: np.concatenate(values) for key, values in parts.items()}
 
 
 class DataStore:

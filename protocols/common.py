@@ -19,6 +19,14 @@ def check_cell(params: dict, config) -> None:
         raise ParameterError(f"col={params['col']} is above its maximum {cols - 1} (chip has {cols} columns)")
 
 
+def bit_trains(probability: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """uint64 stochastic pulse trains of `length` slots, one per entry of `probability` (any
+    shape): bit t set with that probability, independently."""
+    probability = np.asarray(probability, dtype=float)
+    bits = rng.random((*probability.shape, length)) < probability[..., None]
+    return (bits.astype(np.uint64) << np.arange(length, dtype=np.uint64)).sum(axis=-1, dtype=np.uint64)
+
+
 # -- pulses and cell blocks (pulse_response, endurance, variability_map, write_verify, ...) -----
 
 

@@ -1,15 +1,18 @@
 """forming: electroform every cell with a voltage ramp under gate-limited current.
 
-Per cell: a read tells whether it is already formed (then it is skipped, as re-forming a formed
-cell would only stress it); otherwise a hardware-timed ramp on the BL, with the WL gate setting
-the selector's current limit, ends at the first point where the SMU reaches `i_stop` (the
-forming event), and a verify read decides whether the cell formed.
+Row by row: one board read of the row tells which cells are already formed (they are skipped, as
+re-forming a formed cell would only stress it). Each other cell is routed to the SMU once for a
+hardware-timed ramp on the BL, with the WL gate setting the selector's current limit, that ends at
+the first point where the SMU reaches `i_stop` (the forming event), and a verify read by the SMU
+on the same routing decides whether the cell formed. The SMU keeps the ramp between cells (it is
+only re-armed). Rows are stored in blocks, at the end of each array row and at least every second.
 """
 import numpy as np
 
 from labctl.engine import Protocol, RunContext
 from labctl.live import LivePlot
 from labctl.params import Parameter
+from labctl.store import TableBuffer
 
 from .common import V_GATE, V_READ
 
@@ -46,22 +49,26 @@ class Forming(Protocol):
         formed = np.zeros((rows, cols), dtype=bool)
         v_form = np.full((rows, cols), np.nan)
         n_already = 0
-        for k in range(rows * cols):
-            r, c = divmod(k, cols)
-            ctx.progress(k, rows * cols, f"forming cell ({r}, {c})")
-            g = xbar.read_cell(r, c, p["v_read"], p["v_gate"])
-            if g >= p["g_formed_min"]:
-                status, n_already = STATUS_ALREADY, n_already + 1
-            else:
-                v, i = xbar.sweep(r, c, ramp, p["i_stop"], p["v_gate"], p["delay"], stop_at_limit=True)
-                ctx.append("ramp", row=r, col=c, v=v, i=i)
-                g = xbar.read_cell(r, c, p["v_read"], p["v_gate"])
-                tripped = len(i) > 0 and abs(i[-1]) >= 0.99 * p["i_stop"]
-                status = STATUS_FORMED if g >= p["g_formed_min"] else STATUS_FAILED
-                if status == STATUS_FORMED and tripped:
-                    v_form[r, c] = ramp[len(i) - 1]  # programmed level at the trip point
-            formed[r, c] = status != STATUS_FAILED
-            ctx.append("cells", row=r, col=c, status=status, v_form=v_form[r, c], g_after=g)
+        with TableBuffer(ctx.append) as store:
+            for r in range(rows):
+                g_row = xbar.read_map(p["v_read"], p["v_gate"], block=(r, 0, 1, cols))[0]
+                for c in range(cols):
+                    ctx.progress(r * cols + c, rows * cols, f"forming cell ({r}, {c})")
+                    g = float(g_row[c])
+                    if g >= p["g_formed_min"]:
+                        status, n_already = STATUS_ALREADY, n_already + 1
+                    else:
+                        with xbar.cell(r, c, p["v_gate"]) as cell:
+                            v, i = cell.sweep(ramp, p["i_stop"], p["delay"], stop_at_limit=True)
+                            g = cell.read(p["v_read"])
+                        store.add("ramp", row=r, col=c, v=v, i=i)
+                        tripped = len(i) > 0 and abs(i[-1]) >= 0.99 * p["i_stop"]
+                        status = STATUS_FORMED if g >= p["g_formed_min"] else STATUS_FAILED
+                        if status == STATUS_FORMED and tripped:
+                            v_form[r, c] = ramp[len(i) - 1]  # programmed level at the trip point
+                    formed[r, c] = status != STATUS_FAILED
+                    store.add("cells", row=r, col=c, status=status, v_form=v_form[r, c], g_after=g)
+                store.flush()  # one block per table and array row
         ctx.progress(rows * cols, rows * cols, "done")
         ctx.save_array("formed_map", formed.astype(np.uint8), "")
         ctx.save_array("v_form_map", v_form, "V")

@@ -45,15 +45,9 @@ from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
 from labctl.writeverify import write_verify
 
-from .common import V_GATE, V_READ
+from .common import V_GATE, V_READ, bit_trains
 from .mvm import COLS, ROWS, SEED, block_cells, block_shape, check_block
 from .write_verify import MAX_PULSES, REFINE, WIDTH
-
-
-def bit_trains(rng: np.random.Generator, probability: np.ndarray, length: int) -> np.ndarray:
-    """uint32 trains: bit t (t < length) of train k set with probability[k], independently."""
-    bits = rng.random((len(probability), length)) < np.asarray(probability)[:, None]
-    return (bits.astype(np.uint64) << np.arange(length, dtype=np.uint64)).sum(axis=1).astype(np.uint32)
 
 
 def coincidences(row_trains: np.ndarray, col_trains: np.ndarray) -> np.ndarray:
@@ -135,8 +129,8 @@ class ParallelUpdate(Protocol):
             ctx.progress(k, p["updates"], f"update {k + 1}/{p['updates']}")
             x = rng.uniform(-1.0, 1.0, n_rows)
             d = rng.uniform(-1.0, 1.0, n_cols)
-            row_trains = bit_trains(rng, p_max * np.abs(x), length)
-            col_trains = bit_trains(rng, p_max * np.abs(d), length)
+            row_trains = bit_trains(p_max * np.abs(x), length, rng).astype(np.uint32)
+            col_trains = bit_trains(p_max * np.abs(d), length, rng).astype(np.uint32)
             count = np.zeros((n_rows, n_cols), dtype=np.int64)
             for polarity, row_sign, col_sign in ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1)):
                 rt = np.where(np.sign(x) == row_sign, row_trains, 0).astype(np.uint32)

@@ -38,7 +38,9 @@ Analog operations (labctl.crossbar; inputs of an MVM in [-1, 1], currents in A):
   call (G+ of the columns whose weights must grow, G- of those that must shrink) and one RESET
   call (the other way round), so every coincidence moves both devices of its pair in opposite
   directions. Biases get one such update per mini-batch from the summed error. Segments shorter
-  than 32 slots are packed into one call (a cell only sees coincidences of its own segment).
+  than 32 slots are packed into one train (a cell only sees coincidences of its own segment). A
+  step's trains (every matrix, weights and biases, transfers' row writes) are queued and sent as
+  one UPDATE_SEQUENCE request (SET trains first), flushed before any read of the array.
 
 Before training every device is brought to its symmetry point (`sp_cycles` alternating SET and
 RESET pulses of width `sp_width` on the whole used block), which leaves small random weights
@@ -101,7 +103,7 @@ from labctl.live import LivePlot
 from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
 
-from .common import V_GATE, V_READ
+from .common import V_GATE, V_READ, bit_trains
 
 
 MAX_SLOTS = 32
@@ -277,45 +279,81 @@ class PulseSetup:
         return self.v_set if polarity > 0 else self.v_reset
 
 
-def bit_trains(p: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    """uint64 bit trains: bit t of train i set with probability p[i], independently."""
-    bits = rng.random((p.size, length)) < np.asarray(p, dtype=float)[:, None]
-    return (bits.astype(np.uint64) << np.arange(length, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
-
-
 def first_bits(n: np.ndarray) -> np.ndarray:
     """uint64 trains with the first n[i] slots set."""
     n = np.asarray(n, dtype=np.int64)
     return ((np.uint64(1) << n.astype(np.uint64)) - np.uint64(1)).astype(np.uint64)
 
 
-def apply_segments(xbar, block, polarity: int, segments: list[tuple[np.ndarray, np.ndarray]],
-                   seg_len: int, setup: PulseSetup) -> int:
-    """Run segments (row trains, column trains) of seg_len slots each on `block` with one
-    polarity, packing as many segments as fit into 32 slots per parallel_update call; returns
-    the coincidences the board reports."""
-    per_call = max(1, MAX_SLOTS // seg_len)
-    total = 0
-    for start in range(0, len(segments), per_call):
-        group = segments[start:start + per_call]
-        rows = np.zeros_like(group[0][0], dtype=np.uint64)
-        cols = np.zeros_like(group[0][1], dtype=np.uint64)
-        for m, (r, c) in enumerate(group):
-            shift = np.uint64(m * seg_len)
-            rows |= r.astype(np.uint64) << shift
-            cols |= c.astype(np.uint64) << shift
-        total += xbar.parallel_update(rows.astype(np.uint32), cols.astype(np.uint32), len(group) * seg_len,
-                                      polarity, setup.amplitude(polarity), setup.width, None,
-                                      setup.v_gate, block)
-    return total
+def pack_segments(rows: np.ndarray, cols: np.ndarray, seg_len: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Segments (rows (n, n_rows), cols (n, n_cols): bit trains of seg_len slots) packed as many as
+    fit into 32 slots per train, segment m of a train in slots m seg_len ..; a cell only sees
+    coincidences of its own segment. Returns (row trains, col trains) as uint32 and the train
+    length."""
+    per_train = max(1, MAX_SLOTS // seg_len)
+    n = -(-len(rows) // per_train) * per_train
+    shifts = (np.arange(per_train, dtype=np.uint64) * np.uint64(seg_len))[None, :, None]
+
+    def packed(segments: np.ndarray) -> np.ndarray:
+        padded = np.zeros((n, segments.shape[1]), np.uint64)
+        padded[:len(segments)] = segments
+        return (padded.reshape(-1, per_train, segments.shape[1]) << shifts).sum(axis=1, dtype=np.uint64
+                                                                                ).astype(np.uint32)
+
+    return packed(rows), packed(cols), min(per_train, len(rows)) * seg_len
+
+
+class PulseQueue:
+    """Parallel updates of the matrices of one block, queued and sent to the board as one
+    update_sequence (the trains fired back to back, SET trains first, in the order queued within
+    a polarity) at flush(): a training step's updates cost one request. Every read of a matrix
+    flushes its queue first, so a read always sees the updates queued before it."""
+
+    def __init__(self, xbar, block: tuple[int, int, int, int], setup: PulseSetup):
+        self.xbar, self.block, self.setup = xbar, block, setup
+        self._trains: list[tuple[Any, int, np.ndarray, np.ndarray, int]] = []
+
+    def add(self, owner, block: tuple[int, int, int, int], polarity: int, rows: np.ndarray, cols: np.ndarray,
+            seg_len: int) -> None:
+        """Queue segments (rows (n, block rows), cols (n, block columns) bit trains of seg_len
+        slots) of `block`, inside the queue's block; their coincidences are added to
+        owner.coincidences at the flush."""
+        if not len(rows):
+            return
+        r0, c0, n_rows, n_cols = self.block
+        br, bc, nr, nc = block
+        rows, cols, length = pack_segments(rows, cols, seg_len)
+        all_rows, all_cols = np.zeros((len(rows), n_rows), np.uint32), np.zeros((len(rows), n_cols), np.uint32)
+        all_rows[:, br - r0:br - r0 + nr] = rows
+        all_cols[:, bc - c0:bc - c0 + nc] = cols
+        self._trains.extend((owner, polarity, r, c, length) for r, c in zip(all_rows, all_cols))
+
+    def flush(self) -> int:
+        """Send the queued trains; returns their coincidences."""
+        if not self._trains:
+            return 0
+        trains = sorted(self._trains, key=lambda t: -t[1])
+        self._trains = []
+        s = self.setup
+        counts = self.xbar.update_sequence(np.array([t[2] for t in trains]), np.array([t[3] for t in trains]),
+                                           [t[4] for t in trains], [t[1] for t in trains],
+                                           [s.amplitude(t[1]) for t in trains], s.width, None, s.v_gate,
+                                           self.block)
+        for (owner, *_), n in zip(trains, counts):
+            owner.coincidences += int(n)
+        return int(np.sum(counts))
 
 
 class AnalogMatrix:
     """A weight matrix with bias on the array: forward/backward MVM, stochastic rank-one updates,
-    row reads and row writes, all in weight units (w = (G+ - G-) / g_scale)."""
+    row reads and row writes, all in weight units (w = (G+ - G-) / g_scale). Updates and writes
+    go to `pulses` (a queue shared by the matrices of a run; default one of its own), which each
+    read flushes first."""
 
-    def __init__(self, xbar, cells: MatrixCells, setup: PulseSetup, rng: np.random.Generator, name: str):
+    def __init__(self, xbar, cells: MatrixCells, setup: PulseSetup, rng: np.random.Generator, name: str,
+                 pulses: PulseQueue | None = None):
         self.xbar, self.cells, self.setup, self.rng, self.name = xbar, cells, setup, rng, name
+        self.pulses = pulses or PulseQueue(xbar, (cells.r0, cells.c0, cells.n_rows, cells.n_cols), setup)
         self.unit = setup.v_read * setup.g_scale  # A per unit weight per unit input
         self.dw = float("nan")  # weight change of one coincidence (calibrated)
         self.coincidences = 0
@@ -324,10 +362,12 @@ class AnalogMatrix:
     def forward(self, x: np.ndarray) -> np.ndarray:
         """z = x W + b for a batch x (B, n_in) in [-1, 1]."""
         n = self.cells.n_out
+        self.pulses.flush()
         i = np.atleast_2d(self.xbar.mvm_forward(np.atleast_2d(x), self.cells.weight_block))
         return (i[:, :n] - i[:, n:]) / self.unit + self.bias()
 
     def bias(self) -> np.ndarray:
+        self.pulses.flush()
         return np.asarray(self.xbar.mvm_backward(np.array([1.0, -1.0]), self.cells.bias_block)) / self.unit
 
     def backward(self, d: np.ndarray) -> np.ndarray:
@@ -335,6 +375,7 @@ class AnalogMatrix:
         d = np.atleast_2d(d)
         s = np.max(np.abs(d), axis=1, keepdims=True)
         s[s == 0] = 1.0
+        self.pulses.flush()
         i = np.atleast_2d(self.xbar.mvm_backward(np.hstack([d / s, -d / s]), self.cells.weight_block))
         return i * s / self.unit
 
@@ -345,6 +386,7 @@ class AnalogMatrix:
         weight = rows < self.cells.n_in
         if weight.any():
             n = self.cells.n_out
+            self.pulses.flush()
             onehot = np.zeros((int(weight.sum()), self.cells.n_in))
             onehot[np.arange(onehot.shape[0]), rows[weight]] = 1.0
             i = np.atleast_2d(self.xbar.mvm_forward(onehot, self.cells.weight_block))
@@ -356,6 +398,7 @@ class AnalogMatrix:
     def read_conductances(self) -> tuple[np.ndarray, np.ndarray]:
         """(G of the weight block (n_in, 2 n_out), G of the bias pair (n_out, 2)) in S."""
         s = self.setup
+        self.pulses.flush()
         return (self.xbar.read_map(s.v_read, s.v_gate, block=self.cells.weight_block),
                 self.xbar.read_map(s.v_read, s.v_gate, block=self.cells.bias_block))
 
@@ -367,101 +410,75 @@ class AnalogMatrix:
                 g_w, g_b)
 
     # updates
-    def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> int:
+    def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
         """Stochastic rank-one updates W -= lr x_b d_b^T, one per sample b of the batch."""
         L = self.setup.train_length
-        segments = {1: [], -1: []}
-        for xb, db in zip(np.atleast_2d(x), np.atleast_2d(d)):
-            x_max, d_max = np.max(np.abs(xb)), np.max(np.abs(db))
-            if x_max == 0 or d_max == 0:
-                continue
-            ab = lr * x_max * d_max / (self.dw * L)
-            a = b = min(np.sqrt(ab), 1.0)
-            row_bits = bit_trains(np.abs(xb) / x_max * a, L, self.rng)
-            col_bits = bit_trains(np.abs(db) / d_max * b, L, self.rng)
-            grow = -np.sign(db)  # direction of w_ij for x_i > 0
+        x, d = np.atleast_2d(x), np.atleast_2d(d)
+        x_max, d_max = np.max(np.abs(x), axis=1), np.max(np.abs(d), axis=1)
+        live = (x_max > 0) & (d_max > 0)
+        x, d, x_max, d_max = x[live], d[live], x_max[live, None], d_max[live, None]
+        a = np.minimum(np.sqrt(lr * x_max * d_max / (self.dw * L)), 1.0)  # = b
+        row_bits = bit_trains(np.abs(x) / x_max * a, L, self.rng)
+        col_bits = bit_trains(np.abs(d) / d_max * a, L, self.rng)
+        grow = -np.sign(d)  # direction of w_ij for x_i > 0
+        zero = np.uint64(0)
+        for polarity in (1, -1):
+            rows, cols = [], []
             for x_sign in (1.0, -1.0):
-                rows = np.where(np.sign(xb) == x_sign, row_bits, np.uint64(0))
-                if not rows.any():
-                    continue
                 s = x_sign * grow
-                for polarity in (1, -1):
-                    cols = np.concatenate([np.where(s == polarity, col_bits, np.uint64(0)),
-                                           np.where(s == -polarity, col_bits, np.uint64(0))])
-                    if cols.any():
-                        segments[polarity].append((rows, cols))
-        total = 0
-        for polarity, segs in segments.items():
-            if segs:
-                total += apply_segments(self.xbar, self.cells.weight_block, polarity, segs, L, self.setup)
-        self.coincidences += total
-        return total
+                rows.append(np.where(np.sign(x) == x_sign, row_bits, zero))
+                cols.append(np.hstack([np.where(s == polarity, col_bits, zero), np.where(s == -polarity, col_bits, zero)]))
+            rows, cols = np.vstack(rows), np.vstack(cols)
+            fires = rows.any(axis=1) & cols.any(axis=1)
+            self.pulses.add(self, self.cells.weight_block, polarity, rows[fires], cols[fires], L)
 
-    def update_bias(self, grad: np.ndarray, lr: float) -> int:
+    def update_bias(self, grad: np.ndarray, lr: float) -> None:
         """Stochastic update b -= lr grad (one train of train_length slots per call)."""
         L = self.setup.train_length
         n = lr * np.abs(grad) / self.dw  # expected coincidences
         rows_bits = bit_trains(np.minimum(n / L, 1.0), L, self.rng)
-        return self._bias_pulses(rows_bits, -np.sign(grad), L, first_bits(np.array([L]))[0])
+        self._bias_pulses(rows_bits, -np.sign(grad), L, first_bits(np.array([L]))[0])
 
-    def _bias_pulses(self, row_bits: np.ndarray, direction: np.ndarray, seg_len: int, on: np.uint64) -> int:
+    def _bias_pulses(self, row_bits: np.ndarray, direction: np.ndarray, seg_len: int, on: np.uint64) -> None:
         """Bias rows j fire row_bits[j]; the pair's + column (or - column) fires `on` so b_j moves
         in `direction[j]` (+1 / -1) by one step per coincidence."""
         zero = np.uint64(0)
-        total = 0
         for polarity in (1, -1):
-            segs = []
-            for col, sign in ((0, polarity), (1, -polarity)):
-                rows = np.where(direction == sign, row_bits, zero)
-                if rows.any():
-                    cols = np.array([zero, zero], dtype=np.uint64)
-                    cols[col] = on
-                    segs.append((rows, cols))
-            if segs:
-                total += apply_segments(self.xbar, self.cells.bias_block, polarity, segs, seg_len, self.setup)
-        self.coincidences += total
-        return total
+            rows = np.array([np.where(direction == sign, row_bits, zero) for sign in (polarity, -polarity)])
+            cols = np.array([[on, zero], [zero, on]], dtype=np.uint64)
+            fires = rows.any(axis=1)
+            self.pulses.add(self, self.cells.bias_block, polarity, rows[fires], cols[fires], seg_len)
 
-    def write_rows(self, rows: np.ndarray, pulses: np.ndarray) -> int:
+    def write_rows(self, rows: np.ndarray, pulses: np.ndarray) -> None:
         """Give row k of [W; b] pulses[k, j] steps (sign = direction) on every output j."""
         rows = np.asarray(rows, dtype=int)
         pulses = np.asarray(pulses, dtype=np.int64)
         M = max(int(np.max(np.abs(pulses), initial=0)), 1)
-        total = 0
         zero = np.uint64(0)
         on = first_bits(np.array([M]))[0]
-        segments = {1: [], -1: []}
-        for k, n in zip(rows, pulses):
-            if not n.any():
-                continue
-            if k == self.cells.n_in:
-                total += self._bias_pulses(first_bits(np.abs(n)), np.sign(n), M, on)
-                continue
-            r = np.zeros(self.cells.n_in, dtype=np.uint64)
-            r[k] = on
-            bits = first_bits(np.abs(n))
-            for polarity in (1, -1):
-                cols = np.concatenate([np.where(np.sign(n) == polarity, bits, zero),
-                                       np.where(np.sign(n) == -polarity, bits, zero)])
-                if cols.any():
-                    segments[polarity].append((r, cols))
-        for polarity, segs in segments.items():
-            if segs:
-                total += apply_segments(self.xbar, self.cells.weight_block, polarity, segs, M, self.setup)
-        self.coincidences += total
-        return total
+        bias = rows == self.cells.n_in
+        for n in pulses[bias]:
+            if n.any():
+                self._bias_pulses(first_bits(np.abs(n)), np.sign(n), M, on)
+        rows, pulses = rows[~bias], pulses[~bias]
+        one_hot = np.where(rows[:, None] == np.arange(self.cells.n_in), on, zero)
+        bits = first_bits(np.abs(pulses))
+        for polarity in (1, -1):
+            cols = np.hstack([np.where(np.sign(pulses) == polarity, bits, zero),
+                              np.where(np.sign(pulses) == -polarity, bits, zero)])
+            fires = cols.any(axis=1)
+            self.pulses.add(self, self.cells.weight_block, polarity, one_hot[fires], cols[fires], M)
 
 
 def program_symmetry_point(xbar, block, cycles: int, width: float, setup: PulseSetup) -> None:
-    """`cycles` x (one SET pulse, one RESET pulse) on every cell of `block`: soft-bounds devices
+    """`cycles` x (one SET pulse, one RESET pulse) on every cell of `block`, one request: soft-bounds devices
     settle where up and down steps balance (their symmetry point)."""
     if cycles <= 0:
         return
     _, _, n_rows, n_cols = block
-    rows, cols = np.ones(n_rows, np.uint32), np.ones(n_cols, np.uint32)
-    for _ in range(cycles):
-        for polarity in (1, -1):
-            xbar.parallel_update(rows, cols, 1, polarity, setup.amplitude(polarity), width, None, setup.v_gate, block)
+    polarities = np.tile([1, -1], cycles)
+    xbar.update_sequence(np.ones((polarities.size, n_rows), np.uint32), np.ones((polarities.size, n_cols), np.uint32),
+                         1, polarities, [setup.amplitude(p) for p in polarities], width, None, setup.v_gate, block)
 
 
 def calibrate_steps(xbar, block, setup: PulseSetup, pulses: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -772,8 +789,10 @@ class Train(Protocol):
         program_symmetry_point(xbar, block, p["sp_cycles"], p["sp_width"], setup)
         up, down = calibrate_steps(xbar, block, setup)
         train_rng = np.random.default_rng([p["seed"], 2])
-        C = [AnalogMatrix(xbar, m, setup, train_rng, f"C{k + 1}") for k, m in enumerate(weights_cells)]
-        A = [AnalogMatrix(xbar, m, setup, train_rng, f"A{k + 1}") for k, m in enumerate(fast_cells) if m is not None]
+        pulses = PulseQueue(xbar, block, setup)
+        C = [AnalogMatrix(xbar, m, setup, train_rng, f"C{k + 1}", pulses) for k, m in enumerate(weights_cells)]
+        A = [AnalogMatrix(xbar, m, setup, train_rng, f"A{k + 1}", pulses)
+             for k, m in enumerate(fast_cells) if m is not None]
         ctx.table("calibration", [("array", "S8", ""), ("step_up", "f8", "S"), ("step_down", "f8", "S"),
                                   ("dw", "f8", "")])
         for matrix in C + A:
@@ -815,6 +834,7 @@ class Train(Protocol):
                 acts, z = network.forward(data.x_train[idx])
                 _, d = output_error(z, data.y_train[idx])
                 optimizer.step(acts, network.backward(acts, d))
+                pulses.flush()
             loss, train_acc, test_acc = record(epoch)
 
         ctx.progress(total, total, "reading back the trained weights")

@@ -10,6 +10,7 @@ import numpy as np
 from .clock import VirtualClock
 from instruments.fpga import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_ADC_BITS, MAX_BLOCK_CELLS,
                               MAX_DAC_BITS, MAX_LONG_PAYLOAD, MAX_MVM_OUTPUTS, MAX_PAYLOAD,
+                              MAX_SEQUENCE_TRAINS, SEQUENCE_DTYPE, SEQUENCE_TRAIN_DTYPE,
                               MAX_TRAIN_LENGTH, MODEL,
                               MVM_CONFIG_DTYPE, MVM_DEFAULTS, MVM_DTYPE, PULSE_CELL_DTYPE,
                               PULSES_DTYPE, READ_DTYPE, REPLY_FLAG,
@@ -117,7 +118,7 @@ class VirtualBoard:
         longest = max(DAC_DTYPE.itemsize * n_channels, UPDATE_DTYPE.itemsize + 4 * n_channels)
         self._decoder = FrameDecoder(max_payload=longest, limits={
             Command.MVM_FORWARD: MAX_LONG_PAYLOAD, Command.MVM_BACKWARD: MAX_LONG_PAYLOAD,
-            Command.PULSE_CELLS: MAX_PAYLOAD})
+            Command.PULSE_CELLS: MAX_PAYLOAD, Command.UPDATE_SEQUENCE: MAX_LONG_PAYLOAD})
         self._handlers = {
             Command.IDENTIFY: self._identify, Command.STATUS: self._status,
             Command.CONFIGURE_MAP: self._configure_map, Command.ROUTE: self._route,
@@ -125,6 +126,7 @@ class VirtualBoard:
             Command.READ_BLOCK: self._read_block, Command.CONFIGURE_MVM: self._configure_mvm,
             Command.MVM_FORWARD: self._mvm_forward, Command.MVM_BACKWARD: self._mvm_backward,
             Command.PARALLEL_UPDATE: self._parallel_update, Command.PULSE_CELLS: self._pulse_cells,
+            Command.UPDATE_SEQUENCE: self._update_sequence,
         }
 
     @property
@@ -362,49 +364,119 @@ class VirtualBoard:
         n_rows, n_cols = int(req["n_rows"]), int(req["n_cols"])
         _expect_length(payload, head_size + 4 * (n_rows + n_cols))
         self._need_map("PARALLEL_UPDATE")
-        r0, c0, n_rows, n_cols = self._block(req)
-        length, polarity = int(req["train_length"]), int(req["polarity"])
-        amplitude, width, period = (float(req[k]) for k in ("amplitude", "width", "period"))
-        if not 1 <= length <= MAX_TRAIN_LENGTH:
-            raise _Fault(ErrorCode.BAD_ARGUMENT,
-                         f"train length {length} outside 1..{MAX_TRAIN_LENGTH}")
-        if polarity not in (1, -1):
-            raise _Fault(ErrorCode.BAD_ARGUMENT, f"polarity {polarity} must be +1 (SET) or -1 "
+        block = self._block(req)
+        trains = np.frombuffer(payload, "<u4", n_rows + n_cols, head_size)[None, :]
+        counts = self._fire_trains(block, trains, *(req[k][None] for k in ("train_length", "polarity",
+                                                                           "amplitude")), req)
+        return counts.astype("<u8").tobytes()
+
+    def _update_sequence(self, payload: bytes) -> bytes:
+        """PARALLEL_UPDATEs of one block back to back, one request: each train's coincidences."""
+        head_size = SEQUENCE_DTYPE.itemsize
+        req = _head(payload, SEQUENCE_DTYPE)
+        n, n_rows, n_cols = int(req["n_trains"]), int(req["n_rows"]), int(req["n_cols"])
+        entry_size = SEQUENCE_TRAIN_DTYPE.itemsize
+        _expect_length(payload, head_size + n * (entry_size + 4 * (n_rows + n_cols)))
+        self._need_map("UPDATE_SEQUENCE")
+        block = self._block(req)
+        if not 1 <= n <= MAX_SEQUENCE_TRAINS:
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"{n} trains outside 1..{MAX_SEQUENCE_TRAINS}")
+        entries = np.frombuffer(payload, SEQUENCE_TRAIN_DTYPE, n, head_size)
+        trains = np.frombuffer(payload, "<u4", n * (n_rows + n_cols), head_size + n * entry_size
+                               ).reshape(n, n_rows + n_cols)
+        counts = self._fire_trains(block, trains, entries["train_length"], entries["polarity"],
+                                   entries["amplitude"], req)
+        return counts.astype("<u8").tobytes()
+
+    def _fire_trains(self, block: tuple[int, int, int, int], trains: np.ndarray, lengths: np.ndarray,
+                     polarities: np.ndarray, amplitudes: np.ndarray, req: np.void) -> np.ndarray:
+        """Check, then fire trains (n, n_rows + n_cols: row bitmasks then column bitmasks) one
+        after the other on the block; width, period and v_gate from `req`. Returns each train's
+        coincidences.
+
+        Consecutive trains of one polarity and amplitude compose like the slots of one train
+        (physics.pulse_counts: closed-form soft-bounds steps from the conductance at the start),
+        so they go to the chip model together while no cell collects more coincidences than one
+        train can give it (MAX_TRAIN_LENGTH)."""
+        width, period, v_gate = (float(req[k]) for k in ("width", "period", "v_gate"))
+        lengths = lengths.astype(np.int64)
+        bad = np.flatnonzero((lengths < 1) | (lengths > MAX_TRAIN_LENGTH))
+        if len(bad):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"train length {lengths[bad[0]]} outside 1..{MAX_TRAIN_LENGTH}")
+        bad = np.flatnonzero((polarities != 1) & (polarities != -1))
+        if len(bad):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"polarity {polarities[bad[0]]} must be +1 (SET) or -1 "
                                                  f"(RESET)")
-        self._check_dac(np.array([req["amplitude"], req["v_gate"]]))
-        if not amplitude > 0:
-            raise _Fault(ErrorCode.BAD_ARGUMENT, f"amplitude={amplitude:g} V must be positive")
+        self._check_dac(np.concatenate([amplitudes, [req["v_gate"]]]))
+        if not np.all(amplitudes > 0):
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"amplitude={amplitudes.min():g} V must be positive")
         if not (np.isfinite(width) and width > 0 and np.isfinite(period) and period >= width):
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"width={width:g} s must be positive and "
                                                  f"period={period:g} s at least the width")
-        trains = np.frombuffer(payload, "<u4", n_rows + n_cols, head_size)
-        late = np.flatnonzero(trains >> np.uint32(length - 1) > 1)
+        late = np.argwhere(trains >> (lengths[:, None] - 1).astype(np.uint32) > 1)
         if len(late):
-            k = late[0]
-            line = f"row train {k}" if k < n_rows else f"column train {k - n_rows}"
-            raise _Fault(ErrorCode.BAD_ARGUMENT, f"{line} has a pulse after slot {length - 1} "
-                                                 f"(train length {length})")
+            k, line = late[0]
+            r0, c0, n_rows, n_cols = block
+            name = f"row train {line}" if line < n_rows else f"column train {line - n_rows}"
+            raise _Fault(ErrorCode.BAD_ARGUMENT, f"{name} has a pulse after slot {lengths[k] - 1} "
+                                                 f"(train length {lengths[k]})")
+        r0, c0, n_rows, n_cols = block
         wl, bl, sl = self._map
         # The trains leave the board on the mapped channels and reach whatever chip line each
-        # channel is wired to: a column pulse on a BL sets, on an SL resets.
-        gate = np.zeros(self.n_channels, np.uint32)
-        gate[wl[r0:r0 + n_rows]] = trains[:n_rows]
-        pulse = np.zeros(self.n_channels, np.uint32)
-        pulse[(bl if polarity > 0 else sl)[c0:c0 + n_cols]] = trains[n_rows:]
-        row = gate[self._wiring[0]]
-        on_bl, on_sl = pulse[self._wiring[1]], pulse[self._wiring[2]]
-        total, slots = 0, 0
-        for v_cell, col in ((amplitude, on_bl & ~on_sl), (-amplitude, on_sl & ~on_bl)):
-            counts = np.bitwise_count(row[:, None] & col[None, :])
-            if counts.any():
-                self.physics.pulse_counts(counts, v_cell, float(req["v_gate"]), width, period)
-                total += int(counts.sum(dtype=np.int64))
-                slots += int(counts.max())
-        # pulse_counts runs the clock on by (most coincidences) x period; the train lasts all
-        # of its slots
-        if slots < length:
-            self._idle((length - slots) * period)
-        return np.array([total], "<u8").tobytes()
+        # channel is wired to: a column pulse on a BL sets, on an SL resets. Counts are taken on
+        # the chip rows and columns the block's channels reach.
+        chip_rows = self._wl_row[wl[r0:r0 + n_rows]]
+        gates = trains[:, :n_rows][:, chip_rows >= 0]
+        chip_rows = chip_rows[chip_rows >= 0]
+        channels = np.where(polarities[:, None] > 0, bl[c0:c0 + n_cols], sl[c0:c0 + n_cols])
+        on_bl, on_sl = self._bl_col[channels], self._sl_col[channels]
+        chip_cols = np.unique(np.concatenate([on_bl[on_bl >= 0], on_sl[on_sl >= 0]]))
+        pulses = np.zeros((2, len(trains), len(chip_cols)), np.uint32)  # BL, SL pulses per chip column
+        for side, target in enumerate((on_bl, on_sl)):
+            k, j = np.nonzero(target >= 0)
+            pulses[side, k, np.searchsorted(chip_cols, target[k, j])] = trains[k, n_rows + j]
+        # coincidences (train, chip row, chip column) of the +amplitude and the -amplitude side
+        # (V_BL - V_SL), None for a side no train pulses (a correctly wired block pulses one)
+        counts = [np.bitwise_count(gates[:, :, None] & side[:, None, :]) if side.any() else None
+                  for side in (pulses[0] & ~pulses[1], pulses[1] & ~pulses[0])]
+        fired = [c for c in counts if c is not None]
+        totals = sum((c.sum(axis=(1, 2), dtype=np.int64) for c in fired), np.zeros(len(trains), np.int64))
+        whole_chip = (np.array_equal(chip_rows, np.arange(self.physics.rows))
+                      and np.array_equal(chip_cols, np.arange(self.physics.cols)))
+
+        def run_counts(start: int, end: int) -> list[np.ndarray | None]:
+            return [None if c is None else c[start] if end - start == 1 else c[start:end].sum(axis=0, dtype=np.int32)
+                    for c in counts]
+
+        keys = np.stack([polarities.astype(float), amplitudes.astype(float)], axis=1)
+        start = 0
+        while start < len(trains):
+            end = start + 1
+            while end < len(trains) and np.array_equal(keys[end], keys[start]):
+                end += 1
+            run = run_counts(start, end)
+            if max((int(r.max(initial=0)) for r in run if r is not None), default=0) > MAX_TRAIN_LENGTH:
+                # the most coincidences of any cell after each train of the run
+                most = np.max([np.cumsum(c[start:end], axis=0, dtype=np.int32).max(axis=(1, 2)) for c in fired],
+                              axis=0)
+                end = start + max(int(np.searchsorted(most, MAX_TRAIN_LENGTH, side="right")), 1)
+                run = run_counts(start, end)
+            busy = 0
+            for v_cell, sub in zip((float(amplitudes[start]), -float(amplitudes[start])), run):
+                if sub is not None and sub.any():
+                    if not whole_chip:
+                        full = np.zeros((self.physics.rows, self.physics.cols), sub.dtype)
+                        full[np.ix_(chip_rows, chip_cols)] = sub
+                        sub = full
+                    self.physics.pulse_counts(sub, v_cell, v_gate, width, period)
+                    busy += int(sub.max())
+            # pulse_counts runs the clock on by (most coincidences) x period; the trains last all
+            # of their slots
+            slots = int(lengths[start:end].sum())
+            if busy < slots:
+                self._idle((slots - busy) * period)
+            start = end
+        return totals
 
     def _pulse_cells(self, payload: bytes) -> bytes:
         """Cell after cell, one every period: the cell's WL at v_gate, its BL (amplitude > 0) or

@@ -3,14 +3,16 @@
 It follows the 2450 Reference Manual for the subset labctl uses: source level, current limit
 (and its trip flag), NPLC, source delay, output, :READ?, linear and list sweeps that :INIT runs
 point by point into a reading buffer, :TRAC:ACT?/:TRAC:CLE/:TRAC:DATA? and the event-log format of
-:SYST:ERR?. Simplifications: the source function is voltage only, auto delay counts as 0 s, the
+:SYST:ERR?. A sweep command builds the trigger model with a source configuration list that stores
+the source settings of that moment (current limit, source delay); every :INIT runs it again,
+recalling them, until another sweep command or *RST replaces it. Simplifications: the source function is voltage only, auto delay counts as 0 s, the
 line frequency is 60 Hz, and an infinite sweep count is refused.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
-from itertools import islice
+from itertools import accumulate, islice, repeat
 from typing import Iterable
 
 from .loads import SmuLoad, hold_in_compliance, quiet_readings
@@ -35,6 +37,11 @@ class _Buffer:
         if not self.rows:
             self.t0 = t
         self.rows.append((source, reading, t))
+
+    def extend(self, rows: list[tuple[float, float, float]]) -> None:
+        if rows and not self.rows:
+            self.t0 = rows[0][2]
+        self.rows.extend(rows)
 
 
 class VirtualKeithley2450(ScpiTwin):
@@ -91,7 +98,8 @@ class VirtualKeithley2450(ScpiTwin):
         self.sense_autorange = True
         self.nplc = 1.0
         self.source_list: list[float] = []
-        self._sweep: tuple[list[float], float, bool, _Buffer] | None = None
+        # levels, delay, fail_abort, buffer, and the source configuration: limit, source delay
+        self._sweep: tuple[list[float], float, bool, _Buffer, float, float] | None = None
         for buffer in self.buffers.values():
             buffer.rows.clear()
 
@@ -176,21 +184,25 @@ class VirtualKeithley2450(ScpiTwin):
         count = to_int(options.get("count", "1"), 1, 268_435_455)
         fail_abort = to_bool(options.get("fail_abort", "ON"))
         buffer = self._buffer([options["buffer"]] if "buffer" in options else [])
-        self._sweep = (levels * count, delay, fail_abort, buffer)
+        self._sweep = (levels * count, delay, fail_abort, buffer, self.current_limit, self.source_delay)
 
     def _initiate(self, call: Call) -> None:
         if self._sweep is None:
             raise ScpiError(-221, "Settings conflict; trigger model is empty")
-        levels, delay, fail_abort, buffer = self._sweep
+        levels, delay, fail_abort, buffer, self.current_limit, self.source_delay = self._sweep
         self.output_on = True  # the sweep's trigger model turns the output on and leaves it on
         point = delay + self.source_delay + self.nplc / LINE_FREQUENCY
         k = 0
         while k < len(levels):
-            for current in quiet_readings(self.load, levels[k:], point, self.current_limit):
-                self.source_level, self.tripped = levels[k], False
-                self.elapsed += point
-                buffer.append(levels[k], current if self.sense_function == "CURR" else levels[k], self.elapsed)
-                k += 1
+            readings = quiet_readings(self.load, levels[k:], point, self.current_limit)
+            if len(readings):
+                n = len(readings)
+                sources = levels[k:k + n]
+                times = list(accumulate(repeat(point, n), initial=self.elapsed))[1:]  # as += per point
+                values = list(map(float, readings)) if self.sense_function == "CURR" else sources
+                buffer.extend(list(zip(sources, values, times)))
+                self.source_level, self.tripped, self.elapsed = sources[-1], False, times[-1]
+                k += n
             if k == len(levels):
                 break
             self.source_level = levels[k]
@@ -221,8 +233,11 @@ def _elements(params: list[str]) -> list[str]:
 
 
 def _format(buffer: _Buffer, rows: Iterable[tuple[float, float, float]], names: list[str]) -> str:
-    fields = []
+    """The elements `names` of each row, in the ASCII number format (format_number)."""
+    if names == ["SOURce", "READing"]:  # what sweeps read back: no per-row lookups
+        return ",".join(["%+.6E,%+.6E" % (source, reading) for source, reading, _ in rows])
+    t0, fields = buffer.t0, []
     for source, reading, t in rows:
-        values = {"READing": reading, "SOURce": source, "RELative": t - buffer.t0}
+        values = {"READing": reading, "SOURce": source, "RELative": t - t0}
         fields += [format_number(values[name]) for name in names]
     return ",".join(fields)

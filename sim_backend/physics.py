@@ -24,6 +24,7 @@ DEFAULT_DEVICE_FILE = Path(__file__).with_name("device_cmo_hfox.toml")
 _NEWTON_STEPS = 60
 _SUBSTEPS = 8  # re-solve the series circuit while a cell switches (self-limiting SET/RESET)
 _FIT_STEP = 0.05  # V: read_rows fits I(V) up to max|V| rounded up to this (few fits, reused)
+_CHUNK = 1 << 16  # cells per pass of pulse_counts' arithmetic (work buffers of 256-512 kB)
 US = 1e-6
 
 
@@ -138,6 +139,7 @@ class ArrayPhysics:
         self.rows, self.cols, self.seed = rows, cols, seed
         self.shape = (rows, cols)
         self._read = ReadState(self)
+        self._scratch: dict[tuple, np.ndarray] = {}
         self.p = params or DeviceParams.load()
         self.clock = clock or VirtualClock()
         self.reset()
@@ -472,33 +474,231 @@ class ArrayPhysics:
         stochastic update. The soft-bounds steps of n pulses compose in closed form,
         g_n = bound - (bound - g) (1 - f)^n at the ReRAM voltage of the train's start, and their
         independent cycle-to-cycle noise adds to a spread ~ step / sqrt(n); no loop over pulses.
-        Each cell's ReRAM voltage at v_cell is interpolated in G from exact circuit solves
-        (sim_backend.readout), so the cost is a few passes over the cells that see a coincidence.
+        Each cell's switching drive at v_cell is interpolated in G from exact circuit solves
+        (sim_backend.readout), so the cost is a few passes over the cells that see a coincidence
+        (all of them in chunks of the array when they are many, through their flat indices
+        otherwise; see _train_chunk for the arithmetic and its precision).
         """
         counts = np.asarray(counts)
-        if counts.shape != self.shape or (counts < 0).any():
+        if counts.shape != self.shape or (counts.dtype.kind != "u" and counts.min(initial=0) < 0):
             raise ValueError(f"counts must be non-negative with shape {self.shape}")
         n_max = int(counts.max(initial=0))
-        cells = (counts > 0) & self._formed & ~self._stuck  # a mask: dense updates gather fastest
-        if cells.any():
-            p, n = self.p, counts[cells].astype(float)
-            g_start = self.conductance(cells)
-            v_r = self._read.reram_voltage(float(v_cell), float(v_gate), g_start)
-            lo, hi = self.bounds(cells)
-            if v_cell >= 0:
-                drive = np.maximum((v_r - p.v_set_th) / (p.v_set_ref - p.v_set_th), 0.0) ** p.v_power
-                bound, tau = hi, p.tau_set
-            else:
-                drive = np.maximum((-v_r - p.v_reset_th) / (p.v_reset_ref - p.v_reset_th), 0.0) ** p.v_power
-                bound, tau = lo, p.tau_reset
-            # (1 - f)^n of n pulses that each keep 1 - f = exp(-rate drive width / tau)
-            step = (bound - g_start) * -np.expm1(-n * self._rate[cells] * drive * (width / tau))
-            saturation = np.minimum(np.abs(step) / np.maximum(np.abs(bound - g_start), 1e-12), 1.0)
-            noise = p.c2c_noise * np.abs(step) * (1.0 - saturation) / np.sqrt(n)
-            self._g[cells] = np.minimum(np.maximum(g_start + step + noise * self.rng.standard_normal(n.size), lo), hi)
-            self._cycles[cells] += np.abs(step) / (2 * (self._g_hi[cells] - self._g_lo[cells]))
-            self._programmed(cells, self.clock.now + n_max * period)
+        if n_max:
+            active = counts > 0
+            active &= self._formed
+            active &= ~self._stuck
+            n_active = int(np.count_nonzero(active))
+            if n_active:
+                self._train(counts, active, n_active, float(v_cell), float(v_gate), float(width),
+                            self.clock.now + n_max * period)
         self.clock.advance(n_max * period)
+
+    def _flat(self, name: str) -> np.ndarray:
+        """The private state array `name` as a flat view (made C-contiguous first if needed)."""
+        array = getattr(self, name)
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)
+            setattr(self, name, array)
+        return array.reshape(-1)
+
+    def _train(self, counts, active, n_active: int, v_cell: float, v_gate: float, width: float,
+               at: float) -> None:
+        """pulse_counts' steps of the `active` cells (formed, not stuck, with coincidences)."""
+        size = self.rows * self.cols
+        g, t_prog, z_relax, cycles = (self._flat(name) for name in ("_g", "_t_prog", "_z_relax", "_cycles"))
+        g_lo, g_hi = self._flat("_g_lo"), self._flat("_g_hi")
+        span, rate = self._read.static("span"), self._read.static("rate")
+        counts = counts.reshape(-1)
+        table, scale = self._read.drive_table(v_cell, v_gate)
+        cached = self._read.fresh_g()  # every cell's conductance now, when the read state has it
+        cached = None if cached is None else cached.reshape(-1)
+        tau = self.p.tau_set if v_cell >= 0 else self.p.tau_reset
+        args = table, scale, v_cell >= 0, width / tau, self.clock.now
+        state = g, t_prog, z_relax, cycles
+        if 8 * n_active >= size:  # many: contiguous chunks of the array, the other cells kept
+            mask = active.reshape(-1)
+            for start in range(0, size, _CHUNK):
+                part = slice(start, min(start + _CHUNK, size))
+                n = part.stop - part.start
+                idle = n - int(np.count_nonzero(mask[part])) if n_active < size else 0
+                if idle == n:
+                    continue
+                keep = np.flatnonzero(~mask[part]) + start if 0 < idle <= n // 16 else None
+                if keep is not None:  # a few idle cells: write all, then put theirs back
+                    kept = [array[keep] for array in state]
+                g_new, z_new, d_cycles = self._train_chunk(
+                    counts[part], g[part], t_prog[part], z_relax[part], cycles[part], g_lo[part],
+                    g_hi[part], span[part], rate[part], None if cached is None else cached[part], *args)
+                if idle == 0 or keep is not None:
+                    g[part], t_prog[part], z_relax[part] = g_new, at, z_new
+                    cycles[part] += d_cycles
+                    if keep is not None:
+                        for array, values in zip(state, kept):
+                            array[keep] = values
+                else:
+                    where = mask[part]
+                    np.copyto(g[part], g_new, where=where)
+                    np.copyto(t_prog[part], at, where=where)
+                    np.copyto(z_relax[part], z_new, where=where)
+                    np.add(cycles[part], d_cycles, out=cycles[part], where=where)
+        else:  # few: their flat indices, gathered once per chunk
+            index = np.flatnonzero(active)
+            for start in range(0, n_active, _CHUNK):
+                part = index[start:start + _CHUNK]
+                g_new, z_new, d_cycles = self._train_chunk(
+                    *(array.take(part) for array in (counts, g, t_prog, z_relax, cycles, g_lo, g_hi, span, rate)),
+                    None if cached is None else cached.take(part), *args)
+                g[part], t_prog[part], z_relax[part] = g_new, at, z_new
+                cycles[part] += d_cycles
+        self._read.programmed(... if n_active == size else active)
+
+    def _train_chunk(self, counts, g, t_prog, z_relax, cycles, g_lo, g_hi, span, rate, cached,
+                     table, scale: float, setting: bool, width_per_tau: float, now: float):
+        """Closed-form steps of up to _CHUNK cells (1-D arrays; span = g_hi - g_lo and rate in
+        float32): their new conductance (float64), new relaxation draw and cycle increment
+        (float32), in reused work buffers.
+
+        Conductances, bounds and the final clip stay float64; what is computed in float32 is
+        only added to a float64 conductance or is a draw: the relaxation (the drift since
+        programming, < 3 uS, rounded to < 1e-13 S), the switching drive, the step and its noise
+        (rounded to 1e-7 of the step), the window closing (closing x span, < 1e-11 S) and the
+        cycle increment. The read noise at max(age, 1 s) takes ln(t + t_read) = ln t (1e-6
+        relative). The noise draws are Box-Muller pairs (_normal_pairs).
+        """
+        p, n = self.p, len(g)
+
+        def f32(name: str) -> np.ndarray:
+            return self._work(name, n)
+
+        def cast(name: str, values: np.ndarray, dtype=np.float32) -> np.ndarray:
+            out = self._work(name, n, dtype)
+            np.copyto(out, values, casting="unsafe")
+            return out
+
+        tmp = f32("tmp")
+        # window after cycling (bounds())
+        closing = cast("closing", cycles)
+        closing *= 1.0 / p.endurance_n0
+        np.log1p(closing, out=closing)
+        closing *= p.endurance_closing / np.log(10.0)
+        np.minimum(closing, 0.9, out=closing)
+        closing *= span
+        lo = cast("lo", np.multiply(closing, 0.25, out=tmp), np.float64)
+        lo += g_lo
+        hi = cast("hi", np.multiply(closing, -0.75, out=tmp), np.float64)
+        hi += g_hi
+        # conductance at the start (conductance(): the programmed value plus relaxation)
+        if cached is not None:
+            g0 = cached
+        else:
+            age = np.subtract(now, t_prog, out=self._work("age", n, np.float64))
+            ramp = cast("ramp", age)
+            young = ramp.max() <= 1.0  # all programmed within 1 s (updates in a row): ln max(t, 1) = 0
+            if not young:
+                log_t = np.maximum(ramp, 1.0, out=f32("log_t"))
+                np.log(log_t, out=log_t)
+                np.minimum(ramp, 1.0, out=ramp)
+            noise2 = cast("noise2", g)  # (read noise at max(age, 1 s))^2
+            np.maximum(noise2, US, out=noise2)
+            np.log10(noise2, out=noise2)
+            noise2 += 6.0
+            noise2 *= p.read_noise
+            noise2 *= noise2
+            drift = f32("drift")
+            if young:
+                noise2 *= -np.log(2.0 * p.t_read_noise)
+                np.subtract(p.drift_sigma_0 ** 2, noise2, out=drift)
+            else:
+                noise2 *= np.add(log_t, -np.log(2.0 * p.t_read_noise), out=tmp)
+                np.multiply(log_t, p.drift_sigma_slope, out=drift)
+                drift += p.drift_sigma_0
+                drift *= drift
+                drift -= noise2
+            np.maximum(drift, 0.0, out=drift)
+            np.sqrt(drift, out=drift)  # the relaxation's own spread
+            drift *= cast("tmp", z_relax)
+            if not young:
+                drift -= np.multiply(log_t, p.drift_mean, out=tmp)
+            drift *= ramp
+            g0 = cast("g0", drift, np.float64)
+            g0 += g
+            np.maximum(g0, lo, out=g0)
+            np.minimum(g0, hi, out=g0)
+        # switching drive at the start, interpolated in G
+        u = cast("u", g0)
+        u *= scale
+        whole = np.floor(u, out=tmp)
+        u -= whole
+        node = table.take(cast("index", whole, np.intp), out=self._work("node", n, np.complex64), mode="clip")
+        drive = u
+        drive *= node.imag
+        drive += node.real
+        # soft-bounds steps: |step| = |bound - g0| (1 - (1 - f)^n), 1 - f = exp(-rate drive width / tau)
+        frac = cast("frac", counts)
+        root_n = np.sqrt(frac, out=f32("root_n"))
+        frac *= rate
+        frac *= drive
+        frac *= -width_per_tau
+        np.expm1(frac, out=frac)
+        np.negative(frac, out=frac)
+        step = f32("step")
+        if setting:
+            np.subtract(hi, g0, out=step)
+        else:
+            np.subtract(g0, lo, out=step)
+        step *= frac
+        # cycle-to-cycle noise c2c |step| (1 - saturation) / sqrt(n), saturation = |step| / |bound - g0|
+        z_step, z_new = self._normal_pairs(n)
+        noise = np.subtract(1.0, frac, out=frac)
+        noise *= step
+        noise *= p.c2c_noise
+        np.maximum(root_n, 1.0, out=root_n)  # cells kept as they are may have no coincidence
+        noise /= root_n
+        noise *= z_step
+        if setting:
+            noise += step
+        else:
+            noise -= step
+        g_new = cast("g_new", noise, np.float64)
+        g_new += g0
+        np.maximum(g_new, lo, out=g_new)
+        np.minimum(g_new, hi, out=g_new)
+        step /= span
+        step *= 0.5  # cycles: |step| / (2 (g_hi - g_lo))
+        return g_new, z_new, step
+
+    def _work(self, name: str, n: int, dtype=np.float32) -> np.ndarray:
+        """A reused work buffer of n <= _CHUNK elements: a fresh temporary of megabytes costs
+        its page faults, several times the arithmetic on it."""
+        key = name, dtype
+        if key not in self._scratch:
+            self._scratch[key] = np.empty(_CHUNK, dtype)
+        return self._scratch[key][:n]
+
+    def _normal_pairs(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two independent arrays of n standard normal draws (float32, in work buffers).
+
+        Box-Muller, r (cos t, sin t), from one 64-bit output of the generator per pair: its high
+        32 bits give r = sqrt(-2 ln u), u = (k + 1/2) / 2^32 (tails out to 6.8 sigma, beyond
+        which a normal has 1.4e-11 of its mass), its low 32 bits the angle t. Four times faster
+        than Generator.standard_normal's ziggurat, which draws one value at a time."""
+        words = self.rng.bit_generator.random_raw(n).view(np.uint32)  # little-endian: (low, high)
+        u = self._work("uniform", n, np.float64)
+        np.copyto(u, words[1::2], casting="unsafe")
+        u += 0.5
+        u *= 2.0 ** -32
+        np.log(u, out=u)
+        u *= -2.0
+        np.sqrt(u, out=u)
+        radius = self._work("radius", n)
+        np.copyto(radius, u, casting="same_kind")
+        angle = self._work("angle", n)
+        np.copyto(angle, words[0::2], casting="unsafe")
+        angle *= 2.0 * np.pi * 2.0 ** -32
+        first, second = np.cos(angle, out=self._work("normal", n)), np.sin(angle, out=angle)
+        first *= radius
+        second *= radius
+        return first, second
 
     def _programmed(self, cells, at: float) -> None:
         """Restart the relaxation of `cells` (an index): programming time and trajectory draw."""

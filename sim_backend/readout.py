@@ -28,6 +28,7 @@ F32_CELLS = 1 << 16
 _GRID = 1 << 15  # conductance grid of the I(V) tables: linear interpolation to < 1e-10 relative
 _MAX_TERMS = 4  # odd terms of I(V): V, V^3, V^5, V^7
 _TERM_RTOL = 1e-9  # fewest terms whose polynomial matches the circuit this closely up to v_max
+_DRIVE_STEP = 8  # drive tables of pulse_counts take every 8th node of the grid
 _KEPT = 4  # read configurations (forward, backward, ...) and pulse amplitudes kept tabulated
 
 
@@ -62,6 +63,8 @@ class ReadState:
         self._evaluated_at = -np.inf
         self.views: dict[tuple, _View] = {}
         self.tables: dict[tuple, np.ndarray] = {}
+        self.drives: dict[tuple, np.ndarray] = {}
+        self.statics: dict[str, np.ndarray] = {}
         self._v_form_min: float | None = None
         self._top: float | None = None
 
@@ -70,6 +73,23 @@ class ReadState:
         if self.expiry is not None:
             self.expiry[cells] = -np.inf
             self.fresh_until = -np.inf
+
+    def fresh_g(self) -> np.ndarray | None:
+        """Every cell's conductance now as a read sees it (the cached one, within FRESH of
+        its relaxation) when no cell is stale; None otherwise."""
+        now = self.chip.clock.now
+        if self.expiry is not None and self._evaluated_at <= now <= self.fresh_until:
+            return self.g
+        return None
+
+    def static(self, name: str) -> np.ndarray:
+        """A flat float32 copy of a per-cell array that only a state write changes: "span"
+        (g_hi - g_lo) or "rate"."""
+        if name not in self.statics:
+            chip = self.chip
+            value = chip._g_hi - chip._g_lo if name == "span" else chip._rate
+            self.statics[name] = np.ascontiguousarray(value, dtype=np.float32).reshape(-1)
+        return self.statics[name]
 
     @property
     def v_form_min(self) -> float:
@@ -111,10 +131,32 @@ class ReadState:
     def reram_voltage(self, v_cell: float, v_gate: float, g: np.ndarray) -> np.ndarray:
         """Voltage across the ReRAM of formed cells of conductance g (at the start of a pulse of
         v_cell on a gate of v_gate), interpolated from exact solves over the grid of G."""
+        return _interp(self._reram_table(v_cell, v_gate), g, self._g_top)
+
+    def _reram_table(self, v_cell: float, v_gate: float) -> np.ndarray:
         def tabulate() -> np.ndarray:
             return self.chip._solve(np.full(_GRID, v_cell), np.full(_GRID, v_gate), np.ones(_GRID, dtype=bool),
                                     self._grid())[0]
-        return _interp(_remember(self.tables, (v_cell, v_gate), tabulate), g, self._g_top)
+        return _remember(self.tables, (v_cell, v_gate), tabulate)
+
+    def drive_table(self, v_cell: float, v_gate: float) -> tuple[np.ndarray, float]:
+        """Switching drive of formed cells over the grid of G at the start of a pulse of v_cell
+        on a gate of v_gate, ((|V_ReRAM| - V_th) / (V_ref - V_th))^v_power with the SET (v_cell
+        >= 0) or RESET law, as complex64 (value + 1j * rise to the next node), and the scale from
+        G to grid position: drive(G) = value[i] + f rise[i] at i + f = scale G. The table takes
+        every _DRIVE_STEP-th node of the grid (4096 nodes, 23 nS apart: it stays in L1 cache);
+        interpolating the drive there rather than the voltage on the full grid differs by
+        < 2e-7 relative (float32 rounding included) except within one node of the threshold,
+        where the drive is ~0."""
+        def tabulate() -> np.ndarray:
+            p, v_r = self.chip.p, self._reram_table(v_cell, v_gate)
+            if v_cell >= 0:
+                drive = np.maximum((v_r - p.v_set_th) / (p.v_set_ref - p.v_set_th), 0.0) ** p.v_power
+            else:
+                drive = np.maximum((-v_r - p.v_reset_th) / (p.v_reset_ref - p.v_reset_th), 0.0) ** p.v_power
+            drive = drive[::_DRIVE_STEP]
+            return (drive + 1j * np.append(np.diff(drive), 0.0)).astype(np.complex64)
+        return _remember(self.drives, (v_cell, v_gate), tabulate), (_GRID - 1) / _DRIVE_STEP / self._g_top
 
     def _grid(self) -> np.ndarray:
         grid = np.linspace(0.0, self._g_top, _GRID)
@@ -154,8 +196,8 @@ class ReadState:
             if name == "noise_at_max":
                 value = value * value * self.rel2[cells]
         elif name == "coef":
-            value = np.stack([np.where(formed, _interp(table, g, view.g_top), c)
-                              for table, c in zip(view.tables, view.pristine)])
+            pristine = np.reshape(view.pristine, (-1,) + (1,) * np.ndim(g))
+            value = np.where(formed, _interp(view.tables, g, view.g_top), pristine)
         else:  # noise_slope
             slope = np.where(formed, _interp(view.tables[0], g, view.g_top), view.pristine[0])
             value = slope * slope * self.rel2[cells]
@@ -201,8 +243,11 @@ def _remember(cache: dict, key, make):
 
 
 def _interp(table: np.ndarray, g: np.ndarray, g_top: float) -> np.ndarray:
-    """Linear interpolation of `table` (on the uniform grid 0..g_top) at conductances g."""
-    u = np.asarray(g) * ((len(table) - 1) / g_top)
-    i = np.minimum(u.astype(np.intp), len(table) - 2)
+    """Linear interpolation of `table` (on the uniform grid 0..g_top; a stack of tables along
+    the first axis shares one lookup) at conductances g."""
+    n = table.shape[-1]
+    u = np.asarray(g) * ((n - 1) / g_top)
+    i = np.minimum(u.astype(np.intp), n - 2)
     f = u - i
-    return table[i] * (1.0 - f) + table[i + 1] * f
+    low = table[..., i]
+    return low + (table[..., i + 1] - low) * f

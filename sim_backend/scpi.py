@@ -94,6 +94,8 @@ def short_form(keyword: str) -> str:
 
 def split_quoted(text: str, separator: str) -> list[str]:
     """Split on `separator` outside single or double quotes; pieces are stripped."""
+    if '"' not in text and "'" not in text:  # the usual case (number lists): no quote to skip
+        return [piece.strip() for piece in text.split(separator)]
     pieces, start, quote = [], 0, ""
     for i, char in enumerate(text):
         if quote:
@@ -174,7 +176,7 @@ def unquote(param: str) -> str:
 
 def format_number(value: float) -> str:
     """The Keithley/Keysight ASCII number format, e.g. +1.000000E-01."""
-    return f"{value:+.6E}"
+    return "%+.6E" % value
 
 
 def format_bool(value: bool) -> str:

@@ -79,3 +79,40 @@ def test_a_forming_ramp_reads_the_same_in_one_physics_call_as_point_by_point(tmp
     assert v[-1] == pytest.approx(v_exact[-1], rel=1e-3)
     assert t_bulk == pytest.approx(t_exact, rel=1e-9)
     assert n_bulk < n_exact / 10  # only the active points took apply()
+
+
+def test_a_cell_block_routes_once_and_ends_in_the_safe_state(sim_station):
+    """A ramp and its verify read on one routing read what separate sweep and read_cell read
+    (the same physics), with one routing; the SMU is at 0 V, output off, when the block ends,
+    also on error; a request beyond the SOA sends nothing."""
+    xbar, lab = sim_station.crossbar, sim_station.lab
+    frames = []
+    handle = lab.board.handle
+    lab.board.handle = lambda data: frames.append(data) or handle(data)
+    ramp = np.arange(2.9, 4.0, 0.05)
+    with xbar.cell(1, 2, 1.2) as cell:
+        v, i = cell.sweep(ramp, 100e-6, stop_at_limit=True)
+        g = cell.read(0.2)
+    n_frames = len(frames)
+    assert lab.physics.formed[1, 2] and len(v) < len(ramp) and abs(i[-1]) == pytest.approx(100e-6)
+    assert g == pytest.approx(lab.physics.g[1, 2], rel=0.05)
+    assert (lab.smu.output_on, lab.smu.source_level) == (False, 0.0)
+    assert g == pytest.approx(xbar.read_cell(1, 2, 0.2, 1.2), rel=0.05)
+    assert len(frames) == 2 * n_frames  # read_cell routes once more, like the block did
+    with pytest.raises(ZeroDivisionError):
+        with xbar.cell(0, 0, 1.2) as cell:
+            cell.read(0.2)
+            1 / 0
+    assert (lab.smu.output_on, lab.smu.source_level) == (False, 0.0)
+    frames.clear()
+    with pytest.raises(SafetyError, match="max_v_wl"):
+        with xbar.cell(0, 0, 9.0):
+            pass
+    assert frames == []
+    with xbar.cell(0, 1, 1.2) as cell:
+        with pytest.raises(SafetyError, match="max_v_bl"):
+            cell.sweep([0.0, 9.0], 100e-6)
+        with pytest.raises(SafetyError, match="max_current"):
+            cell.sweep([0.0, 1.0], 1.0)
+        assert lab.smu.source_level == 0.0 and not lab.smu.output_on
+    assert not lab.physics.formed[0, 1]

@@ -1,5 +1,5 @@
-"""Batched analog-AI commands of the FPGA board: CONFIGURE_MVM, MVM_FORWARD, MVM_BACKWARD and
-PARALLEL_UPDATE. Exact bytes against a scripted transport, then driver + firmware emulator on the
+"""Batched analog-AI commands of the FPGA board: CONFIGURE_MVM, MVM_FORWARD, MVM_BACKWARD,
+PARALLEL_UPDATE and UPDATE_SEQUENCE. Exact bytes against a scripted transport, then driver + firmware emulator on the
 real (noise-free unless said otherwise) physics."""
 import struct
 from dataclasses import replace
@@ -130,6 +130,33 @@ def test_parallel_update_bytes_and_total():
                                  polarity=-1, amplitude=1.3, width=1e-7, period=1e-6,
                                  v_gate=1.2, r0=1, c0=0, n_rows=2, n_cols=3)
     assert total == 7 and not t.script
+
+
+def test_update_sequence_bytes_and_counts():
+    head = struct.pack("<5H3f", 1, 0, 2, 3, 2, 1e-7, 1e-6, 1.2)
+    entries = struct.pack("<BbfBbf", 8, 1, 1.2, 4, -1, 1.3)
+    trains = struct.pack("<10I", 0b1011, 0xFF, 0b1, 0b1111, 0, 0b11, 0, 0b1, 0b1, 0b1)
+    assert len(head) == 22 and len(entries) == 12
+    reply = ack(0, 0x35, struct.pack("<2Q", 7, 3))
+    fpga, t = board((encode_frame(0, 0x35, head + entries + trains), reply))
+    counts = fpga.update_sequence(np.array([[0b1011, 0xFF], [0b11, 0]]), np.array([[1, 15, 0], [1, 1, 1]]),
+                                  [8, 4], [1, -1], [1.2, 1.3], width=1e-7, period=1e-6, v_gate=1.2,
+                                  r0=1, c0=0, n_rows=2, n_cols=3)
+    assert counts.tolist() == [7, 3] and not t.script
+
+
+def test_update_sequence_checks_every_train_before_sending():
+    fpga, t = board()
+    rows, cols = np.array([[1], [1]]), np.array([[1], [0x100]])
+    with pytest.raises(ValueError, match="train 1 has bits outside its 8 slots"):
+        fpga.update_sequence(rows, cols, 8, 1, 1.2, 1e-7, 1e-6, 1.2, n_rows=1, n_cols=1)
+    with pytest.raises(ValueError, match=r"polarity=0 must be \+1"):
+        fpga.update_sequence(rows, rows, 8, [1, 0], 1.2, 1e-7, 1e-6, 1.2, n_rows=1, n_cols=1)
+    with pytest.raises(ValueError, match=r"train_lengths\[1\]=33 must be 1..32"):
+        fpga.update_sequence(rows, rows, [8, 33], 1, 1.2, 1e-7, 1e-6, 1.2, n_rows=1, n_cols=1)
+    with pytest.raises(ValueError, match="n_trains >= 1"):
+        fpga.update_sequence(np.zeros((0, 1)), np.zeros((0, 1)), 8, 1, 1.2, 1e-7, 1e-6, 1.2, n_rows=1, n_cols=1)
+    assert t.sent == []
 
 
 @pytest.mark.parametrize("call, match", [
@@ -449,8 +476,77 @@ def test_parallel_update_follows_the_map():
 def test_update_with_no_coincidence_changes_nothing_but_time(fpga, chip):
     g_before, t0 = chip.g.copy(), chip.clock.now
     assert fpga.parallel_update([0b01] * 4, [0b10] * 6, 2, 1, 1.35, 1e-7, 2e-6, 1.2) == 0
+    assert fpga.parallel_update([0b01] * 4, [0] * 6, 2, 1, 1.35, 1e-7, 2e-6, 1.2) == 0  # no column pulses
     np.testing.assert_array_equal(chip.g, g_before)
-    assert chip.clock.now - t0 == pytest.approx(2 * float(F4(2e-6)))
+    assert chip.clock.now - t0 == pytest.approx(4 * float(F4(2e-6)))
+
+
+def random_trains(rng, n, lines, length, p=0.15):
+    bits = rng.random((n, lines, length)) < p
+    return (bits.astype(np.uint32) << np.arange(length, dtype=np.uint32)).sum(axis=2, dtype=np.uint32)
+
+
+def test_update_sequence_is_its_trains_fired_one_after_the_other():
+    """A sequence of SET then RESET trains reports each train's coincidences, lasts all of its
+    slots, and moves the cells as the same trains sent as separate PARALLEL_UPDATEs do (in
+    distribution: the emulator composes consecutive trains of one polarity in closed form)."""
+    rng = np.random.default_rng(4)
+    rows, cols, n = 32, 32, 12
+    polarities = np.array([1] * 6 + [-1] * 6)
+    row_trains, col_trains = random_trains(rng, n, rows, 16), random_trains(rng, n, cols, 16)
+    chips = []
+    for sequence in (True, False):
+        chip = ArrayPhysics(rows, cols, seed=1)
+        chip.formed[:] = True
+        chip.g = np.full((rows, cols), 40e-6)
+        chip.clock.advance(100.0)
+        vboard = VirtualBoard(chip, range(rows), range(rows, rows + cols), range(rows + cols, rows + 2 * cols))
+        fpga = FpgaBoard(InProcessTransport(vboard))
+        fpga.configure_map(range(rows), range(rows, rows + cols), range(rows + cols, rows + 2 * cols))
+        t0 = chip.clock.now
+        if sequence:
+            counts = fpga.update_sequence(row_trains, col_trains, 16, polarities, 1.3, 5e-9, 1e-8, 1.2)
+        else:
+            counts = [fpga.parallel_update(r, c, 16, int(pol), 1.3, 5e-9, 1e-8, 1.2)
+                      for r, c, pol in zip(row_trains, col_trains, polarities)]
+        expected = [np.bitwise_count(r[:, None] & c[None, :]).sum() for r, c in zip(row_trains, col_trains)]
+        assert list(counts) == expected
+        assert chip.clock.now - t0 == pytest.approx(n * 16 * float(F4(1e-8)))
+        chips.append(chip.g - 40e-6)
+    together, apart = (dg.ravel() for dg in chips)
+    moved = (together != 0) | (apart != 0)
+    assert moved.sum() > 300
+    diff = together[moved] - apart[moved]
+    # same mean step per cell within 5 standard errors of the cycle-to-cycle noise
+    assert abs(diff.mean()) < 5 * diff.std() / np.sqrt(moved.sum())
+    # and the same spread of the steps over the cells (counts, rates, cycle-to-cycle noise): the
+    # standard error of a standard deviation over ~1000 cells is ~2 %
+    assert together[moved].std() == pytest.approx(apart[moved].std(), rel=0.1)
+
+
+def test_no_cell_composes_more_coincidences_than_one_train_gives(fpga, chip, monkeypatch):
+    steps = []
+    pulse_counts = chip.pulse_counts
+    monkeypatch.setattr(chip, "pulse_counts", lambda counts, *a: (steps.append(counts.copy()), pulse_counts(counts, *a)))
+    full = np.full((3, 4, 6), 0xFFFF, np.uint32)  # 16 coincidences on every cell per train
+    counts = fpga.update_sequence(full[:, :, 0], full[:, 0, :], 16, 1, 1.35, 1e-7, 1e-6, 1.2)
+    assert counts.tolist() == [16 * 24] * 3
+    assert [int(s.max()) for s in steps] == [32, 16]  # two trains, then the third
+    assert sum(int(s.sum()) for s in steps) == 3 * 16 * 24
+
+
+def test_board_rejects_a_sequence_with_one_bad_train_and_changes_nothing(fpga, chip):
+    g_before, t0 = chip.g.copy(), chip.clock.now
+    head = struct.pack("<5H3f", 0, 0, 1, 1, 2, 1e-7, 1e-6, 1.2)
+    entries = struct.pack("<BbfBbf", 4, 1, 1.35, 4, -1, 1.3)
+    status, message = raw(fpga, 0x35, head + entries + struct.pack("<4I", 1, 1, 1, 0x10))
+    assert (status, message) == (ErrorCode.BAD_ARGUMENT, b"column train 0 has a pulse after slot 3 (train length 4)")
+    entries = struct.pack("<BbfBbf", 4, 1, 1.35, 4, 2, 1.3)
+    assert raw(fpga, 0x35, head + entries + struct.pack("<4I", 1, 1, 1, 1)) == (ErrorCode.BAD_ARGUMENT,
+                                                                              b"polarity 2 must be +1 (SET) or -1 (RESET)")
+    assert raw(fpga, 0x35, head + entries + struct.pack("<3I", 1, 1, 1))[0] == ErrorCode.BAD_LENGTH
+    np.testing.assert_array_equal(chip.g, g_before)
+    assert chip.clock.now == t0
 
 
 # -- board errors -----------------------------------------------------------------------------

@@ -155,3 +155,48 @@ def test_a_load_that_switches_during_a_point_is_clamped_and_aborts():
     np.testing.assert_allclose(i, [1e-6, 1e-4], rtol=1e-6)
     assert v[0] == 1.0 and v[1] == pytest.approx(0.1)
     assert len(load.applied) == 2
+
+
+def test_init_runs_the_sweep_again_with_the_source_settings_it_was_defined_with(bench):
+    """The sweep command stores the source settings of that moment in its configuration list
+    (manual: the trigger model and list stay until replaced); each :INIT runs it again and
+    recalls them, so a limit changed afterwards does not apply until the sweep is defined again."""
+    smu, twin, load = bench
+    smu.configure_voltage_source(1.05e-4, nplc=0.01)
+    first = smu.sweep_list([0.5, 1.5], delay=0)
+    smu.source_off()
+    smu.current_limit = 1e-3  # a bare setting: the driver sends the sweep again
+    smu.source_voltage = 0.3
+    smu.write(':TRAC:CLE "defbuffer1"')
+    smu.write(":INIT")  # the trigger model as defined, with its 105 uA limit
+    assert smu.ask("*OPC?") == "1" and smu.ask(':TRAC:ACT? "defbuffer1"') == "2"
+    v, i = np.array(smu.ask_values(':TRAC:DATA? 1, 2, "defbuffer1", SOUR, READ')).reshape(2, 2).T
+    np.testing.assert_allclose(i, first[1], rtol=1e-6)
+    np.testing.assert_allclose(i, [5e-5, 1.05e-4], rtol=1e-6)
+    assert smu.current_limit == pytest.approx(1.05e-4)  # recalled from the list
+    smu.configure_voltage_source(1e-3, nplc=0.01)
+    v, i = smu.sweep_list([0.5, 1.5], delay=0)  # the driver defines it again: the new limit
+    np.testing.assert_allclose(i, [5e-5, 1.5e-4], rtol=1e-6)
+
+
+def test_a_rearmed_list_sweep_reads_what_a_fresh_one_reads():
+    runs = []
+    for rearm in (True, False):
+        load = Resistor()
+        smu = Keithley2450(InProcessTransport(VirtualKeithley2450(load)), name="smu")
+        sent = []
+        write = smu.transport.write
+        smu.transport.write = lambda data: sent.append(data) or write(data)
+        for k in range(3):
+            if not rearm:
+                smu._armed = None  # as a driver that does not keep track
+            smu.configure_voltage_source(1e-3, nplc=0.01)
+            runs.append(smu.sweep_list(np.linspace(0, 1, 150) * (1 + k), delay=0)[1]
+                        if not rearm or k == 0 else smu.sweep_list(np.linspace(0, 1, 150), delay=0)[1])
+            smu.source_off()
+        if rearm:
+            assert sum(d.startswith(b":SOUR:LIST:VOLT ") for d in sent) == 1
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-6)
+    np.testing.assert_allclose(runs[2], runs[0], rtol=1e-6)
+    np.testing.assert_allclose(runs[3], runs[0], rtol=1e-6)
+    np.testing.assert_allclose(runs[4], 2 * runs[0], rtol=1e-6)

@@ -222,3 +222,20 @@ def test_programming_parameters_are_checked_before_anything_runs(sim_station, tm
     with pytest.raises(ParameterError, match="distinct"):
         run_protocol(sim_station, "read_noise", {"levels": [20e-6, 20e-6]}, out=out)
     assert not out.exists()
+
+
+def test_forming_stores_a_block_per_array_row_and_sends_the_ramp_once(sim_station, tmp_path):
+    """The SMU keeps the ramp between cells (re-armed only); rows reach the file per array row."""
+    lab, blocks, sent = sim_station.lab, [], []
+    handle = lab.smu.handle
+    lab.smu.handle = lambda data: sent.append(data) or handle(data)
+    result = run_protocol(sim_station, "forming", {"v_start": 2.9}, out=tmp_path / "d.h5",
+                          subscribers=[lambda table, columns: blocks.append((table, np.size(columns.get("row", []))))])
+    assert result.status == "completed" and result.summary["formed_now"] == 32
+    assert [b for b in blocks if b[0] == "cells"] == [("cells", 8)] * 4
+    assert sum(d.startswith(b":SOUR:LIST:VOLT ") for d in sent) == 1
+    assert sum(d.startswith(b":SOUR:VOLT:ILIM ") for d in sent) == 1
+    assert sum(d == b":INIT\n" for d in sent) == 32
+    ramp = load_run(tmp_path / "d.h5", result.run_id)["data"]["ramp"]
+    assert sorted(set(zip(ramp["row"].tolist(), ramp["col"].tolist()))) == [(r, c) for r in range(4) for c in range(8)]
+    assert (lab.smu.output_on, lab.smu.source_level) == (False, 0.0)

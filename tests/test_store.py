@@ -6,7 +6,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from labctl.store import DataStore, export_csv, list_runs, load_run
+from labctl.store import DataStore, TableBuffer, export_csv, list_runs, load_run
 
 
 def test_run_group_holds_provenance_tables_and_arrays(tmp_path):
@@ -77,3 +77,37 @@ def test_unknown_run_is_a_clear_error(tmp_path):
     DataStore(path).close()
     with pytest.raises(KeyError, match="no run 'nope'"):
         load_run(path, "nope")
+
+
+def test_table_buffer_writes_blocks_per_table_at_checkpoints_age_and_exit(tmp_path):
+    now = [0.0]
+    path = tmp_path / "d.h5"
+    with DataStore(path) as store:
+        w = store.begin_run("p", {}, {})
+        w.create_table("ramp", [("cell", "i4", ""), ("v", "f8", "V")])
+        w.create_table("cells", [("cell", "i4", ""), ("status", "S8", "")])
+        appends = []
+
+        def append(table, **columns):
+            appends.append(table)
+            w.append(table, columns)
+
+        with pytest.raises(RuntimeError, match="instrument fault"):
+            with TableBuffer(append, max_age=1.0, clock=lambda: now[0]) as buffer:
+                buffer.add("ramp", cell=0, v=[0.1, 0.2])
+                buffer.add("cells", cell=0, status=b"formed")
+                buffer.add("ramp", cell=1, v=[0.3])
+                assert appends == []  # nothing written yet
+                buffer.flush()  # a checkpoint: one block per table
+                assert sorted(appends) == ["cells", "ramp"]
+                buffer.add("ramp", cell=2, v=[0.4, 0.5, 0.6])
+                now[0] = 1.5
+                buffer.add("cells", cell=2, status=b"formed")  # the oldest row is 1.5 s old
+                assert len(appends) == 4
+                buffer.add("cells", cell=3, status=b"failed")
+                raise RuntimeError("instrument fault")  # the row still reaches the file
+        assert len(appends) == 5
+    ramp, cells = (load_run(path, w.run_id)["data"][t] for t in ("ramp", "cells"))
+    assert ramp["cell"].tolist() == [0, 0, 1, 2, 2, 2]
+    np.testing.assert_array_equal(ramp["v"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert cells["cell"].tolist() == [0, 2, 3] and cells["status"].tolist() == [b"formed", b"formed", b"failed"]

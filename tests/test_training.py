@@ -13,7 +13,7 @@ from labctl.station import Station
 from labctl.store import load_run
 from protocols import PROTOCOLS
 from protocols.train import (AGAD, AnalogMatrix, AnalogNetwork, MatrixCells, PulseSetup, TikiTakaV2,
-                             apply_segments, layout, prepare_data)
+                             PulseQueue, layout, pack_segments, prepare_data)
 
 
 # -- datasets --------------------------------------------------------------------------------
@@ -64,10 +64,12 @@ def test_prepared_inputs_are_valid_mvm_inputs():
 # -- the algorithm layer on an ideal crossbar --------------------------------------------------
 class IdealCrossbar:
     """The crossbar API on a conductance array: exact MVMs (I = G v_read) and a fixed step per
-    coincidence (+step SET, -step RESET); counts every parallel_update call."""
+    coincidence (+step SET, -step RESET); records every train (calls) and every board request
+    (requests)."""
 
     def __init__(self, rows, cols, g=30e-6, step=0.1e-6):
-        self.shape, self.G, self.step, self.calls, self.v_read = (rows, cols), np.full((rows, cols), g), step, [], 0.2
+        self.shape, self.G, self.step, self.v_read = (rows, cols), np.full((rows, cols), g), step, 0.2
+        self.calls, self.requests = [], 0
 
     def configure_mvm(self, v_read=0.2, **_):
         self.v_read = v_read
@@ -93,7 +95,15 @@ class IdealCrossbar:
         counts = np.bitwise_count(rows[:, None] & cols[None, :])
         self._block(block)[...] += polarity * self.step * counts
         self.calls.append((block, polarity, train_length))
+        self.requests += 1
         return int(counts.sum())
+
+    def update_sequence(self, row_trains, col_trains, train_lengths, polarities, amplitudes, width, period=None,
+                        v_gate=1.2, block=None):
+        counts = [self.parallel_update(r, c, n, p, a, width, period, v_gate, block)
+                  for r, c, n, p, a in zip(row_trains, col_trains, train_lengths, polarities, amplitudes)]
+        self.requests -= len(counts) - 1
+        return np.array(counts)
 
 
 SETUP = PulseSetup(v_read=0.2, v_gate=1.2, g_scale=10e-6, v_set=1.2, v_reset=1.2, width=5e-9, train_length=31,
@@ -144,8 +154,10 @@ def test_stochastic_update_moves_weights_along_minus_x_d_on_average():
     assert np.all(W[2] == 0)  # a zero input never fires its row
     # every coincidence moved both devices of its pair, in opposite directions
     assert (g_w[:, :3] - 30e-6) == pytest.approx(-(g_w[:, 3:] - 30e-6))
-    # x has both signs: per sample one SET and one RESET call per sign of x
-    assert len(xbar.calls) == 4 * n
+    # x has both signs: per sample one SET and one RESET train per sign of x, all queued until the
+    # read, then sent in one request, SET trains first
+    assert len(xbar.calls) == 4 * n and xbar.requests == 1
+    assert [polarity for _, polarity, _ in xbar.calls] == [1] * 2 * n + [-1] * 2 * n
 
 
 def test_bias_update_and_row_writes_give_exact_pulse_counts():
@@ -163,13 +175,19 @@ def test_bias_update_and_row_writes_give_exact_pulse_counts():
     assert b - before == pytest.approx(np.array([31, -31, 0]) * unit)
 
 
-def test_short_segments_are_packed_into_one_call():
+def test_short_segments_are_packed_into_one_train():
     xbar = IdealCrossbar(4, 8)
     one = np.uint64(0b11)
-    segments = [(np.array([one, 0, 0, 0], np.uint64), np.full(8, one, np.uint64)),
-                (np.array([0, one, 0, 0], np.uint64), np.array([one, 0, 0, 0, 0, 0, 0, 0], np.uint64))]
-    total = apply_segments(xbar, (0, 0, 4, 8), 1, segments, 2, SETUP)
-    assert total == 2 * 8 + 2 and len(xbar.calls) == 1 and xbar.calls[0][2] == 4
+    rows = np.array([[one, 0, 0, 0], [0, one, 0, 0]], np.uint64)
+    cols = np.array([np.full(8, one), [one, 0, 0, 0, 0, 0, 0, 0]], np.uint64)
+    packed_rows, _, length = pack_segments(np.tile(rows, (16, 1)), np.tile(cols, (16, 1)), 2)
+    assert length == 32 and packed_rows.shape == (2, 4)  # 16 segments of 2 slots per train
+    assert packed_rows[0, 0] == 0b0011_0011_0011_0011_0011_0011_0011_0011
+    pulses = PulseQueue(xbar, (0, 0, 4, 8), SETUP)
+    owner = type("Owner", (), {"coincidences": 0})()
+    pulses.add(owner, (0, 0, 4, 8), 1, rows, cols, 2)
+    assert xbar.calls == [] and pulses.flush() == 2 * 8 + 2 and owner.coincidences == 2 * 8 + 2
+    assert len(xbar.calls) == 1 and xbar.calls[0][2] == 4
     # row 1 only coincides with its own segment's column 0, not with row 0's columns
     assert np.count_nonzero(xbar.G[1] - 30e-6) == 1
 
