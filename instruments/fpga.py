@@ -345,7 +345,7 @@ class FpgaBoard:
 
     def route(self, assignments: Mapping[int, LineMode]) -> None:
         """Switch channels to modes, all in one batch (the board applies all or none)."""
-        entries = np.array([(_u16("channel", ch), LineMode(mode))
+        entries = np.array([(_u16("channel", ch), mode if type(mode) is LineMode else LineMode(mode))
                             for ch, mode in assignments.items()], ROUTE_DTYPE)
         self._transact(Command.ROUTE, entries.tobytes())
 

@@ -194,7 +194,9 @@ class VirtualBoard:
         if len(bad):
             raise _Fault(ErrorCode.BAD_ARGUMENT,
                          f"channel {bad[0]} out of range 0..{self.n_channels - 1}")
-        if len(np.unique(channels)) != len(channels):
+        # a set for the few channels of a routing frame (np.unique sorts: ~10 us a frame)
+        distinct = len(set(channels.tolist())) if len(channels) <= 64 else len(np.unique(channels))
+        if distinct != len(channels):
             raise _Fault(ErrorCode.BAD_ARGUMENT, "a channel appears more than once")
 
     def _identify(self, payload: bytes) -> bytes:
@@ -229,9 +231,9 @@ class VirtualBoard:
         self._check_channels(channels)
         return entries, channels
 
-    def _route(self, payload: bytes) -> bytes:
+    def _route(self, payload: bytes, _highest: int = max(LineMode)) -> bytes:
         entries, channels = self._channel_entries(payload, ROUTE_DTYPE, "ROUTE")
-        bad = entries["mode"][entries["mode"] > max(LineMode)]
+        bad = entries["mode"][entries["mode"] > _highest]
         if len(bad):
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"line mode {bad[0]} unknown")
         self._write_modes(channels, entries["mode"])

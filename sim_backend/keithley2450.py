@@ -126,8 +126,9 @@ class VirtualKeithley2450(ScpiTwin):
             self._apply(None, delay + integration)
             self.tripped = False
             return 0.0, 0.0
-        v, current, self.tripped = hold_in_compliance(self.load.current, self._apply, level,
-                                                      self.current_limit, (delay, integration))
+        v, current, self.tripped = hold_in_compliance(
+            self.load.current, self._apply, level, self.current_limit, (delay, integration),
+            getattr(self.load, "current_function", None))
         return v, (current if self.sense_function == "CURR" else v)
 
     def _read(self, call: Call) -> str:
@@ -232,10 +233,24 @@ def _elements(params: list[str]) -> list[str]:
     return [to_keyword(p, *ELEMENTS) for p in params] or ["READing"]
 
 
+_NUMBERS: dict[float, str] = {}  # "%+.6E" % x of nonzero numbers met (bounded): sweep levels and
+# the readings of pristine cells repeat cell after cell, and the conversion is most of a reply
+
+
+def _number(x: float) -> str:
+    text = "%+.6E" % x
+    if x and x == x:  # not 0.0 / -0.0 (equal keys, two texts) nor NaN
+        if len(_NUMBERS) >= 1 << 16:
+            _NUMBERS.clear()
+        _NUMBERS[x] = text
+    return text
+
+
 def _format(buffer: _Buffer, rows: Iterable[tuple[float, float, float]], names: list[str]) -> str:
     """The elements `names` of each row, in the ASCII number format (format_number)."""
     if names == ["SOURce", "READing"]:  # what sweeps read back: no per-row lookups
-        return ",".join(["%+.6E,%+.6E" % (source, reading) for source, reading, _ in rows])
+        known = _NUMBERS.get
+        return ",".join([known(x) or _number(x) for source, reading, _ in rows for x in (source, reading)])
     t0, fields = buffer.t0, []
     for source, reading, t in rows:
         values = {"READing": reading, "SOURce": source, "RELative": t - t0}

@@ -11,7 +11,7 @@ import os
 import tempfile
 from importlib import import_module
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class SimLab:
                  smu: str = "keithley2450", pulse: str | None = "keysight81160a",
                  link_baud: float | None = LINK_BAUD):
         self.physics = physics
+        self._routed: tuple | None = None  # _routing()'s, with its key (board, its state)
+        self._into_hi: tuple | None = None  # _cells_into_hi() of a _routing()
         self.board = VirtualBoard(physics, wl_channels, bl_channels, sl_channels, link_baud=link_baud)
         self.smu = twin_class(SMU_TWINS, smu, "SMU")(self)
         self.pulse = twin_class(PULSE_TWINS, pulse, "pulse generator")(self) if pulse else None
@@ -72,37 +74,90 @@ class SimLab:
         """Per column: +1 if its BL is on HI, -1 if its SL is (the current into HI, BL to SL)."""
         return on_smu[1].astype(float) - on_smu[2]
 
+    def _routing(self) -> tuple[list[np.ndarray], np.ndarray, tuple[np.ndarray, ...]]:
+        """(lines on the SMU, column weights, line voltages with the SMU input floating) of the
+        board's routing now; kept while the board's channel modes and DAC registers are as they
+        were (compared byte for byte: however the board changed them)."""
+        board = self.board
+        key = board, board._modes.tobytes() + board._dac.tobytes()
+        if self._routed is None or self._routed[0][0] is not board or self._routed[0][1] != key[1]:
+            on_smu = self._smu_lines()
+            self._routed = key, (on_smu, self._column_weights(on_smu), board.line_voltages(np.nan))
+        return self._routed[1]
+
+    def _smu_drive(self, v: float) -> list[np.ndarray]:
+        """The line voltages with the SMU at v (NaN: output off), the pulse input floating: what
+        board.line_voltages(v) gives."""
+        on_smu, _, fixed = self._routing()
+        return [np.where(mask, v, line) for mask, line in zip(on_smu, fixed)]
+
     def _into_smu(self, cells: np.ndarray) -> float:
-        return float(cells.sum(axis=0) @ self._column_weights(self._smu_lines()))
+        return float(cells.sum(axis=0) @ self._routing()[1])
 
     def apply(self, v: float | None, duration: float) -> float:
         """SmuLoad: hold the SMU at v (None: output off) for duration; current into HI."""
-        return self._into_smu(self._drive(np.nan if v is None else v, np.nan, duration))
+        return self._into_smu(self.physics.apply(*self._smu_drive(np.nan if v is None else v), duration))
 
     def current(self, v: float) -> float:
         """SmuLoad: current into HI at v, changing nothing."""
-        return self._into_smu(self._drive(v, np.nan, None))
+        return self._into_smu(self.physics.currents(*self._smu_drive(v)))
+
+    def current_function(self) -> Callable[[float], float]:
+        """SmuLoad (optional): current(v) for the chip and routing as they are now, for calls
+        with nothing changing in between (one compliance solve). The cells that can carry
+        current into HI (an open gate, the BL or SL on HI, the other line not floating; kept
+        with the routing) and their conductance are looked up once; each call is then their
+        circuit solve at v (physics._solve) with the column weights: what current(v) computes,
+        without the line voltages of the whole array. A WL on the SMU (the gates follow v)
+        takes current() itself."""
+        physics = self.physics
+        routed = self._routing()
+        if self._into_hi is None or self._into_hi[0] is not routed:
+            self._into_hi = routed, self._cells_into_hi(*routed)
+        cells = self._into_hi[1]
+        if cells is None:
+            return self.current
+        rows, cols, v_gate, w, lines = cells
+        if not rows.size:
+            return lambda v: 0.0
+        formed = physics._formed[rows, cols]
+        g = physics.conductance((rows, cols)) if formed.any() else physics._g[rows, cols]  # pristine: programmed g
+        solve, n = physics._solve, rows.size
+
+        def current(v: float) -> float:
+            v_cell = [(v if bl_on else bl) - (v if sl_on else sl) for bl_on, bl, sl_on, sl in lines]
+            if all(x != 0 for x in v_cell):  # (never NaN: the other line does not float)
+                return float(w @ solve(np.array(v_cell), v_gate, formed, g)[1])
+            biased = np.flatnonzero(np.array(v_cell) != 0)
+            if not biased.size:
+                return 0.0
+            i = solve(np.array(v_cell)[biased], v_gate[biased], formed[biased], g[biased])[1]
+            return float(w[biased] @ i)
+
+        return current
+
+    def _cells_into_hi(self, on_smu, weights, fixed) -> tuple | None:
+        """For current_function: (rows, cols, gate voltages, weights, per cell (BL on HI, V_BL,
+        SL on HI, V_SL)) of the cells that can carry current into HI; None with a WL on HI."""
+        if on_smu[0].any():
+            return None
+        v_wl, v_bl, v_sl = fixed
+        gate = np.where(np.isnan(v_wl), 0.0, v_wl)
+        # a column on HI whose other line floats carries no current (the bias is NaN)
+        cols = np.flatnonzero((weights != 0) & ~np.isnan(np.where(on_smu[1], v_sl, v_bl)))
+        rows = np.flatnonzero(gate > self.physics.p.v_th)
+        rows, cols = np.repeat(rows, cols.size), np.tile(cols, rows.size)
+        lines = list(zip(on_smu[1][cols].tolist(), v_bl[cols].tolist(), on_smu[2][cols].tolist(),
+                         v_sl[cols].tolist()))
+        return rows, cols, gate[rows], weights[cols], lines
 
     def quiet_ramp(self, levels: Sequence[float], duration: float, limit: float) -> np.ndarray:
         """SmuLoad: the readings (A) of the leading levels that form or switch no cell and draw
-        at most `limit`, each held `duration` s (the clock has run for them). Looks ahead in
-        growing chunks, so an active point costs little and a quiet ramp one physics call per
-        chunk."""
-        on_smu = self._smu_lines()
-        weights, fixed = self._column_weights(on_smu), self.board.line_voltages(np.nan)
-        readings, start, size = [], 0, 16
-        while start < len(levels):
-            chunk = np.asarray(levels[start:start + size], dtype=float)[:, None]
-            lines = (np.where(mask, chunk, line) for mask, line in zip(on_smu, fixed))
-            currents, quiet = self.physics.quiet_ramp(*lines, duration, weights)
-            over = np.flatnonzero(np.abs(currents) > limit)
-            used = min(quiet, int(over[0]) if over.size else len(chunk))
-            self.physics.clock.advance(used * duration)
-            readings.append(currents[:used])
-            if used < len(chunk):
-                break
-            start, size = start + used, 2 * size
-        return np.concatenate(readings) if readings else np.empty(0)
+        at most `limit`, each held `duration` s (the clock has run for them): one
+        physics.quiet_ramp, which looks ahead in growing chunks, so an active point costs
+        little and a quiet ramp one pass over its conducting cells."""
+        on_smu, weights, fixed = self._routing()
+        return self.physics.quiet_ramp(*fixed, on_smu, levels, duration, weights, limit)
 
     def hold(self, channel: int, v: float | None, duration: float) -> None:
         """PulseLoad: the generator's channel at v for duration (only channel 1 is cabled)."""

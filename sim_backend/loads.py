@@ -23,7 +23,9 @@ class SmuLoad(Protocol):
         """Current into HI at v volts, changing nothing (to solve compliance)."""
 
     # Optional: quiet_ramp(levels, duration, limit) -> readings of the leading levels that change
-    # nothing and stay within the limit, time passed for them (see quiet_readings).
+    # nothing and stay within the limit, time passed for them (see quiet_readings);
+    # current_function() -> current(v) for the load as it is now, valid until it changes
+    # (see hold_in_compliance).
 
 
 class PulseLoad(Protocol):
@@ -92,22 +94,30 @@ def solve_compliance(current: Callable[[float], float], level: float, limit: flo
 
 
 def hold_in_compliance(current: Callable[[float], float], hold: Callable[[float, float], float],
-                       level: float, limit: float, durations: Iterable[float]
+                       level: float, limit: float, durations: Iterable[float],
+                       freeze: Callable[[], Callable[[float], float]] | None = None
                        ) -> tuple[float, float, bool]:
     """Source `level` for each of `durations` (s, zero ones skipped) through hold(v, duration),
     which returns the current at its end. The voltage is clamped to compliance_voltage, solved
     again per phase and once more at the end, as the load may change while it is held.
 
+    `freeze`, if given (e.g. SimLab.current_function), returns what `current` computes for the
+    load as it is at that moment: each solve, where nothing changes between its evaluations,
+    uses one.
+
     Returns (the voltage at the terminals, the current reading, whether in compliance); in
     compliance the reading is the limit with the sign of the load's current at `level`.
     """
+    def solve(near: float | None) -> tuple[float, float]:
+        return solve_compliance(freeze() if freeze else current, level, limit, near)
+
     v, reading, at_level = level, 0.0, None
     for duration in durations:
         if duration > 0:
-            v, at_level = solve_compliance(current, level, limit, v if v != level else None)
+            v, at_level = solve(v if v != level else None)
             reading = hold(v, duration)
     if v != level or abs(reading) > limit:
-        v, at_level = solve_compliance(current, level, limit, v if v != level else None)
+        v, at_level = solve(v if v != level else None)
         if v == level:  # out of compliance again: back at the programmed level
             reading = at_level
     tripped = v != level

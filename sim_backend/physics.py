@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .clock import VirtualClock
-from .readout import ReadState
+from .readout import _RELAX_STATE, ReadState
 
 DEFAULT_DEVICE_FILE = Path(__file__).with_name("device_cmo_hfox.toml")
 _NEWTON_STEPS = 60
@@ -26,6 +26,8 @@ _SUBSTEPS = 8  # re-solve the series circuit while a cell switches (self-limitin
 _FIT_STEP = 0.05  # V: read_rows fits I(V) up to max|V| rounded up to this (few fits, reused)
 _CHUNK = 1 << 16  # cells per pass of pulse_counts' arithmetic (work buffers of 256-512 kB)
 US = 1e-6
+_SMALL = 4096  # conductance() of fewer cells: plain numpy (a chunked pass costs more calls)
+_READ_CHUNK = _CHUNK  # cells per pass of conductance()'s law (float64 work buffers of 512 kB)
 
 
 def _block_index(rows, cols) -> tuple:
@@ -38,6 +40,16 @@ def _block_index(rows, cols) -> tuple:
         return lines
     r, c = axis(rows), axis(cols)
     return np.ix_(r, c) if not isinstance(r, slice) and not isinstance(c, slice) else (r, c)
+
+
+def _at_least(x: np.ndarray, bound: float, out: np.ndarray) -> np.ndarray:
+    """np.maximum(x, bound, out=out) for a scalar bound, as np.clip (twice as fast here)."""
+    return np.clip(x, bound, np.inf, out=out)
+
+
+def _at_most(x: np.ndarray, bound: float, out: np.ndarray) -> np.ndarray:
+    """np.minimum(x, bound, out=out) for a scalar bound, as np.clip."""
+    return np.clip(x, -np.inf, bound, out=out)
 
 
 def _length(index, n: int) -> int:
@@ -134,6 +146,12 @@ class ArrayPhysics:
 
     def __init__(self, rows: int, cols: int, params: DeviceParams | None = None, seed: int = 0,
                  clock: VirtualClock | None = None):
+        self._configure(rows, cols, params, seed, clock)
+        self.reset()
+
+    def _configure(self, rows: int, cols: int, params: DeviceParams | None, seed: int,
+                   clock: VirtualClock | None) -> None:
+        """Everything but the per-cell state."""
         if rows < 1 or cols < 1:
             raise ValueError(f"array must be at least 1x1, got {rows}x{cols}")
         self.rows, self.cols, self.seed = rows, cols, seed
@@ -142,7 +160,6 @@ class ArrayPhysics:
         self._scratch: dict[tuple, np.ndarray] = {}
         self.p = params or DeviceParams.load()
         self.clock = clock or VirtualClock()
-        self.reset()
 
     @property
     def p(self) -> DeviceParams:
@@ -194,6 +211,11 @@ class ArrayPhysics:
         """
         p = self.p
         age = self.clock.now - self._t_prog[cells]
+        if np.size(age) > _SMALL:  # the same law in chunks (_relaxed)
+            state = [getattr(self, name)[cells] for name in _RELAX_STATE]
+            out = np.empty(np.shape(age))
+            self._relaxed([np.reshape(array, -1) for array in state], self.clock.now, out.reshape(-1))
+            return out
         log_t = np.log(np.maximum(age, 1.0))
         g = self._g[cells]
         measured = p.drift_sigma_slope * log_t + p.drift_sigma_0
@@ -207,6 +229,153 @@ class ArrayPhysics:
         p = self.p
         growth = np.log((np.maximum(age, 0.0) + p.t_read_noise) / (2 * p.t_read_noise))
         return p.read_noise * np.log10(np.maximum(g, US) / US) * np.sqrt(np.maximum(growth, 0.0))
+
+    def _relaxed(self, state, now: float, out: np.ndarray, rel2: np.ndarray | None = None,
+                 expiry: np.ndarray | None = None, fresh: float = 0.0) -> None:
+        """conductance()'s law for flat cells: `state` holds 1-D arrays of the _RELAX_STATE
+        values of the cells (g, t_prog, z_relax, cycles, g_lo, g_hi, formed); `out` (float64)
+        gets their conductance now, `rel2` (if given, float64 or float32) the relative read-noise
+        variance (read_noise_sigma(G, age) / G)^2 of formed cells (0 for pristine ones) and
+        `expiry` (if given) now + fresh max(age, 1 s).
+
+        The same float64 operations as the law's plain numpy form, in chunks of _READ_CHUNK cells
+        with reused work buffers and in place (a fresh temporary of megabytes costs more in page
+        faults than the arithmetic on it), except that squares of square roots are taken as their
+        argument (results equal to a few ulp). Per-cell logs of the age are numbers when every
+        cell of a chunk is younger than 1 s (ln max(t, 1) = 0, the read noise at 1 s) or all
+        share one age (the cells of a dense update); the window closing is skipped for
+        never-cycled cells. A float32 `rel2` is computed in float32 from G (a relative
+        rounding of ~1e-7 of the noise variance, where the float32 read state rounds it anyway).
+        """
+        n = len(state[0])
+        for start in range(0, n, _READ_CHUNK):
+            part = slice(start, min(start + _READ_CHUNK, n))
+            self._relaxed_chunk(*(array[part] for array in state), now, out[part],
+                                None if rel2 is None else rel2[part],
+                                None if expiry is None else expiry[part], fresh)
+
+    def _relaxed_chunk(self, g, t_prog, z_relax, cycles, g_lo, g_hi, formed, now: float, out,
+                       rel2, expiry, fresh: float, split: bool = True) -> None:
+        """_relaxed for at most _READ_CHUNK cells. When at most 1/8 of them are older than the
+        youngest (a dense update leaves its stuck and unpulsed cells older), all are first
+        evaluated at the youngest age (one number: its logs are numbers), then the others on
+        their own."""
+        p, n = self.p, len(g)
+
+        def work(name: str, dtype=np.float64) -> np.ndarray:
+            return self._work("relax_" + name, n, dtype)
+
+        two_t_r = 2 * p.t_read_noise
+        age = np.subtract(now, t_prog, out=work("age"))
+        oldest, youngest = float(age.max()), float(age.min())
+        others = None
+        if split and oldest > 1.0 and oldest != youngest:
+            others = np.flatnonzero(age != youngest)
+            if others.size <= n // 8:
+                oldest = youngest  # every cell as if of that age; the others are redone below
+            else:
+                others = None
+        young = oldest <= 1.0  # max(age, 1) = 1, ln of it 0, min(age, 1) = age
+        shared = oldest == youngest  # one age (a dense update): its logs are numbers
+        # read noise at max(age, 1 s), squared: (read_noise log10(max(g, 1 uS) / 1 uS))^2 growth
+        noise2 = _at_least(g, US, work("noise2"))
+        noise2 /= US
+        np.log10(noise2, out=noise2)
+        noise2 *= p.read_noise
+        noise2 *= noise2
+        if young or shared:
+            at_least_1 = max(oldest, 1.0)
+            log_t = float(np.log(np.float64(at_least_1)))
+            noise2 *= max(float(np.log(np.float64(at_least_1 + p.t_read_noise) / two_t_r)), 0.0)
+            measured = p.drift_sigma_slope * log_t + p.drift_sigma_0
+            spread = np.subtract(measured * measured, noise2, out=noise2)
+        else:
+            at_least_1 = _at_least(age, 1.0, work("at_least_1"))
+            growth = np.add(at_least_1, p.t_read_noise, out=work("growth"))
+            growth /= two_t_r
+            np.log(growth, out=growth)
+            _at_least(growth, 0.0, growth)
+            noise2 *= growth
+            log_t = np.log(at_least_1, out=at_least_1)
+            measured = np.multiply(log_t, p.drift_sigma_slope, out=work("measured"))
+            measured += p.drift_sigma_0
+            measured *= measured
+            spread = np.subtract(measured, noise2, out=noise2)
+        _at_least(spread, 0.0, spread)
+        np.sqrt(spread, out=spread)  # the relaxation's own spread
+        drift = np.multiply(spread, z_relax, out=spread)
+        if young or shared:
+            if log_t:  # -drift_mean ln 1 = -0 adds nothing
+                drift -= p.drift_mean * log_t
+            if shared:
+                drift *= min(oldest, 1.0)
+            else:
+                drift *= age
+        else:
+            drift -= np.multiply(log_t, p.drift_mean, out=work("measured"))
+            drift *= _at_most(age, 1.0, work("ramp"))
+        np.add(g, drift, out=out)
+        # window after cycling (bounds())
+        if cycles.any():
+            closing = np.divide(cycles, p.endurance_n0, out=work("closing"))
+            closing += 1.0
+            np.log10(closing, out=closing)
+            closing *= p.endurance_closing
+            _at_most(closing, 0.9, closing)
+            closing *= np.subtract(g_hi, g_lo, out=work("bound"))
+            bound = np.multiply(closing, 0.25, out=work("bound"))
+            bound += g_lo
+            np.maximum(out, bound, out=out)
+            bound = np.multiply(closing, -0.75, out=bound)
+            bound += g_hi
+            np.minimum(out, bound, out=out)
+        else:
+            np.maximum(out, g_lo, out=out)
+            np.minimum(out, g_hi, out=out)
+        pristine = np.logical_not(formed, out=work("pristine", bool))
+        some_pristine = bool(pristine.any())
+        if some_pristine:
+            np.copyto(out, g, where=pristine)
+        if rel2 is not None:  # (read_noise_sigma(G, age) / G)^2
+            g_now = out
+            if rel2.dtype != np.float64:
+                g_now = work("g_now", rel2.dtype)
+                np.copyto(g_now, out, casting="same_kind")
+            level = _at_least(g_now, US, rel2)
+            level /= US
+            np.log10(level, out=level)
+            level *= p.read_noise
+            level /= g_now
+            level *= level
+            if oldest == youngest:
+                level *= max(float(np.log((np.float64(max(oldest, 0.0)) + p.t_read_noise) / two_t_r)), 0.0)
+            elif youngest >= 1.0:  # the growth at max(age, 1) is this one
+                np.multiply(level, growth, out=level, casting="same_kind")
+            else:
+                growth = _at_least(age, 0.0, work("growth"))
+                growth += p.t_read_noise
+                growth /= two_t_r
+                np.log(growth, out=growth)
+                _at_least(growth, 0.0, growth)
+                np.multiply(level, growth, out=level, casting="same_kind")
+            if some_pristine:
+                np.copyto(rel2, 0.0, where=pristine)
+        if expiry is not None:
+            if young or shared:
+                expiry.fill(now + fresh * max(oldest, 1.0))
+            else:
+                _at_least(age, 1.0, expiry)
+                expiry *= fresh
+                expiry += now
+        if others is not None and others.size:
+            inputs = [array.take(others, out=self._work(f"relax_in_{i}", others.size, array.dtype))
+                      for i, array in enumerate((g, t_prog, z_relax, cycles, g_lo, g_hi, formed))]
+            outputs = [None if array is None else self._work(f"relax_out_{i}", others.size, array.dtype)
+                       for i, array in enumerate((out, rel2, expiry))]
+            self._relaxed_chunk(*inputs, now, *outputs, fresh, split=False)
+            for array, values in zip((out, rel2, expiry), outputs):
+                if array is not None:
+                    array[others] = values
 
     # -- circuit -------------------------------------------------------------------------------
     def _selector(self, v_gate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,8 +404,39 @@ class ArrayPhysics:
 
         Kirchhoff's I_ReRAM(x) = I_T(V - x) has a residual increasing and convex in x; Newton
         started at the linear divider (which over-estimates x) converges monotonically in a few
-        steps.
+        steps. Up to 8 cells (e.g. the cell routed to the SMU) iterate one by one in Python
+        floats, the same laws and arithmetic (results equal to a few ulp; each cell stops when
+        its own step is converged): numpy's per-call cost dominates tiny arrays.
         """
+        if v_cell.size <= 8 and np.shape(v_gate) == np.shape(formed) == np.shape(g) == v_cell.shape:
+            from math import cosh, sinh, tanh
+
+            p = self.p
+            scale = float(np.sinh(p.v_read / p.v_nonlinear) / (p.v_read / p.v_nonlinear))
+            x_out, i_out = np.empty(v_cell.size), np.empty(v_cell.size)
+            try:
+                for k, (v, gate, is_formed, g_k) in enumerate(zip(
+                        v_cell.tolist(), v_gate.tolist(), formed.tolist(), g.tolist())):
+                    overdrive = max(gate - p.v_th, 0.0) / (p.v_gate_ref - p.v_th)
+                    if not overdrive > 0 or v != v or g_k != g_k:
+                        raise ZeroDivisionError  # closed selector or NaN: the array form's rules
+                    a, b = (g_k / scale, p.v_nonlinear) if is_formed else (p.g_pristine, p.v_pristine)
+                    ab = a * b
+                    i_sat, v_knee = p.i_sat_ref * overdrive**2, p.i_sat_ref * p.r_on_ref * overdrive
+                    g_sel = i_sat / v_knee
+                    sign, v = (1.0 if v > 0 else -1.0 if v < 0 else 0.0), abs(v)
+                    x = v * g_sel / (g_sel + a)
+                    for _ in range(_NEWTON_STEPS):
+                        u = x / b
+                        t = tanh((v - x) / v_knee)
+                        step = (ab * sinh(u) - i_sat * t) / (a * cosh(u) + g_sel * (1.0 - t * t))
+                        x = min(max(x - step, 0.0), v)
+                        if abs(step) < 1e-10:
+                            break
+                    x_out[k], i_out[k] = sign * x, sign * ab * sinh(x / b)
+                return x_out, i_out
+            except (OverflowError, ZeroDivisionError):
+                pass  # the array form below (inf / NaN as numpy gives them)
         sign, v = np.sign(v_cell), np.abs(v_cell)
         a, b = self._conduction(formed, g)
         ab = a * b
@@ -278,7 +478,8 @@ class ArrayPhysics:
         on, v, v_gate = self._conducting(v_wl, v_bl, v_sl)
         current = np.zeros(self.shape)
         if on[0].size:
-            current[on] = self._solve(v, v_gate, self._formed[on], self.conductance(on))[1]
+            formed = self._formed[on]  # conductance() of pristine cells is their programmed g
+            current[on] = self._solve(v, v_gate, formed, self.conductance(on) if formed.any() else self._g[on])[1]
         return current
 
     def read_only(self, v: float) -> bool:
@@ -330,21 +531,33 @@ class ArrayPhysics:
             view = self._read.view(v_gate, _FIT_STEP * np.ceil(v_max / _FIT_STEP))
             coef = self._read.cell_array(view, "coef")[(slice(None),) + block]
             noise = self._read.cell_array(view, "noise_slope")[block]
-            v = v_cols.astype(coef.dtype, copy=False)
+            # products as (rows, cols) @ (cols, batch): the cached arrays row-major on the left
+            # (BLAS ~20 % faster than with their transposes on the right), results transposed back
+            v = np.ascontiguousarray(v_cols.T, dtype=coef.dtype)
             v2 = v * v
-            mean, power = v @ coef[0].T, v
+            mean, power = coef[0] @ v, v
             for c in coef[1:]:
                 power = power * v2
-                mean += power @ c.T
-            out = self._noisy(mean, v2 @ noise.T)
+                mean += c @ power
+            out = self._noisy(mean.T, (noise @ v2).T)
         self.clock.advance(len(v_cols) * duration)
         return out
 
     def _noisy(self, mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
-        """mean + a Gaussian draw of the given variance for each element (float64 out)."""
-        noise = self.rng.standard_normal(mean.shape, dtype=mean.dtype)
-        noise *= np.sqrt(np.maximum(variance, 0.0))
-        return (mean + noise).astype(float, copy=False)
+        """mean + a Gaussian draw of the given variance for each element (float64 out, C order).
+        The draws are Box-Muller pairs (_normal_pairs, float32: 6e-8 of a sigma), a quarter of
+        the cost of Generator.standard_normal, which a forward MVM's batch spent ~0.3 ms on."""
+        sigma = np.sqrt(np.maximum(variance, 0.0))
+        out = np.empty(np.shape(mean))
+        np.copyto(out, sigma)
+        flat = out.reshape(-1)
+        for start in range(0, flat.size, 2 * _CHUNK):
+            n = min(flat.size - start, 2 * _CHUNK)
+            first, second = self._normal_pairs((n + 1) // 2)
+            flat[start:start + first.size] *= first
+            flat[start + first.size:start + n] *= second[:n - first.size]
+        out += mean
+        return out
 
     # -- dynamics ------------------------------------------------------------------------------
     def apply(self, v_wl, v_bl, v_sl, duration: float) -> np.ndarray:
@@ -362,47 +575,115 @@ class ArrayPhysics:
             return current
         g_now, i, changed = self._evolve(on, v, v_gate, duration, self.clock.now + duration)
         self.clock.advance(duration)
-        g_end, formed = self.conductance(on), self._formed[on]
+        formed = self._formed[on]
+        if not formed.any():  # pristine cells: conductance() is their programmed g, no read noise
+            if changed or not np.array_equal(self._g[on], g_now):
+                i = self._solve(v, v_gate, formed, self._g[on])[1]
+            self.rng.standard_normal(i.size)  # the draw a formed cell would take (one stream)
+            current[on] = i
+            return current
+        g_end = self.conductance(on)
         if changed or not np.array_equal(g_end, g_now):
             i = self._solve(v, v_gate, formed, g_end)[1]
         sigma = self.read_noise_sigma(g_end, self.clock.now - self._t_prog[on])
         current[on] = np.where(formed, i * (1.0 + sigma / g_end * self.rng.standard_normal(i.size)), i)
         return current
 
-    def quiet_ramp(self, v_wl, v_bl, v_sl, duration: float, weights) -> tuple[np.ndarray, int]:
-        """A ramp of K biases (line voltages of shapes (K, rows), (K, cols), (K, cols)), each to be
-        held `duration` s in turn from now: the current of each at its end, summed over the
-        cells with per-column `weights` (cols,), with read noise; and how many leading biases
-        form or switch no cell. Those are exactly what apply() would give one by one (the
-        conductances are taken at the ramp's start: relaxation moves them by under 1e-9 over
-        a ramp); from the first active bias on, apply() must take over. Nothing changes, not
-        even the clock: the caller advances it by the biases it uses."""
-        v_cell, v_gate = np.asarray(v_bl, dtype=float) - v_sl, np.asarray(v_wl, dtype=float)
-        v_cell, v_gate = np.where(np.isnan(v_cell), 0.0, v_cell), np.where(np.isnan(v_gate), 0.0, v_gate)
-        gate_on, biased = v_gate > self.p.v_th, v_cell != 0
-        rows, cols = np.nonzero(gate_on.any(axis=0))[0], np.nonzero(biased.any(axis=0))[0]
-        level, r, c = np.nonzero(gate_on[:, rows, None] & biased[:, None, cols])
-        on = rows[r], cols[c]
-        currents = np.zeros(len(v_cell))
-        if not level.size:
-            return currents, len(v_cell)
-        p, formed, g = self.p, self._formed[on], self.conductance(on)
-        v_r, i = self._solve(v_cell[level, on[1]], v_gate[level, on[0]], formed, g)
-        active = np.where(formed, ~self._stuck[on] & ((v_r > p.v_set_th) | (v_r < -p.v_reset_th)),
-                          v_r >= self._v_form[on])
-        quiet = int(level[active].min(initial=len(v_cell)))
-        age = self.clock.now + (level + 1) * duration - self._t_prog[on]
-        sigma = self.read_noise_sigma(g, age)
-        i = np.where(formed, i * (1.0 + sigma / g * self.rng.standard_normal(i.size)), i)
-        currents += np.bincount(level, np.asarray(weights, dtype=float)[on[1]] * i, len(v_cell))
-        return currents, quiet
+    def quiet_ramp(self, v_wl, v_bl, v_sl, on_ramp, levels, duration: float, weights,
+                   limit: float = np.inf, first: int = 16) -> np.ndarray:
+        """A ramp on the lines marked by on_ramp = (WL, BL, SL masks): they take levels[k] (V)
+        in turn, each held `duration` s from now, while the other lines stay at v_wl, v_bl, v_sl
+        (shapes (rows,), (cols,), (cols,); NaN floating). Returns the readings of the leading
+        levels that form or switch no cell and whose current through the per-column `weights`
+        (cols,; read noise included) is at most `limit` (A), and advances the clock by them:
+        exactly what apply() would give one by one, so from the first level not taken on,
+        apply() must take over.
+
+        The levels go in chunks of `first`, 2 first, 4 first, ...: each takes the conductances
+        at its start (relaxation moves them by under 1e-9 over a chunk) and one read-noise draw
+        per (level, conducting cell); a chunk with an active level or one over the limit is
+        the last. Only lines that can conduct cost work: a cell needs an open gate and a bias
+        at some level. Pristine cells neither relax nor show read noise, so a ramp on them is
+        solved once for all its levels and its noise draws taken in one call (the same draws:
+        the generator fills element by element)."""
+        p, levels = self.p, np.asarray(levels, dtype=float).reshape(-1)
+        n_levels = levels.size
+        if not n_levels:
+            return np.empty(0)
+        at_level = levels[:, None]
+        wl_on, bl_on, sl_on = (np.asarray(mask, dtype=bool) for mask in on_ramp)
+        v_wl, v_bl, v_sl = (np.asarray(a, dtype=float) for a in (v_wl, v_bl, v_sl))
+        # lines that may conduct: a gate that is open or follows the ramp; a column with one
+        # line on the ramp, or a fixed bias; then their voltages per level (or one for all)
+        fixed_bias = v_bl - v_sl
+        rows = np.flatnonzero(wl_on | (v_wl > p.v_th))
+        cols = np.flatnonzero((bl_on != sl_on) | (~bl_on & ~sl_on & (fixed_bias != 0) & ~np.isnan(fixed_bias)))
+        v_gate = np.where(wl_on[rows], at_level, v_wl[rows]) if wl_on[rows].any() else v_wl[rows][None, :]
+        if (bl_on[cols] | sl_on[cols]).any():
+            v_cell = np.where(bl_on[cols], at_level, v_bl[cols]) - np.where(sl_on[cols], at_level, v_sl[cols])
+        else:
+            v_cell = fixed_bias[cols][None, :]
+        v_gate, v_cell = np.where(np.isnan(v_gate), 0.0, v_gate), np.where(np.isnan(v_cell), 0.0, v_cell)
+        gate_on, biased = v_gate > p.v_th, v_cell != 0
+        keep_rows, keep_cols = np.flatnonzero(gate_on.any(axis=0)), np.flatnonzero(biased.any(axis=0))
+        rows, cols = rows[keep_rows], cols[keep_cols]
+        v_gate, gate_on, v_cell, biased = (v_gate[:, keep_rows], gate_on[:, keep_rows], v_cell[:, keep_cols],
+                                           biased[:, keep_cols])
+        level, r, c = np.nonzero(np.broadcast_to(gate_on[:, :, None] & biased[:, None, :],
+                                                 (n_levels, rows.size, cols.size)))
+        v_pair = v_cell[level if len(v_cell) > 1 else 0, c]
+        gate_pair = v_gate[level if len(v_gate) > 1 else 0, r]
+        # the state of each cell once (the block rows x cols), then per (level, cell)
+        block = np.ix_(rows, cols)
+        formed, stuck, v_form, t_prog = (a[block][r, c] for a in (self._formed, self._stuck, self._v_form,
+                                                                 self._t_prog))
+        w = np.asarray(weights, dtype=float)[cols[c]]
+        bounds = np.searchsorted(level, np.arange(n_levels + 1))  # pairs of level k: bounds[k]:bounds[k + 1]
+        chunks, start, size = [], 0, first  # (start, stop) of each chunk
+        while start < n_levels:
+            chunks.append((start, min(start + size, n_levels)))
+            start, size = chunks[-1][1], 2 * size
+        if not formed.any():  # pristine: no relaxation, no read noise
+            v_r, i = self._solve(v_pair, gate_pair, formed, self._g[block][r, c])
+            currents = np.bincount(level, w * i, n_levels)
+            active = level[v_r >= v_form]
+            over = np.flatnonzero(np.abs(currents) > limit)
+            end = min(int(active[0]) if active.size else n_levels, int(over[0]) if over.size else n_levels)
+            for start, stop in chunks:
+                self.clock.advance((min(end, stop) - start) * duration)
+                if end < stop:
+                    break
+            self.rng.standard_normal(int(bounds[stop]))  # the read-noise draws, one per (level, cell)
+            return currents[:end]
+        readings = []
+        for start, stop in chunks:
+            lo, hi = bounds[start], bounds[stop]
+            currents, quiet = np.zeros(stop - start), stop - start
+            if hi > lo:
+                at, f = level[lo:hi] - start, formed[lo:hi]
+                g = self.conductance(block)[r[lo:hi], c[lo:hi]]
+                v_r, i = self._solve(v_pair[lo:hi], gate_pair[lo:hi], f, g)
+                active = np.where(f, ~stuck[lo:hi] & ((v_r > p.v_set_th) | (v_r < -p.v_reset_th)),
+                                  v_r >= v_form[lo:hi])
+                noise = self.rng.standard_normal(hi - lo)
+                sigma = self.read_noise_sigma(g, self.clock.now + (at + 1) * duration - t_prog[lo:hi])
+                i = np.where(f, i * (1.0 + sigma / g * noise), i)
+                quiet = int(at[active].min(initial=stop - start))
+                currents += np.bincount(at, w[lo:hi] * i, stop - start)
+            over = np.flatnonzero(np.abs(currents) > limit)
+            used = min(quiet, int(over[0]) if over.size else stop - start)
+            self.clock.advance(used * duration)
+            readings.append(currents[:used])
+            if used < stop - start:
+                break
+        return np.concatenate(readings) if readings else np.empty(0)
 
     def _evolve(self, on, v, v_gate, duration, t_end) -> tuple[np.ndarray, np.ndarray, bool]:
         """Forming and switching of the conducting cells `on` over `duration` (s, one for all
         or one per cell) ending at virtual time(s) `t_end`. Returns their conductance and
         current at the start, and whether any cell changed."""
-        p = self.p
-        formed, g_now = self._formed[on], self.conductance(on)
+        p, formed = self.p, self._formed[on]
+        g_now = self.conductance(on) if formed.any() else self._g[on]  # pristine: programmed g
         v_r, i = self._solve(v, v_gate, formed, g_now)
         newly = ~formed & (v_r >= self._v_form[on])
         if newly.any():
@@ -721,8 +1002,13 @@ class ArrayPhysics:
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], params: DeviceParams | None = None) -> "ArrayPhysics":
         meta = json.loads(str(state["meta"]))
-        chip = cls(meta["rows"], meta["cols"], params, seed=meta["seed"], clock=VirtualClock(meta["now"]))
+        chip = cls.__new__(cls)  # no fresh device-to-device draws: the state replaces them all
+        chip._configure(meta["rows"], meta["cols"], params, meta["seed"], VirtualClock(meta["now"]))
         for key in cls.STATE_KEYS:
-            setattr(chip, key, np.array(state[key]))
+            value = np.array(state[key])
+            if value.shape != chip.shape:
+                raise ValueError(f"chip state {key!r} has shape {value.shape}, expected {chip.shape}")
+            setattr(chip, key, value)
+        chip.rng = np.random.default_rng(meta["seed"])
         chip.rng.bit_generator.state = meta["rng"]
         return chip

@@ -16,6 +16,9 @@ module keeps, for every cell,
 
 Arrays are float32 above F32_CELLS cells (matrix products at twice the speed; a rounding of ~1e-7
 relative, four orders below the read noise), float64 below (small arrays are cheap and exact).
+A float32 read state also keeps (sigma / G)^2 in float32 and fits I(V) with the fewest terms
+matching the circuit to its own rounding (2^-24) rather than to 1e-9: 3 terms at 0.2 V, not 4.
+The conductance stays float64 (ArrayPhysics._relaxed, to a few ulp of conductance()).
 """
 from __future__ import annotations
 
@@ -28,6 +31,11 @@ F32_CELLS = 1 << 16
 _GRID = 1 << 15  # conductance grid of the I(V) tables: linear interpolation to < 1e-10 relative
 _MAX_TERMS = 4  # odd terms of I(V): V, V^3, V^5, V^7
 _TERM_RTOL = 1e-9  # fewest terms whose polynomial matches the circuit this closely up to v_max
+_TERM_RTOL_F32 = 2.0 ** -24  # the same in a float32 read state: its own rounding (half an ulp)
+_RELAX_STATE = ("_g", "_t_prog", "_z_relax", "_cycles", "_g_lo", "_g_hi", "_formed")  # what conductance() reads
+_DERIVE_CHUNK = 1 << 16  # cells per pass of the per-cell arrays' interpolation (work buffers)
+_GROUPS = {"at_max": ("at_max", "noise_at_max"), "noise_at_max": ("at_max", "noise_at_max"),
+           "coef": ("coef", "noise_slope"), "noise_slope": ("coef", "noise_slope")}
 _DRIVE_STEP = 8  # drive tables of pulse_counts take every 8th node of the grid
 _KEPT = 4  # read configurations (forward, backward, ...) and pulse amplitudes kept tabulated
 
@@ -41,8 +49,13 @@ class _View:
     at_max: np.ndarray  # (_GRID,) exact I(v_max)
     pristine: np.ndarray  # (terms,) coefficients of every pristine cell
     pristine_at_max: float
+    rises: np.ndarray = field(init=False)  # (terms, _GRID - 1) tables[:, i + 1] - tables[:, i]
+    rise_at_max: np.ndarray = field(init=False)
     cells: dict[str, np.ndarray] = field(default_factory=dict)  # lazily built per-cell arrays
-    dirty: np.ndarray | None = None  # cells refreshed since `cells` were derived
+    dirty: object = None  # cells refreshed since `cells` were derived: None, a flat mask or ... (all)
+
+    def __post_init__(self) -> None:
+        self.rises, self.rise_at_max = np.diff(self.tables), np.diff(self.at_max)
 
 
 class ReadState:
@@ -99,33 +112,45 @@ class ReadState:
 
     # -- per-cell state --------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Bring the conductance and noise of stale cells up to the clock."""
+        """Bring the conductance and noise of stale cells up to the clock (ArrayPhysics._relaxed:
+        chunked, in reused buffers; the cells' state gathered by flat index when they are few)."""
         chip, now = self.chip, self.chip.clock.now
         if self.expiry is not None and now <= self.fresh_until and now >= self._evaluated_at:
             return
+        size = chip.rows * chip.cols
         if self.expiry is None or now < self._evaluated_at:
             stale = ...
             self.g = np.empty(chip.shape)
-            self.rel2 = np.empty(chip.shape)
+            self.rel2 = np.empty(chip.shape, dtype=self.dtype)
             self.expiry = np.empty(chip.shape)
         else:
-            stale = np.nonzero(self.expiry < now)
-            if stale[0].size > chip.rows * chip.cols // 4:
+            stale = np.flatnonzero(self.expiry < now)
+            if stale.size > size // 4:
                 stale = ...
-        age = now - chip._t_prog[stale]
-        g = chip.conductance(stale)
-        formed = chip._formed[stale]
-        self.g[stale] = g
-        self.rel2[stale] = np.where(formed, (chip.read_noise_sigma(g, age) / g) ** 2, 0.0)
-        self.expiry[stale] = now + FRESH * np.maximum(age, 1.0)
+        outputs = self.g.reshape(-1), self.rel2.reshape(-1), self.expiry.reshape(-1)
+        state = [chip._flat(name) for name in _RELAX_STATE]
+        if stale is ...:
+            chip._relaxed(state, now, *outputs, fresh=FRESH)
+        else:
+            for start in range(0, stale.size, _DERIVE_CHUNK):
+                part = stale[start:start + _DERIVE_CHUNK]
+                gathered = [array.take(part, out=chip._work(f"gather_{i}", part.size, array.dtype))
+                            for i, array in enumerate(state)]
+                values = [chip._work(f"values_{i}", part.size, array.dtype)
+                          for i, array in enumerate(outputs)]
+                chip._relaxed(gathered, now, *values, fresh=FRESH)
+                for array, value in zip(outputs, values):
+                    array[part] = value
         self.fresh_until = float(self.expiry.min())
         self._evaluated_at = now
         for view in self.views.values():  # derived arrays follow when a read asks for them
+            if not view.cells or view.dirty is ...:
+                continue
             if stale is ...:
-                view.cells, view.dirty = {}, None
-            elif view.cells:
+                view.dirty = ...
+            else:
                 if view.dirty is None:
-                    view.dirty = np.zeros(chip.shape, dtype=bool)
+                    view.dirty = np.zeros(size, dtype=bool)
                 view.dirty[stale] = True
 
     def reram_voltage(self, v_cell: float, v_gate: float, g: np.ndarray) -> np.ndarray:
@@ -178,36 +203,83 @@ class ReadState:
     def cell_array(self, view: _View, name: str) -> np.ndarray:
         """A per-cell array of `view`, up to date: "at_max" (I(v_max)), "noise_at_max"
         ((I(v_max) sigma / G)^2), "coef" ((terms, rows, cols) c_k) or "noise_slope"
-        ((c_0 sigma / G)^2 with c_0 the small-signal slope)."""
+        ((c_0 sigma / G)^2 with c_0 the small-signal slope). The arrays come in pairs (at_max
+        with noise_at_max, coef with noise_slope) from one interpolation; after a refresh they
+        are re-derived in place, at the refreshed cells only when those are few."""
         self.refresh()
         if view.dirty is not None:
-            cells = np.nonzero(view.dirty)
-            for known in view.cells:
-                view.cells[known] = self._derive(view, known, cells, view.cells[known])
+            cells = view.dirty if view.dirty is ... else np.flatnonzero(view.dirty)
             view.dirty = None
+            for group in {_GROUPS[known] for known in view.cells}:
+                self._derive(view, group, cells)
         if name not in view.cells:
-            view.cells[name] = self._derive(view, name, ..., None)
+            self._derive(view, _GROUPS[name], ...)
         return view.cells[name]
 
-    def _derive(self, view: _View, name: str, cells, out: np.ndarray | None) -> np.ndarray:
-        g, formed = self.g[cells], self.chip._formed[cells]
-        if name in ("at_max", "noise_at_max"):
-            value = np.where(formed, _interp(view.at_max, g, view.g_top), view.pristine_at_max)
-            if name == "noise_at_max":
-                value = value * value * self.rel2[cells]
-        elif name == "coef":
-            pristine = np.reshape(view.pristine, (-1,) + (1,) * np.ndim(g))
-            value = np.where(formed, _interp(view.tables, g, view.g_top), pristine)
-        else:  # noise_slope
-            slope = np.where(formed, _interp(view.tables[0], g, view.g_top), view.pristine[0])
-            value = slope * slope * self.rel2[cells]
-        if out is None or cells is ...:
-            return np.ascontiguousarray(value, dtype=self.dtype)
-        if name == "coef":
-            out[(slice(None),) + cells] = value
-        else:
-            out[cells] = value
-        return out
+    def _derive(self, view: _View, group: tuple[str, str], cells) -> None:
+        """Interpolate the pair `group` of per-cell arrays at `cells` (... for all: into the
+        arrays already held, or new ones; otherwise flat indices), in chunks of _DERIVE_CHUNK
+        with reused float64 buffers: the same float64 arithmetic as _interp, cast to the read
+        state's dtype on the last operation."""
+        chip, dtype = self.chip, self.dtype
+        value_name, noise_name = group
+        coef = value_name == "coef"
+        tables = view.tables if coef else view.at_max[None, :]
+        rises = view.rises if coef else view.rise_at_max[None, :]
+        pristine = view.pristine if coef else np.array([view.pristine_at_max])
+        shape = (len(tables),) + chip.shape if coef else chip.shape
+        if value_name not in view.cells:
+            view.cells[value_name] = np.empty(shape, dtype)
+            view.cells[noise_name] = np.empty(chip.shape, dtype)
+            cells = ...
+        values = view.cells[value_name].reshape(len(tables), -1)
+        noise = view.cells[noise_name].reshape(-1)
+        g, rel2, formed = self.g.reshape(-1), self.rel2.reshape(-1), chip._flat("_formed")
+        n_cells = g.size if cells is ... else cells.size
+        scale = (_GRID - 1) / view.g_top
+        for start in range(0, n_cells, _DERIVE_CHUNK):
+            stop = min(start + _DERIVE_CHUNK, n_cells)
+            n = stop - start
+
+            def work(name: str, dtype=np.float64) -> np.ndarray:
+                return chip._work("derive_" + name, n, dtype)
+
+            if cells is ...:
+                part = slice(start, stop)
+                g_part, rel2_part, formed_part = g[part], rel2[part], formed[part]
+            else:
+                part = cells[start:stop]
+                g_part = g.take(part, out=work("g"))
+                rel2_part = rel2.take(part, out=work("rel2", rel2.dtype))
+                formed_part = formed.take(part, out=work("formed", bool))
+            u = np.multiply(g_part, scale, out=work("u"))
+            whole = np.floor(u, out=work("whole"))  # u >= 0: the truncation of _interp
+            if whole[-1] > _GRID - 2 or whole.max() > _GRID - 2:
+                np.minimum(whole, _GRID - 2, out=whole)
+            u -= whole  # the fraction
+            i = work("i", np.intp)
+            np.copyto(i, whole, casting="unsafe")
+            pristine_part = np.logical_not(formed_part, out=work("pristine", bool))
+            some_pristine = bool(pristine_part.any())
+            low, high = work("low"), work("high")
+            for k, (table, rise) in enumerate(zip(tables, rises)):
+                table.take(i, out=low, mode="clip")  # i is in range: clip only skips the check
+                rise.take(i, out=high, mode="clip")  # table[i + 1] - table[i]
+                high *= u
+                high += low
+                if some_pristine:
+                    np.copyto(high, pristine[k], where=pristine_part)
+                if k == 0:
+                    slope2 = np.multiply(high, high, out=low)
+                    if cells is ...:
+                        np.multiply(slope2, rel2_part, out=noise[part], casting="same_kind")
+                    else:
+                        slope2 *= rel2_part
+                        noise[part] = slope2
+                if cells is ...:
+                    np.copyto(values[k, part], high, casting="same_kind")
+                else:
+                    values[k, part] = high
 
     def _tabulate(self, v_gate: float, v_max: float) -> _View:
         """I(V) of formed cells over a grid of G and of pristine cells, through exact solves at
@@ -220,6 +292,7 @@ class ReadState:
         def solve(v: float) -> np.ndarray:
             return chip._solve(np.full(g.size, v), np.full(g.size, v_gate), formed, g)[1]
 
+        tolerance = _TERM_RTOL if self.dtype == np.float64 else _TERM_RTOL_F32
         check = v_max * np.array([0.13, 0.37, 0.61, 0.89])
         exact = np.array([solve(v) for v in check])
         for terms in range(1, _MAX_TERMS + 1):
@@ -228,9 +301,10 @@ class ReadState:
             currents = np.array([solve(v) for v in nodes])
             tables = np.linalg.solve(nodes[:, None] ** powers, currents)
             fitted = (check[:, None] ** powers) @ tables
-            if np.max(np.abs(fitted - exact) / np.abs(exact)) < _TERM_RTOL:
+            if np.max(np.abs(fitted - exact) / np.abs(exact)) < tolerance:
                 break
-        return _View(g_top, tables[:, :-1], currents[-1, :-1], tables[:, -1], float(currents[-1, -1]))
+        return _View(g_top, np.ascontiguousarray(tables[:, :-1]), np.ascontiguousarray(currents[-1, :-1]),
+                     tables[:, -1], float(currents[-1, -1]))
 
 
 def _remember(cache: dict, key, make):

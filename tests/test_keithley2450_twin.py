@@ -200,3 +200,27 @@ def test_a_rearmed_list_sweep_reads_what_a_fresh_one_reads():
     np.testing.assert_allclose(runs[2], runs[0], rtol=1e-6)
     np.testing.assert_allclose(runs[3], runs[0], rtol=1e-6)
     np.testing.assert_allclose(runs[4], 2 * runs[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["pristine", "formed", "sl_on_hi", "floating_sl", "two_rows"])
+def test_the_labs_frozen_current_equals_its_current(tmp_path, case):
+    """SimLab.current_function (what the twin's compliance solves use) computes what
+    SimLab.current computes, for a pristine or formed cell, the SMU on the SL, a floating
+    other line (no current) and two open gates on one column."""
+    from instruments.fpga import LineMode
+    from labctl.station import Station
+
+    with Station.open("sim:4x4", sim_state=tmp_path / "c.npz", seed=3) as station:
+        lab, xbar, chip = station.lab, station.crossbar, station.config.chip
+        if case != "pristine":
+            xbar.sweep(1, 2, np.arange(2.9, 4.0, 0.05), 100e-6, 1.2, stop_at_limit=True)
+        bl, sl = {"sl_on_hi": (LineMode.GROUND, LineMode.SMU),
+                  "floating_sl": (LineMode.SMU, LineMode.FLOAT)}.get(case, (LineMode.SMU, LineMode.GROUND))
+        xbar.connect_cell(1, 2, 1.2, bl=bl, sl=sl)
+        if case == "two_rows":
+            station.board.set_dac({chip.wl_channels[3]: 1.0})
+            station.board.route({chip.wl_channels[3]: LineMode.DAC})
+        frozen = lab.current_function()
+        for v in (-1.5, -0.2, 0.0, 0.2, 0.7, 1.9, 3.0):
+            assert frozen(v) == pytest.approx(lab.current(v), rel=1e-13, abs=0.0)
+        assert (frozen(0.5) == 0.0) == (case == "floating_sl")

@@ -385,3 +385,232 @@ def test_pulse_counts_start_from_the_read_state_only_while_it_is_fresh():
     for c in (chip, twin):
         c.pulse_counts(counts, -1.3, 1.2, 100e-9, 200e-9)
     np.testing.assert_array_equal(chip.g, twin.g)
+
+
+def test_a_state_whose_array_has_the_wrong_shape_is_refused_by_name():
+    state = ArrayPhysics(3, 5, seed=7).state()
+    state["cycles"] = np.zeros((5, 3))
+    with pytest.raises(ValueError, match=r"chip state 'cycles' has shape \(5, 3\), expected \(3, 5\)"):
+        ArrayPhysics.from_state(state)
+
+
+# -- the chunked read state (ArrayPhysics._relaxed, ReadState.refresh / _derive) -----------------
+def plain_conductance(chip, cells=...):
+    """conductance()'s law (its docstring) in plain float64 numpy: the reference of its chunked,
+    buffer-reusing form."""
+    p = chip.p
+    age = chip.clock.now - chip._t_prog[cells]
+    log_t = np.log(np.maximum(age, 1.0))
+    g = chip._g[cells]
+    measured = p.drift_sigma_slope * log_t + p.drift_sigma_0
+    spread = np.sqrt(np.maximum(measured**2 - chip.read_noise_sigma(g, np.maximum(age, 1.0))**2, 0.0))
+    drift = np.minimum(age, 1.0) * (-p.drift_mean * log_t + spread * chip._z_relax[cells])
+    lo, hi = chip.bounds(cells)
+    return np.where(chip._formed[cells], np.minimum(np.maximum(g + drift, lo), hi), g)
+
+
+def varied_chip(rows, cols, ages: str, seed=5) -> ArrayPhysics:
+    """Random conductances (some outside the window: clipped), relaxation draws, cycles (some
+    cells never cycled) and a few pristine cells, programmed `ages` ago: "young" (all < 1 s,
+    some in the future), "shared" (one age < 1 s), "aged" (1 s to 4 months), "mixed" (0.1 ms
+    to 10 days), "updated" / "updated young" (one age, 2.5 s / 0.5 s, but 5 % of the cells
+    older: a dense update's stuck and unpulsed cells)."""
+    rng = np.random.default_rng(seed)
+    chip = ArrayPhysics(rows, cols, seed=seed)
+    chip.formed[:] = rng.random(chip.shape) < 0.95
+    chip.g[:] = np.where(chip.formed, rng.uniform(0.8 * chip.g_lo, 1.1 * chip.g_hi), chip.p.g_pristine)
+    chip.z_relax[:] = 2 * rng.standard_normal(chip.shape)
+    chip.cycles[:] = np.where(rng.random(chip.shape) < 0.5, 10 ** rng.uniform(0, 9, chip.shape), 0.0)
+    chip.clock.advance(1e7)
+    older = rng.random(chip.shape) < 0.05
+    age = {"young": rng.uniform(-0.1, 1.0, chip.shape), "shared": np.full(chip.shape, 0.25),
+           "aged": 10 ** rng.uniform(0, 7, chip.shape), "mixed": 10 ** rng.uniform(-4, 6, chip.shape),
+           "updated": np.where(older, 10 ** rng.uniform(1, 6, chip.shape), 2.5),
+           "updated young": np.where(older, 10 ** rng.uniform(0, 6, chip.shape), 0.5)}[ages]
+    chip.t_prog[:] = 1e7 - age
+    return chip
+
+
+@pytest.mark.parametrize("ages", ["young", "shared", "aged", "mixed", "updated", "updated young"])
+def test_chunked_conductance_and_read_state_follow_the_plain_law(monkeypatch, ages):
+    import sim_backend.physics as physics
+    from sim_backend.readout import FRESH
+    monkeypatch.setattr(physics, "_READ_CHUNK", 1000)  # several chunks and a ragged last one
+    chip = varied_chip(80, 70, ages)
+    picked = np.nonzero(np.random.default_rng(1).random(chip.shape) < 0.9)
+    assert chip.rows * chip.cols > physics._SMALL and picked[0].size > physics._SMALL  # the chunked path
+    g = chip.conductance()
+    np.testing.assert_allclose(g, plain_conductance(chip), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(chip.conductance(picked), plain_conductance(chip, picked), rtol=1e-12, atol=0)
+    few = (np.array([0, 5, 79]), np.array([3, 3, 69]))  # the plain path
+    np.testing.assert_array_equal(chip.conductance(few), plain_conductance(chip, few))
+    read = chip._read
+    read.refresh()
+    age = chip.clock.now - chip._t_prog
+    rel2 = np.where(chip._formed, (chip.read_noise_sigma(g, age) / g) ** 2, 0.0)
+    np.testing.assert_allclose(read.g, g, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(read.rel2, rel2, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(read.expiry, chip.clock.now + FRESH * np.maximum(age, 1.0), rtol=1e-15)
+
+
+def test_float32_read_state_rel2_is_rounded_only():
+    chip = varied_chip(260, 260, "mixed")  # above F32_CELLS: a float32 read state
+    g = chip.conductance()
+    read = chip._read
+    read.refresh()
+    assert read.rel2.dtype == np.float32 and read.g.dtype == np.float64
+    age = chip.clock.now - chip._t_prog
+    rel2 = np.where(chip._formed, (chip.read_noise_sigma(g, age) / g) ** 2, 0.0)
+    np.testing.assert_allclose(read.g, g, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(read.rel2, rel2, rtol=1e-6, atol=0)
+
+
+def test_read_state_after_programming_equals_a_fresh_one(monkeypatch):
+    """The read state refreshed (few cells: by flat index; many: in place) after programming or
+    the clock passing its expiry holds what a new read state computes from scratch."""
+    import sim_backend.physics as physics
+    import sim_backend.readout as readout
+    monkeypatch.setattr(physics, "_READ_CHUNK", 1000)
+    monkeypatch.setattr(readout, "_DERIVE_CHUNK", 700)
+    chip = formed_chip(40, 50, seed=4)
+    chip.g[:] = np.random.default_rng(2).uniform(chip.g_lo, chip.g_hi)
+    chip.formed[7, 7] = False
+    rows, cols = np.arange(40), np.arange(50)
+    x, v = np.ones((2, 40)), np.full((2, 50), 0.2)
+
+    def read_all() -> dict:
+        chip.read_forward(rows, cols, x, 0.2, 1.2, 1e-6)
+        chip.read_rows(rows, cols, v, 1.2, 1e-6)
+        return snapshot()
+
+    def snapshot() -> dict:
+        state = chip._read
+        arrays = {(key, name): a.copy() for key, view in state.views.items() for name, a in view.cells.items()}
+        return arrays | {"g": state.g.copy(), "rel2": state.rel2.copy(), "expiry": state.expiry.copy()}
+
+    def from_scratch() -> dict:
+        """What a new read state computes at the time the cached one was evaluated."""
+        later, chip.clock.now = chip.clock.now, chip._read._evaluated_at
+        chip._read.invalidate()
+        view = chip._read.view(1.2, 0.2)
+        for name in ("at_max", "noise_at_max", "coef", "noise_slope"):
+            chip._read.cell_array(view, name)
+        chip.clock.now = later
+        return snapshot()
+
+    before = read_all()
+    assert len(before) == 7  # one view: at_max, noise_at_max, coef, noise_slope; g, rel2, expiry
+    few, many = np.zeros((40, 50), dtype=np.uint32), np.full((40, 50), 3, dtype=np.uint32)
+    few[3, 4:9] = 5
+    for event in ("few", "many", "clock", "few"):
+        if event == "clock":
+            chip.clock.advance(30.0)
+        else:
+            chip.pulse_counts(few if event == "few" else many, 1.35, 1.2, 100e-9, 200e-9)
+        # refreshed: the pulsed cells (few) or all of them (more than a quarter stale); the
+        # others keep what they were evaluated to, at their own earlier time
+        pulsed = (few > 0) & chip._formed & ~chip._stuck
+        refreshed = pulsed if event == "few" else np.ones(chip.shape, dtype=bool)
+        cached = read_all()
+        changed = ~np.isclose(cached[((1.2, 0.2), "at_max")], before[((1.2, 0.2), "at_max")], rtol=1e-9)
+        if event == "few":
+            assert changed.sum() == pulsed.sum() > 0
+        else:  # all but the pristine cell and a few at a bound
+            assert changed.sum() > 1800
+        fresh = from_scratch()
+        assert fresh.keys() == cached.keys()
+        for key, value in fresh.items():
+            np.testing.assert_allclose(cached[key][..., refreshed], value[..., refreshed], rtol=1e-12, atol=0,
+                                       err_msg=str(key))
+            np.testing.assert_array_equal(cached[key][..., ~refreshed], before[key][..., ~refreshed], err_msg=str(key))
+        before = cached
+
+
+def test_float32_read_state_fits_its_polynomial_to_its_own_rounding():
+    """A float32 read state takes the fewest odd terms matching the circuit to its own rounding
+    (3 at 0.2 V, where float64 takes 4), and still reads the exact circuit."""
+    chip = formed_chip(260, 260, seed=8)
+    chip.g[:] = np.random.default_rng(3).uniform(chip.g_lo, chip.g_hi)
+    chip.p = replace(chip.p, read_noise=0.0)
+    rows, cols = np.array([0, 5, 9]), np.arange(10, 16)
+    v = np.random.default_rng(4).uniform(0.05, 0.2, (5, cols.size)) * np.sign(np.arange(6) - 2.5)
+    exact = []
+    for vb in v:
+        v_bl, v_sl = np.full(260, NAN), np.full(260, NAN)
+        v_bl[cols], v_sl[cols] = vb, 0.0
+        v_wl = np.zeros(260)
+        v_wl[rows] = 1.2
+        exact.append(chip.currents(v_wl, v_bl, v_sl)[rows][:, cols].sum(axis=1))
+    exact = np.array(exact)
+    read = chip.read_rows(rows, cols, v, 1.2, 1e-6)
+    np.testing.assert_allclose(read, exact, rtol=0, atol=1e-6 * np.abs(exact).max())
+    assert [view.tables.shape[0] for view in chip._read.views.values()] == [3]
+    small = formed_chip(6, 5)
+    assert small._read.view(1.2, 0.2).tables.shape[0] == 4
+
+
+def test_batched_read_noise_is_standard_normal_per_element():
+    chip = ArrayPhysics(2, 2, seed=3)
+    sigma = np.linspace(1.0, 3.0, 300)[None, :]
+    z = chip._noisy(np.full((4000, 300), 5.0), np.broadcast_to(sigma**2, (4000, 300))) - 5.0
+    z /= sigma
+    assert abs(z.mean()) < 5 / np.sqrt(z.size)
+    assert z.std() == pytest.approx(1.0, abs=5 * np.sqrt(0.5 / z.size))
+    assert np.mean(z**4) == pytest.approx(3.0, abs=0.03)  # normal, not uniform or a mixture
+    assert abs(np.corrcoef(z[:, :-1].ravel(), z[:, 1:].ravel())[0, 1]) < 5 / np.sqrt(z.size)
+    assert np.all(np.abs(z.mean(axis=0)) < 5.5 / np.sqrt(4000))  # every column drawn alike
+
+
+def test_the_few_cell_circuit_solve_equals_the_array_form():
+    """Up to 8 cells _solve iterates per cell in Python floats; padded past 8 the same cells go
+    through the array form: equal to a few ulp (both converged)."""
+    chip, rng = ArrayPhysics(2, 2, seed=0), np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 9))
+        v, v_gate = rng.uniform(-4, 4, n), rng.uniform(0.45, 2.0, n)
+        formed, g = rng.random(n) < 0.5, rng.uniform(1e-6, 200e-6, n)
+        few = chip._solve(v, v_gate, formed, g)
+        pad = [np.concatenate([a, np.full(9, fill, dtype=a.dtype)])
+               for a, fill in ((v, 1.0), (v_gate, 1.2), (formed, True), (g, 1e-5))]
+        for got, want in zip(few, chip._solve(*pad)):
+            np.testing.assert_allclose(got, want[:n], rtol=1e-13, atol=1e-300)
+
+
+def test_normal_draws_split_into_chunks_are_one_draw():
+    """quiet_ramp takes the read-noise draws of a pristine ramp's chunks in one call: the same
+    numbers and generator state as chunk by chunk."""
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    sizes = [16, 32, 64, 0, 128, 7]
+    chunked = np.concatenate([a.standard_normal(n) for n in sizes])
+    np.testing.assert_array_equal(chunked, b.standard_normal(sum(sizes)))
+    assert a.bit_generator.state == b.bit_generator.state
+
+
+@pytest.mark.parametrize("formed", [False, True])
+def test_a_quiet_ramp_reads_what_apply_reads_level_by_level(formed):
+    """One cell's BL ramped (SL grounded, its gate open, a neighbour column biased but not on
+    the ramp): quiet_ramp's readings, stop and clock equal apply() level by level on a twin chip
+    with the same draws, up to the first level that forms the pristine cell (or, formed, the
+    first level that switches it)."""
+    chips = [ArrayPhysics(3, 4, seed=2) for _ in range(2)]
+    for chip in chips:
+        if formed:
+            chip.apply(np.array([0.0, 1.2, 0.0]), np.array([0.0, 4.0, 0.0, 0.0]), np.zeros(4), 1e-3)
+            chip.clock.advance(10.0)
+    chip, twin = chips
+    v_wl, v_bl, v_sl = np.array([0.0, 1.2, 0.0]), np.array([0.0, NAN, 0.3, 0.0]), np.zeros(4)
+    on_ramp = (np.zeros(3, bool), np.array([False, True, False, False]), np.zeros(4, bool))
+    weights = np.array([0.0, 1.0, 0.0, 0.0])
+    levels = np.arange(0.0, 4.0, 0.01)
+    readings = chip.quiet_ramp(v_wl, v_bl, v_sl, on_ramp, levels, 1e-3, weights)
+    assert 0 < len(readings) < len(levels)
+    t0 = twin.clock.now
+    for k, level in enumerate(levels[:len(readings)]):
+        bl = v_bl.copy()
+        bl[1] = level
+        want = twin.apply(v_wl, bl, v_sl, 1e-3)[:, 1].sum()
+        # formed: the conductance is taken at each chunk's start (relaxation within it)
+        assert readings[k] == pytest.approx(want, rel=1e-5 if formed else 1e-12, abs=1e-300)
+    assert chip.clock.now == pytest.approx(twin.clock.now, rel=1e-12)
+    assert twin.clock.now > t0
+    np.testing.assert_array_equal(chip.formed, twin.formed)
