@@ -112,8 +112,8 @@ def test_abort_mid_run_reaches_the_safe_state_within_a_second(qtbot, window):
 
 def test_all_outputs_off_aborts_the_run_and_makes_the_station_safe(qtbot, window):
     w = window
-    start(qtbot, w, "forming")
-    qtbot.waitUntil(lambda: w.live.points().get("forming ramps: I vs V per cell", 0) > 0, timeout=30_000)
+    start(qtbot, w, "pulse_response", n_pulses=20000, cycles=1)  # a run that lasts: forming 4x8 ends in ~0.1 s
+    qtbot.waitUntil(lambda: w.live.points().get("conductance under identical pulses", 0) > 20, timeout=30_000)
     with qtbot.waitSignals([w.run_done, w.worker.safe_state_done], timeout=5000, order="strict") as signals:
         qtbot.mouseClick(w.off_button, Qt.MouseButton.LeftButton)
     result, (ok, error) = signals.all_signals_and_args[0].args[0], signals.all_signals_and_args[1].args
@@ -128,17 +128,17 @@ def test_all_outputs_off_aborts_the_run_and_makes_the_station_safe(qtbot, window
 
 def test_closing_the_window_during_a_run_aborts_it_and_keeps_the_data(qtbot, window):
     w = window
-    start(qtbot, w, "forming")
-    qtbot.waitUntil(lambda: w.live.points().get("forming ramps: I vs V per cell", 0) > 0, timeout=30_000)
+    start(qtbot, w, "pulse_response", n_pulses=20000, cycles=1)  # a run that lasts: forming 4x8 ends in ~0.1 s
+    qtbot.waitUntil(lambda: w.live.points().get("conductance under identical pulses", 0) > 20, timeout=30_000)
     lab = w.worker.station.lab
     with qtbot.waitSignal(w.closed, timeout=15_000):
         w.close()
     assert not w.isVisible()
     assert_safe(lab)
     runs = list_runs(w.out)
-    assert [(r["protocol"], r["status"]) for r in runs] == [("forming", "aborted")]
+    assert [(r["protocol"], r["status"]) for r in runs] == [("pulse_response", "aborted")]
     run = load_run(w.out, runs[0]["run_id"])
-    assert len(run["data"]["ramp"]) > 0 and len(run["data"]["cells"]) > 0
+    assert len(run["data"]["trace"]) > 20
     assert (w.out.parent / "chip.npz").exists()  # the simulated chip was saved on close
 
 
