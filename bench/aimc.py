@@ -29,17 +29,16 @@ if __name__ == "__main__":  # BLAS threads are fixed when numpy loads
 import argparse
 import json
 import resource
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from aihwkit_side import aihwkit_report
 from labctl.station import Station
 from timing import best
 
-AIHWKIT_PYTHON = Path(os.environ.get("AIHWKIT_HOME", Path.home() / ".cache/labctl-aihwkit")) / "venv/bin/python"
 TRAIN = 31  # slots of a parallel-update train
 AGE = 3600.0  # s since programming: steady-state inference
 
@@ -100,19 +99,6 @@ def measure(n: int, batch: int, repeats: int, rng: np.random.Generator) -> dict:
         return result
 
 
-def aihwkit(args) -> dict:
-    """bench/aihwkit_ops.py's JSON, or why there is none."""
-    if not AIHWKIT_PYTHON.exists():
-        return {"skipped": f"no {AIHWKIT_PYTHON}: run bench/setup_aihwkit.sh first"}
-    command = [str(AIHWKIT_PYTHON), str(Path(__file__).with_name("aihwkit_ops.py")),
-               "--sizes", *map(str, args.sizes), "--batch", str(args.batch),
-               "--repeats", str(args.repeats), "--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode:
-        return {"skipped": f"aihwkit_ops.py failed: {done.stderr.strip()[-500:]}"}
-    return json.loads(done.stdout)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 512])
@@ -125,7 +111,8 @@ def main() -> None:
     report = {"batch": args.batch, "threads": args.threads, "train_slots": TRAIN,
               "sizes": {f"{n}x{n}": measure(n, args.batch, args.repeats, rng) for n in args.sizes}}
     if args.aihwkit:
-        theirs = report["aihwkit"] = aihwkit(args)
+        theirs = report["aihwkit"] = aihwkit_report("--sizes", *map(str, args.sizes), "--batch", str(args.batch),
+                                                    "--repeats", str(args.repeats), "--threads", str(args.threads))
         for n in args.sizes:
             ours, other = report["sizes"][f"{n}x{n}"], theirs.get("sizes", {}).get(str(n), {})
             pairs = {"forward": ("forward_mvm", "forward_s"), "backward": ("backward_mvm", "backward_s"),

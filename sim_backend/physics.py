@@ -600,7 +600,8 @@ class ArrayPhysics:
         apply() must take over.
 
         The levels go in chunks of `first`, 2 first, 4 first, ...: each takes the conductances
-        at its start (relaxation moves them by under 1e-9 over a chunk) and one read-noise draw
+        at its start (relaxation moves them by a few 1e-7 relative over a chunk, two
+        orders below the read noise) and one read-noise draw
         per (level, conducting cell); a chunk with an active level or one over the limit is
         the last. Only lines that can conduct cost work: a cell needs an open gate and a bias
         at some level. Pristine cells neither relax nor show read noise, so a ramp on them is
