@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sim_backend.clock import VirtualClock
-from sim_backend.physics import ArrayPhysics, DeviceParams
+from labctl.sim.clock import VirtualClock
+from labctl.sim.physics import ArrayPhysics, DeviceParams
 
 V_GATE, V_READ, V_SET, V_RESET, WIDTH = 1.2, 0.2, 1.35, 1.5, 100e-9
 G_START, TARGET_LO, TARGET_HI, TOLERANCE = 40e-6, 15e-6, 75e-6, 2e-6
@@ -215,7 +215,7 @@ def main() -> None:
     key = f"{TARGET_SIZE[0]}x{TARGET_SIZE[1]}"
     ratios = {op: sizes[key][op]["ratio"] for op in ("read", "pulse", "write_verify")} if key in sizes else {}
     print(json.dumps({
-        "physics": "sim_backend.physics.ArrayPhysics, public currents()/apply() only",
+        "physics": "labctl.sim.physics.ArrayPhysics, public currents()/apply() only",
         "per_cell_method": "same physics on a 1x1 ArrayPhysics per cell holding that cell's state "
                            "(ArrayPhysics.STATE_KEYS copied, untimed); timed on a random subset of "
                            "cells and extrapolated linearly to the whole array",

@@ -17,10 +17,10 @@ import time
 import numpy as np
 import pyvisa
 
-from instruments import driver_class
-from instruments.transport import InProcessTransport, VisaTransport
-from sim_backend.lab import SMU_TWINS, twin_class
-from sim_backend.server import serve
+from labctl.instruments import driver_class
+from labctl.instruments.transport import InProcessTransport, VisaTransport
+from labctl.sim.lab import SMU_TWINS, twin_class
+from labctl.sim.server import serve
 
 
 class Resistor:

@@ -119,7 +119,7 @@ def _main(args, config) -> int:
 def _log_exception(kind, value, tb) -> None:
     import logging
 
-    logging.getLogger("gui").error("unexpected error", exc_info=(kind, value, tb))
+    logging.getLogger(__name__).error("unexpected error", exc_info=(kind, value, tb))
 
 
 def _qt_messages(mode, context, message: str) -> None:

@@ -352,15 +352,13 @@ class QtLogHandler(logging.Handler):
     """Forwards log records (from any thread) to the UI thread through a queued signal. Shows
     INFO and above from labctl's own packages, WARNING and above from everything else."""
 
-    OURS = ("labctl", "protocols", "instruments", "sim_backend", "gui")
-
     def __init__(self, emitter: LogEmitter):
         super().__init__(logging.INFO)
         self.emitter = emitter
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno < logging.WARNING and record.name.split(".")[0] not in self.OURS:
+        if record.levelno < logging.WARNING and record.name.split(".")[0] != "labctl":
             return
         try:
             self.emitter.record.emit(self.format(record), record.levelno)

@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import (QHBoxLayout, QLabel, QMainWindow, QPushButton, QSpl
                              QWidget)
 
 from labctl.engine import RunResult
+from labctl.registry import PROTOCOLS
 from labctl.station import StationConfig, default_sim_state
 
 from .browser import DataBrowser
@@ -26,7 +27,7 @@ from .panels import ChipPanel, LogPanel, ProtocolPanel, StationPanel
 from .series import Eta, format_seconds
 from .worker import StationWorker
 
-log = logging.getLogger("gui")
+log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_MS = 10_000  # close anyway if the worker does not report back (instrument hung)
 
@@ -41,8 +42,6 @@ class MainWindow(QMainWindow):
         self.config = config
         self.out = Path(out).resolve()
         self.setWindowTitle(f"labctl: {config.name} - {self.out.name}")
-        from protocols import PROTOCOLS
-
         self.protocols = PROTOCOLS
         self.worker = StationWorker(config, sim_state, self.out, seed, parent=None)
         self.running = False

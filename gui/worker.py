@@ -30,7 +30,7 @@ from labctl.engine import RunControl, get_protocol, run_protocol
 from labctl.station import Station, StationConfig
 from labctl.store import software_versions
 
-log = logging.getLogger("gui.worker")
+log = logging.getLogger(__name__)
 
 # The UI thread gives up the GIL at every Qt call and must get it back from a worker that runs
 # Python (the simulator, the drivers) flat out; Python makes a waiting thread wait up to the

@@ -10,11 +10,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from instruments.fpga import LineMode
-from sim_backend.lab import PULSE_TWINS, SMU_TWINS
+from labctl.instruments.fpga import LineMode
+from labctl.sim.lab import PULSE_TWINS, SMU_TWINS
 
 from . import __version__
 from .engine import get_protocol, prepare, run_protocol
+from .registry import PROTOCOLS
 from .params import ParameterError, parse_cli_value
 from .safety import SafetyError
 from .station import (Station, StationConfig, StationError, check_station, load_station,
@@ -55,8 +56,6 @@ def _settings(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_protocols(args) -> int:
-    from protocols import PROTOCOLS
-
     table = [{"name": p.name, "title": p.title, "parameters": [q.describe() for q in p.parameters]}
              for p in PROTOCOLS.values()]
     if args.json:
@@ -145,7 +144,7 @@ def cmd_sim_serve(args) -> int:
     import tempfile
     import threading
 
-    from sim_backend.virtual_lab import VirtualLabServer
+    from labctl.sim.virtual_lab import VirtualLabServer
 
     config = _station_config(args)
     if not config.simulated:
@@ -179,7 +178,7 @@ def cmd_gui(args) -> int:
         import PyQt6.QtWidgets  # noqa: F401
         import pyqtgraph  # noqa: F401
 
-        from gui.app import main as gui_main
+        from labctl.gui.app import main as gui_main
     except ImportError as exc:
         raise CliError(f"the GUI needs PyQt6 and pyqtgraph (pip install 'labctl[gui]'): {exc}") from None
     return gui_main(args, config)

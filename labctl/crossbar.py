@@ -10,9 +10,9 @@ from typing import Iterator
 
 import numpy as np
 
-from instruments.fpga import FpgaBoard, LineMode
-from instruments.pulse import PulseGenerator
-from instruments.smu import SourceMeter
+from labctl.instruments.fpga import FpgaBoard, LineMode
+from labctl.instruments.pulse import PulseGenerator
+from labctl.instruments.smu import SourceMeter
 
 from .safety import SafeOperatingArea
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from .live import LivePlot
 from .params import Parameter, ParameterError, resolve
+from .registry import PROTOCOLS
 from .store import Column, DataStore, RunWriter
 
 log = logging.getLogger(__name__)
@@ -128,17 +129,10 @@ class RunResult:
                 "file": self.file, "summary": self.summary, "error": self.error}
 
 
-def _registry() -> dict[str, Protocol]:
-    from protocols import PROTOCOLS
-
-    return PROTOCOLS
-
-
 def get_protocol(name: str) -> Protocol:
-    protocols = _registry()
-    if name not in protocols:
-        raise ParameterError(f"unknown protocol {name!r} (protocols: {', '.join(sorted(protocols))})")
-    return protocols[name]
+    if name not in PROTOCOLS:
+        raise ParameterError(f"unknown protocol {name!r} (protocols: {', '.join(sorted(PROTOCOLS))})")
+    return PROTOCOLS[name]
 
 
 def prepare(protocol: Protocol, values: dict[str, Any], config) -> dict[str, Any]:

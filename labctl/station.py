@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from instruments import DRIVERS, driver_class
-from instruments.fpga import LINK_BAUD, FpgaBoard
-from instruments.smu import SourceMeter
-from instruments.transport import (InProcessTransport, SerialTransport, Transport, VisaTransport,
+from labctl.instruments import DRIVERS, driver_class
+from labctl.instruments.fpga import LINK_BAUD, FpgaBoard
+from labctl.instruments.smu import SourceMeter
+from labctl.instruments.transport import (InProcessTransport, SerialTransport, Transport, VisaTransport,
                                    is_serial_resource)
 
 from .crossbar import Crossbar
@@ -283,8 +283,8 @@ def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = No
     """The simulated lab of a station: its chip from the state file (or new from `seed`), with the
     station's SMU and pulse-generator twins unless `smu` / `pulse` name others. Returns
     (lab, state path)."""
-    from sim_backend.lab import SimLab
-    from sim_backend.physics import ArrayPhysics, DeviceParams
+    from labctl.sim.lab import SimLab
+    from labctl.sim.physics import ArrayPhysics, DeviceParams
 
     chip = config.chip
     try:

@@ -8,7 +8,7 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 
 from .clock import VirtualClock
-from instruments.fpga import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_ADC_BITS, MAX_BLOCK_CELLS,
+from labctl.instruments.fpga import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_ADC_BITS, MAX_BLOCK_CELLS,
                               MAX_DAC_BITS, MAX_LONG_PAYLOAD, MAX_MVM_OUTPUTS, MAX_PAYLOAD,
                               MAX_SEQUENCE_TRAINS, SEQUENCE_DTYPE, SEQUENCE_TRAIN_DTYPE,
                               MAX_TRAIN_LENGTH, MODEL,

@@ -7,7 +7,7 @@ import socketserver
 import threading
 import weakref
 
-from instruments.transport import VirtualInstrument
+from labctl.instruments.transport import VirtualInstrument
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pyvisa
 
-from instruments.transport import InProcessTransport
-from sim_backend.server import serve
+from labctl.instruments.transport import InProcessTransport
+from labctl.sim.server import serve
 
 R = 10e3  # ohm, the default Resistor
 

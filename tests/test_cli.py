@@ -131,7 +131,7 @@ def test_demo_forms_maps_and_loops_a_fresh_chip(capsys, tmp_path):
 
 
 def test_device_file_swaps_the_simulated_physics(capsys, tmp_path, state):
-    from sim_backend.physics import DEFAULT_DEVICE_FILE
+    from labctl.sim.physics import DEFAULT_DEVICE_FILE
 
     device = tmp_path / "device.toml"
     device.write_text(DEFAULT_DEVICE_FILE.read_text().replace(

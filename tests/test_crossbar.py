@@ -5,7 +5,7 @@ import pytest
 from labctl.engine import run_protocol
 from labctl.safety import SafetyError
 from labctl.station import Station
-from sim_backend.physics import ArrayPhysics
+from labctl.sim.physics import ArrayPhysics
 
 
 @pytest.fixture

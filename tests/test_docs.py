@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from instruments import DRIVERS
-from protocols import PROTOCOLS
+from labctl.instruments import DRIVERS
+from labctl.registry import PROTOCOLS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 HEADING = re.compile(r"^## `(\w+)`", re.MULTILINE)

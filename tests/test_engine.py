@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from instruments.fpga import LineMode
+from labctl.instruments.fpga import LineMode
 from labctl.engine import Protocol, RunControl, run_protocol
 from labctl.params import Parameter, ParameterError
 from labctl.safety import SafetyError
@@ -114,7 +114,7 @@ def test_iv_loop_shows_set_and_reset(sim_station, tmp_path):
 
 
 def test_switching_voltage_finds_the_jump():
-    from protocols.iv_sweep import switching_voltage
+    from labctl.protocols.iv_sweep import switching_voltage
 
     v = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     i = v * np.array([1, 1, 1, 1, 5, 5]) * 1e-5  # conductance jumps between 0.6 and 0.8 V

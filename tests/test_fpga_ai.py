@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from instruments.fpga import (MAX_MVM_OUTPUTS, BoardError, ErrorCode, FpgaBoard, FrameDecoder,
+from labctl.instruments.fpga import (MAX_MVM_OUTPUTS, BoardError, ErrorCode, FpgaBoard, FrameDecoder,
                               encode_frame, quantize)
-from instruments.transport import InProcessTransport
-from sim_backend.board import VirtualBoard
-from sim_backend.physics import ArrayPhysics, DeviceParams
+from labctl.instruments.transport import InProcessTransport
+from labctl.sim.board import VirtualBoard
+from labctl.sim.physics import ArrayPhysics, DeviceParams
 
 from fakes import ScriptedTransport
 

@@ -4,9 +4,9 @@ import struct
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.fpga import BoardError, FpgaBoard, FrameError, LineMode, encode_frame
-from instruments.transport import InstrumentTimeout
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.fpga import BoardError, FpgaBoard, FrameError, LineMode, encode_frame
+from labctl.instruments.transport import InstrumentTimeout
 
 from fakes import ScriptedTransport
 

@@ -6,11 +6,11 @@ import struct
 import numpy as np
 import pytest
 
-from instruments.fpga import MAX_PULSE_CELLS, BoardError, Command, ErrorCode, FpgaBoard, LineMode, encode_frame
-from instruments.transport import InProcessTransport
+from labctl.instruments.fpga import MAX_PULSE_CELLS, BoardError, Command, ErrorCode, FpgaBoard, LineMode, encode_frame
+from labctl.instruments.transport import InProcessTransport
 from labctl.safety import SafetyError
-from sim_backend.board import VirtualBoard
-from sim_backend.physics import ArrayPhysics
+from labctl.sim.board import VirtualBoard
+from labctl.sim.physics import ArrayPhysics
 
 from fakes import ScriptedTransport
 from test_fpga_ai import BL, SL, WL, ack, make_chip, raw

@@ -4,10 +4,10 @@ import struct
 import numpy as np
 import pytest
 
-from instruments.fpga import (BoardError, ErrorCode, FpgaBoard, FrameDecoder, LineMode,
+from labctl.instruments.fpga import (BoardError, ErrorCode, FpgaBoard, FrameDecoder, LineMode,
                               encode_frame)
-from instruments.transport import InProcessTransport
-from sim_backend.board import VirtualBoard
+from labctl.instruments.transport import InProcessTransport
+from labctl.sim.board import VirtualBoard
 
 # Physical wiring of a 2 x 3 chip to a 12-channel board, deliberately not the identity.
 WL, BL, SL = [7, 2], [0, 9, 4], [11, 5, 1]
@@ -180,7 +180,7 @@ def test_wiring_must_match_the_chip():
 def test_read_block_with_the_real_physics():
     from dataclasses import replace
 
-    from sim_backend.physics import ArrayPhysics, DeviceParams
+    from labctl.sim.physics import ArrayPhysics, DeviceParams
 
     chip = ArrayPhysics(4, 8, replace(DeviceParams.load(), read_noise=0.0), seed=3)  # exact reads
     chip.formed[:] = True
@@ -199,7 +199,7 @@ def test_read_block_with_the_real_physics():
 
 
 def test_the_uart_link_takes_ten_bits_per_byte_of_virtual_time():
-    from sim_backend.physics import ArrayPhysics
+    from labctl.sim.physics import ArrayPhysics
 
     chip = ArrayPhysics(4, 8, seed=3)
     wl, bl, sl = [10, 3, 12, 0], list(range(23, 15, -1)), [1, 2, 4, 5, 6, 7, 8, 9]

@@ -14,11 +14,11 @@ pytest.importorskip("pyqtgraph")
 
 from PyQt6.QtCore import QPointF, Qt  # noqa: E402
 
-from gui.browser import DataBrowser  # noqa: E402
-from gui.h5read import cell_history, latest_map  # noqa: E402
-from gui.series import Curve, CurveSet, Eta, minmax_decimate  # noqa: E402
-from gui.window import MainWindow  # noqa: E402
-from instruments.fpga import LineMode  # noqa: E402
+from labctl.gui.browser import DataBrowser  # noqa: E402
+from labctl.gui.h5read import cell_history, latest_map  # noqa: E402
+from labctl.gui.series import Curve, CurveSet, Eta, minmax_decimate  # noqa: E402
+from labctl.gui.window import MainWindow  # noqa: E402
+from labctl.instruments.fpga import LineMode  # noqa: E402
 from labctl.cli import main as cli_main  # noqa: E402
 from labctl.live import LivePlot  # noqa: E402
 from labctl.station import load_station  # noqa: E402
@@ -175,7 +175,7 @@ def test_the_form_is_built_from_the_declaration(window):
     w = window
     w.protocol_panel.select("forming")
     form = w.protocol_panel.form
-    from protocols import PROTOCOLS
+    from labctl.registry import PROTOCOLS
 
     declared = PROTOCOLS["forming"].parameters
     assert list(form.editors) == [p.name for p in declared]
@@ -187,7 +187,7 @@ def test_the_form_is_built_from_the_declaration(window):
 
 
 def test_every_registered_protocol_gets_a_form(window):
-    from protocols import PROTOCOLS
+    from labctl.registry import PROTOCOLS
 
     for name, protocol in PROTOCOLS.items():
         window.protocol_panel.select(name)
@@ -272,7 +272,7 @@ def test_headless_run_saves_a_screenshot_and_returns_the_status(qtbot, tmp_path,
 
 
 def test_headless_run_that_fails_exits_non_zero(qtbot, tmp_path, monkeypatch):
-    from protocols import PROTOCOLS
+    from labctl.registry import PROTOCOLS
 
     def broken(ctx):
         raise RuntimeError("board lost")

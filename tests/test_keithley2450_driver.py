@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keithley2450 import Keithley2450
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keithley2450 import Keithley2450
 
 from fakes import ScriptedTransport
 

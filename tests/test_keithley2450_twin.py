@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keithley2450 import Keithley2450
-from instruments.transport import InProcessTransport
-from sim_backend.keithley2450 import VirtualKeithley2450
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keithley2450 import Keithley2450
+from labctl.instruments.transport import InProcessTransport
+from labctl.sim.keithley2450 import VirtualKeithley2450
 
 from fakes import FormingCell, R, Resistor
 
@@ -207,7 +207,7 @@ def test_the_labs_frozen_current_equals_its_current(tmp_path, case):
     """SimLab.current_function (what the twin's compliance solves use) computes what
     SimLab.current computes, for a pristine or formed cell, the SMU on the SL, a floating
     other line (no current) and two open gates on one column."""
-    from instruments.fpga import LineMode
+    from labctl.instruments.fpga import LineMode
     from labctl.station import Station
 
     with Station.open("sim:4x4", sim_state=tmp_path / "c.npz", seed=3) as station:

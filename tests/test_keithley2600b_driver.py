@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keithley2600b import Keithley2600B
-from instruments.smu import SourceMeter
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keithley2600b import Keithley2600B
+from labctl.instruments.smu import SourceMeter
 
 from fakes import ScriptedTransport
 

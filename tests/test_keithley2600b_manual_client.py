@@ -2,7 +2,7 @@
 against the virtual 2600B served on loopback: the twin must understand what the manual shows."""
 import pytest
 
-from sim_backend.keithley2600b import VirtualKeithley2600B
+from labctl.sim.keithley2600b import VirtualKeithley2600B
 
 from fakes import Resistor, visa_session
 

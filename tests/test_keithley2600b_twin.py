@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keithley2600b import Keithley2600B
-from instruments.transport import InProcessTransport
-from sim_backend.keithley2600b import VirtualKeithley2600B
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keithley2600b import Keithley2600B
+from labctl.instruments.transport import InProcessTransport
+from labctl.sim.keithley2600b import VirtualKeithley2600B
 
 from fakes import FormingCell, R, Resistor
 

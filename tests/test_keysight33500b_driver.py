@@ -1,9 +1,9 @@
 """Keysight33500B driver against a scripted transport: the exact bytes of every command."""
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keysight33500b import Keysight33500B
-from instruments.pulse import PulseGenerator
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keysight33500b import Keysight33500B
+from labctl.instruments.pulse import PulseGenerator
 
 from fakes import ScriptedTransport
 

@@ -2,7 +2,7 @@
 loopback TCP: what a user's own script would send to the real instrument."""
 import pytest
 
-from sim_backend.keysight33500b import VirtualKeysight33500B
+from labctl.sim.keysight33500b import VirtualKeysight33500B
 
 from fakes import RecordingLoad, visa_session
 

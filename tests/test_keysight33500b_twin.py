@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keysight33500b import Keysight33500B
-from instruments.transport import InProcessTransport
-from sim_backend.keysight33500b import VirtualKeysight33500B
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keysight33500b import Keysight33500B
+from labctl.instruments.transport import InProcessTransport
+from labctl.sim.keysight33500b import VirtualKeysight33500B
 
 from fakes import RecordingLoad, burst
 

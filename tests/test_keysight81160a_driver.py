@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keysight81160a import Keysight81160A
-from instruments.pulse import PulseGenerator
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keysight81160a import Keysight81160A
+from labctl.instruments.pulse import PulseGenerator
 
 from fakes import ScriptedTransport
 

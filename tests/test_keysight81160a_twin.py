@@ -1,10 +1,10 @@
 """The Keysight81160A driver against the virtual 81160A/81150A, in-process, on a recording load."""
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keysight81160a import Keysight81160A
-from instruments.transport import InProcessTransport
-from sim_backend.keysight81160a import VirtualKeysight81160A
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keysight81160a import Keysight81160A
+from labctl.instruments.transport import InProcessTransport
+from labctl.sim.keysight81160a import VirtualKeysight81160A
 
 from fakes import RecordingLoad, burst
 

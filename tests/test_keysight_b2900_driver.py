@@ -4,9 +4,9 @@ from inspect import getattr_static
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keysight_b2900 import KeysightB2900
-from instruments.smu import SourceMeter
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keysight_b2900 import KeysightB2900
+from labctl.instruments.smu import SourceMeter
 
 from fakes import ScriptedTransport
 

@@ -2,7 +2,7 @@
 served on loopback: no labctl driver, so the twin is checked against the manual, not the driver."""
 import pytest
 
-from sim_backend.keysight_b2900 import VirtualKeysightB2900
+from labctl.sim.keysight_b2900 import VirtualKeysightB2900
 
 from fakes import R, Resistor, visa_session
 

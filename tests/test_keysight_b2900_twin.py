@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from instruments.base import InstrumentError
-from instruments.keysight_b2900 import KeysightB2900
-from instruments.transport import InProcessTransport
-from sim_backend.keysight_b2900 import VirtualKeysightB2900
+from labctl.instruments.base import InstrumentError
+from labctl.instruments.keysight_b2900 import KeysightB2900
+from labctl.instruments.transport import InProcessTransport
+from labctl.sim.keysight_b2900 import VirtualKeysightB2900
 
 from fakes import FormingCell, R, Resistor
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sim_backend.physics import ArrayPhysics, DeviceParams
+from labctl.sim.physics import ArrayPhysics, DeviceParams
 
 NAN = np.nan
 
@@ -433,8 +433,8 @@ def varied_chip(rows, cols, ages: str, seed=5) -> ArrayPhysics:
 
 @pytest.mark.parametrize("ages", ["young", "shared", "aged", "mixed", "updated", "updated young"])
 def test_chunked_conductance_and_read_state_follow_the_plain_law(monkeypatch, ages):
-    import sim_backend.physics as physics
-    from sim_backend.readout import FRESH
+    import labctl.sim.physics as physics
+    from labctl.sim.readout import FRESH
     monkeypatch.setattr(physics, "_READ_CHUNK", 1000)  # several chunks and a ragged last one
     chip = varied_chip(80, 70, ages)
     picked = np.nonzero(np.random.default_rng(1).random(chip.shape) < 0.9)
@@ -468,8 +468,8 @@ def test_float32_read_state_rel2_is_rounded_only():
 def test_read_state_after_programming_equals_a_fresh_one(monkeypatch):
     """The read state refreshed (few cells: by flat index; many: in place) after programming or
     the clock passing its expiry holds what a new read state computes from scratch."""
-    import sim_backend.physics as physics
-    import sim_backend.readout as readout
+    import labctl.sim.physics as physics
+    import labctl.sim.readout as readout
     monkeypatch.setattr(physics, "_READ_CHUNK", 1000)
     monkeypatch.setattr(readout, "_DERIVE_CHUNK", 700)
     chip = formed_chip(40, 50, seed=4)

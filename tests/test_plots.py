@@ -100,7 +100,7 @@ def test_title_threads_and_unknown_run(runs, tmp_path, capsys):
 
 
 def test_protocol_without_plot_and_wrong_suffix_are_usage_errors(tmp_path, capsys, monkeypatch):
-    from protocols import PROTOCOLS
+    from labctl.registry import PROTOCOLS
 
     class Bare(Protocol):
         name = "bare"

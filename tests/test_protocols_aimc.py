@@ -8,10 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-import protocols.mvm
-import protocols.parallel_update
-import protocols.weight_transfer
-from instruments.fpga import LineMode
+from labctl.protocols import mvm, parallel_update, weight_transfer
+from labctl.instruments.fpga import LineMode
 from labctl.engine import get_protocol, run_protocol
 from labctl.params import ParameterError
 from labctl.plots import run_figure
@@ -143,7 +141,7 @@ def documented(module, summary):
 def test_mvm_runs_and_stores_its_data(formed, tmp_path):
     result = run(formed, tmp_path, "mvm", acceptance=0.02, batch=20)
     s = result.summary
-    documented(protocols.mvm, s)
+    documented(mvm, s)
     for key in ("rmse_forward", "rmse_backward", "rmse_forward_board", "rmse_backward_board"):
         assert 0 < s[key] < 0.2, key
     assert s["t_after"] == 1.0 and (s["rows"], s["cols"], s["batch"]) == (4, 8, 20)
@@ -212,7 +210,7 @@ def test_weight_transfer_programs_a_matrix_from_a_file(formed, tmp_path):
     np.save(tmp_path / "w.npy", weights)
     result = run(formed, tmp_path, "weight_transfer", weights=str(tmp_path / "w.npy"), acceptance=0.01)
     s = result.summary
-    documented(protocols.weight_transfer, s)
+    documented(weight_transfer, s)
     assert (s["rows"], s["cols"], s["w_max"]) == (3, 5, 2.0)
     assert s["success_rate"] == 1.0 and s["pulses_mean"] > 0
     # 1 % of G ~ 0.5 uS ~ 0.03 weight units at w_max 2; read noise and 1 s relaxation are smaller
@@ -233,7 +231,7 @@ def test_weight_transfer_programs_a_matrix_from_a_file(formed, tmp_path):
 def test_parallel_update_follows_the_outer_product(formed, tmp_path):
     result = run(formed, tmp_path, "parallel_update", updates=20, seed=2)
     s = result.summary
-    documented(protocols.parallel_update, s)
+    documented(parallel_update, s)
     assert s["updates"] == 20 and s["cells"] == 32 and s["pulses_total"] > 0
     assert s["slope"] > 0 and s["correlation"] > 0.5
     assert s["slope_set"] > 0 and s["slope_reset"] > 0

@@ -8,10 +8,10 @@ from labctl.engine import run_protocol
 from labctl.params import ParameterError
 from labctl.safety import SafetyError
 from labctl.store import load_run
-from protocols.endurance import Endurance, logged_cycles
-from protocols.pulse_response import (PulseResponse, analyze_pulse_response, bin_steps, symmetry_point,
+from labctl.protocols.endurance import Endurance, logged_cycles
+from labctl.protocols.pulse_response import (PulseResponse, analyze_pulse_response, bin_steps, symmetry_point,
                                       trace_from_table)
-from protocols.variability_map import VariabilityMap, spread
+from labctl.protocols.variability_map import VariabilityMap, spread
 
 G_LO, G_HI = 9.0e-6, 88.2e-6
 

@@ -1,7 +1,7 @@
 """The SCPI header matcher and dispatcher shared by the virtual instruments."""
 import pytest
 
-from sim_backend.scpi import ScpiError, ScpiTwin, compile_header, float_in, split_quoted, \
+from labctl.sim.scpi import ScpiError, ScpiTwin, compile_header, float_in, split_quoted, \
     to_keyword, unquote
 
 

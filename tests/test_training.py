@@ -11,8 +11,8 @@ from labctl.engine import run_protocol
 from labctl.params import ParameterError
 from labctl.station import Station
 from labctl.store import load_run
-from protocols import PROTOCOLS
-from protocols.train import (AGAD, AnalogMatrix, AnalogNetwork, MatrixCells, PulseSetup, TikiTakaV2,
+from labctl.registry import PROTOCOLS
+from labctl.protocols.train import (AGAD, AnalogMatrix, AnalogNetwork, MatrixCells, PulseSetup, TikiTakaV2,
                              PulseQueue, layout, pack_segments, prepare_data)
 
 

@@ -4,11 +4,11 @@ import socket
 import numpy as np
 import pytest
 
-from instruments.keithley2450 import Keithley2450
-from instruments.transport import InProcessTransport, InstrumentTimeout, SerialTransport, \
+from labctl.instruments.keithley2450 import Keithley2450
+from labctl.instruments.transport import InProcessTransport, InstrumentTimeout, SerialTransport, \
     TransportError, VisaTransport
-from sim_backend.keithley2450 import VirtualKeithley2450
-from sim_backend.server import serve
+from labctl.sim.keithley2450 import VirtualKeithley2450
+from labctl.sim.server import serve
 
 from fakes import Resistor
 

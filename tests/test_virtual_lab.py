@@ -13,7 +13,7 @@ import pyvisa
 from labctl.cli import main
 from labctl.engine import run_protocol
 from labctl.station import Station, load_station, open_sim_lab, station_toml
-from sim_backend.virtual_lab import VirtualLabServer
+from labctl.sim.virtual_lab import VirtualLabServer
 
 FAST_FORMING = {"v_start": 2.9}  # skip the uneventful part of the ramp
 
@@ -152,7 +152,7 @@ SMOKE = {  # every protocol, kept small: the point is the path through pyvisa-py
 
 
 def test_every_protocol_runs_over_the_virtual_lab(virtual_lab, tmp_path):
-    from protocols import PROTOCOLS
+    from labctl.registry import PROTOCOLS
 
     assert set(SMOKE) | {"forming"} == set(PROTOCOLS)  # a new protocol must join this test
     server, station_file = virtual_lab
