@@ -19,14 +19,6 @@ def check_cell(params: dict, config) -> None:
         raise ParameterError(f"col={params['col']} is above its maximum {cols - 1} (chip has {cols} columns)")
 
 
-def bit_trains(probability: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    """uint64 stochastic pulse trains of `length` slots, one per entry of `probability` (any
-    shape): bit t set with that probability, independently."""
-    probability = np.asarray(probability, dtype=float)
-    bits = rng.random((*probability.shape, length)) < probability[..., None]
-    return (bits.astype(np.uint64) << np.arange(length, dtype=np.uint64)).sum(axis=-1, dtype=np.uint64)
-
-
 # -- pulses and cell blocks (pulse_response, endurance, variability_map, write_verify, ...) -----
 
 
@@ -67,6 +59,11 @@ def block_cells(block: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarra
     r0, c0, n_rows, n_cols = block
     rows, cols = np.divmod(np.arange(n_rows * n_cols), n_cols)
     return rows + r0, cols + c0
+
+
+def block_cell_list(block: tuple[int, int, int, int]) -> np.ndarray:
+    """(n_rows * n_cols, 2) row, col of the block's cells, row-major."""
+    return np.stack(block_cells(block), axis=1)
 
 
 def read_block(xbar, block: tuple[int, int, int, int], v_read: float, v_gate: float) -> np.ndarray:

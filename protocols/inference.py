@@ -47,16 +47,14 @@ from typing import Any
 
 import numpy as np
 
+from labctl.aimc import (TASKS, AnalogMatrix, PulseSetup, cross_entropy, layout, prepare_data, scale_inputs,
+                         sigmoid, softmax, used_mask)
 from labctl.live import LivePlot
 from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
-from labctl.writeverify import write_verify
 
 from .common import V_GATE, V_READ
-from .retention import TEN_YEARS, check_times
-from .train import (TASKS, AnalogMatrix, PulseSetup, cross_entropy, layout, prepare_data,
-                    scale_inputs, sigmoid, softmax, used_mask)
-from .write_verify import CELL_COLUMNS, MAX_PULSES, REFINE, WIDTH
+from .programming import MAX_PULSES, REFINE, TEN_YEARS, WIDTH, check_times, program_cells
 
 
 DEFAULT_TIMES = [1.0, 3600.0, 86400.0, 3.15e7, TEN_YEARS]
@@ -230,7 +228,7 @@ class Inference(Protocol):
             raise ParameterError(f"g_hi={params['g_hi']:g} S must be above g_lo={params['g_lo']:g} S")
         model = load_model(params)
         check_model(model)
-        _, _, (r0, c0, rows, cols) = layout(model.layers, "sgd", params["row0"], params["col0"])
+        _, _, (r0, c0, rows, cols) = layout(model.layers, False, params["row0"], params["col0"])
         if r0 + rows > config.chip.rows or c0 + cols > config.chip.cols:
             raise ParameterError(f"the {'-'.join(map(str, model.layers))} network needs {rows}x{cols} cells from "
                                  f"row {r0}, column {c0}; the chip has {config.chip.rows}x{config.chip.cols}")
@@ -242,7 +240,7 @@ class Inference(Protocol):
         p, xbar = ctx.params, ctx.crossbar
         model = load_model(p)
         check_model(model)
-        cells_map, _, block = layout(model.layers, "sgd", p["row0"], p["col0"])
+        cells_map, _, block = layout(model.layers, False, p["row0"], p["col0"])
         w_max = [float(np.max(np.abs(np.concatenate([W.ravel(), b])))) for W, b in zip(model.weights, model.biases)]
         g_mid = (p["g_lo"] + p["g_hi"]) / 2
         g_scale = p["g_scale"] or (p["g_hi"] - p["g_lo"]) / max(w_max)
@@ -271,11 +269,7 @@ class Inference(Protocol):
         local = np.argwhere(mask)
         cells = local + np.array([r0, c0])
         ctx.progress(0, 1, f"write-verify of {len(cells)} cells")
-        result = write_verify(xbar, cells, targets[mask], p["acceptance"], p["max_pulses"], p["width"], p["v_gate"],
-                              p["v_read"], checkpoint=ctx.progress, refine=p["refine"])
-        ctx.table("cells", CELL_COLUMNS)
-        ctx.append("cells", row=cells[:, 0], col=cells[:, 1], target=result.targets, g_initial=result.g_initial,
-                   g_final=result.g, pulses=result.pulses, success=result.success.astype(np.uint8))
+        result = program_cells(ctx, cells, targets[mask])
         programmed = np.zeros((n_rows, n_cols))
         programmed[mask] = result.g
         ctx.save_array("g_programmed", programmed, "S")

@@ -41,13 +41,15 @@ from typing import Any
 
 import numpy as np
 
+from labctl.aimc import bit_trains
 from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
 from labctl.writeverify import write_verify
 
-from .common import V_GATE, V_READ, bit_trains
-from .mvm import COLS, ROWS, SEED, block_cells, block_shape, check_block
-from .write_verify import MAX_PULSES, REFINE, WIDTH
+from .common import V_GATE, V_READ
+from .common import block_cell_list
+from .matrix import COLS, ROWS, SEED, block_shape, check_block
+from .programming import MAX_PULSES, REFINE, WIDTH
 
 
 def coincidences(row_trains: np.ndarray, col_trains: np.ndarray) -> np.ndarray:
@@ -111,7 +113,7 @@ class ParallelUpdate(Protocol):
 
         init_success = None
         if p["g_init"] > 0:
-            result = write_verify(xbar, block_cells(n_rows, n_cols), p["g_init"], p["init_acceptance"],
+            result = write_verify(xbar, block_cell_list((0, 0, n_rows, n_cols)), p["g_init"], p["init_acceptance"],
                                   p["max_pulses"], p["width"], p["v_gate"], p["v_read"],
                                   checkpoint=ctx.progress, refine=p["refine"])
             init_success = float(result.success.mean())

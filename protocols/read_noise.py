@@ -19,8 +19,7 @@ from labctl.params import Parameter
 from labctl.writeverify import read_cells
 
 from .common import V_GATE, V_READ
-from .retention import check_times
-from .write_verify import ACCEPTANCE, MAX_PULSES, REFINE, REPEATS, WIDTH, check_levels, program
+from .programming import ACCEPTANCE, MAX_PULSES, REFINE, REPEATS, WIDTH, check_levels, check_times, program_levels
 
 
 class ReadNoise(Protocol):
@@ -54,7 +53,7 @@ class ReadNoise(Protocol):
         read, S); programming success_rate."""
         p = ctx.params
         levels, times, n_reads = p["levels"], p["times"], p["n_reads"]
-        result = program(ctx, levels, trace=False)
+        result = program_levels(ctx, levels, trace=False)
         cells, level_of = result.cells, result.targets
         ctx.table("reads", [("row", "i4", ""), ("col", "i4", ""), ("level", "f8", "S"), ("t", "f8", "s"),
                             ("k", "i4", ""), ("g", "f8", "S")])

@@ -14,19 +14,12 @@ import numpy as np
 
 from labctl.engine import Protocol, RunContext
 from labctl.live import LivePlot
-from labctl.params import Parameter, ParameterError
+from labctl.params import Parameter
 from labctl.writeverify import read_cells
 
-from .write_verify import PROGRAMMING, check_levels, program, sample_std
+from .programming import LEVEL_PROGRAMMING, TEN_YEARS, check_levels, check_times, program_levels, sample_std
 
-TEN_YEARS = 3.15e8  # s
 DEFAULT_TIMES = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, TEN_YEARS]
-
-
-def check_times(times: list[float]) -> None:
-    """Times must be >= 0 and strictly increasing."""
-    if times[0] < 0 or np.any(np.diff(times) <= 0):
-        raise ParameterError(f"times must be >= 0 s and strictly increasing, got {times}")
 
 
 class Retention(Protocol):
@@ -39,7 +32,7 @@ class Retention(Protocol):
                   doc="conductance levels to program"),
         Parameter("times", "floats", DEFAULT_TIMES, "s", minimum=0.0,
                   doc="read times after programming (strictly increasing; default 1 s to 10 years)"),
-        *PROGRAMMING,
+        *LEVEL_PROGRAMMING,
     )
 
     def check(self, params: dict, config) -> None:
@@ -53,7 +46,7 @@ class Retention(Protocol):
         success_rate and pulses_mean_all."""
         p = ctx.params
         levels, times = p["levels"], p["times"]
-        result = program(ctx, levels, trace=False)
+        result = program_levels(ctx, levels, trace=False)
         cells, g0 = result.cells, result.g
         ctx.table("reads", [("row", "i4", ""), ("col", "i4", ""), ("level", "f8", "S"), ("t", "f8", "s"),
                             ("g", "f8", "S")])

@@ -1,5 +1,9 @@
 """train: in-situ training of a small classifier on the array, with a floating-point baseline.
 
+This module is the protocol (parameters, run, figure); the building blocks it describes below
+(data, floating-point model, cell map, pulse trains, analog matrix, algorithms) are labctl.aimc,
+which scripts can use on their own.
+
 Task and model (by `dataset`; data from labctl.datasets, a deterministic stratified split with
 `test_fraction` held out, seeded by `seed`):
 
@@ -93,575 +97,22 @@ transfers (rows transferred, ttv2 / agad), c_writes (pulses written to C by tran
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from labctl.datasets import load_dataset, stratified_split
+from labctl.aimc import (ALGORITHMS, TASKS, AnalogMatrix, AnalogNetwork, PulseQueue, PulseSetup, Settings,
+                         calibrate_steps, layout, output_error, prepare_data, program_symmetry_point,
+                         run_fp_baseline, used_mask)
 from labctl.live import LivePlot
 from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
 
-from .common import V_GATE, V_READ, bit_trains
+from .common import V_GATE, V_READ
 
-
-MAX_SLOTS = 32
 G_FORMED_MIN = 2e-6  # S: a cell reading below this is not formed
-TRANSFER_ALGORITHMS = ("ttv2", "agad")
 
 
-# -- task, data and model --------------------------------------------------------------------
-@dataclass(frozen=True)
-class Task:
-    """A dataset's model and default learning rates (per algorithm)."""
-
-    dataset: str
-    layers: tuple[int, ...]
-    lr: dict[str, float]
-    fp_lr: float
-    transfer_lr: dict[str, float]
-
-
-# Defaults tuned on the simulated CMO/HfOx device (module docstring; bench/training.py).
-TASKS = {
-    "iris": Task("iris", (4, 3), {"sgd": 0.1, "ttv2": 0.1, "agad": 0.1}, 0.1, {"ttv2": 0.03, "agad": 0.3}),
-    "digits": Task("digits", (64, 32, 10), {"sgd": 0.05, "ttv2": 0.05, "agad": 0.05}, 0.05,
-                   {"ttv2": 0.03, "agad": 0.3}),
-}
-
-
-@dataclass
-class Data:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    train_index: np.ndarray
-    test_index: np.ndarray
-    x_offset: np.ndarray
-    x_scale: np.ndarray
-    n_classes: int
-
-
-def scale_inputs(X: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Inputs as MVM inputs: (X - offset) / scale, clipped to [-1, 1]."""
-    return np.clip((X - offset) / scale, -1.0, 1.0)
-
-
-def prepare_data(dataset: str, test_fraction: float, seed: int) -> Data:
-    """The dataset split (stratified, seeded) and scaled (Iris: the training set's range mapped
-    onto [-1, 1]; digits: pixel / 16, in [0, 1])."""
-    X, y = load_dataset(dataset)
-    train, test = stratified_split(y, test_fraction, seed)
-    if dataset == "digits":
-        offset, scale = np.zeros(X.shape[1]), np.full(X.shape[1], 16.0)
-    else:
-        lo, hi = X[train].min(axis=0), X[train].max(axis=0)
-        offset, scale = (lo + hi) / 2, np.maximum((hi - lo) / 2, 1e-12)
-    Xs = scale_inputs(X, offset, scale)
-    return Data(Xs[train], y[train], Xs[test], y[test], train, test, offset, scale, int(y.max()) + 1)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
-
-
-def output_error(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(softmax probabilities, dLoss/dz) of a batch of logits for labels y."""
-    p = softmax(z)
-    d = p.copy()
-    d[np.arange(len(y)), y] -= 1.0
-    return p, d
-
-
-# -- floating-point baseline ----------------------------------------------------------------
-class FloatMLP:
-    """The same model in numpy float64: sigmoid hidden layers, softmax output, plain SGD."""
-
-    def __init__(self, layers: tuple[int, ...], rng: np.random.Generator):
-        self.W = [rng.normal(0.0, 1.0 / np.sqrt(n_in), (n_in, n_out))
-                  for n_in, n_out in zip(layers[:-1], layers[1:])]
-        self.b = [np.zeros(n_out) for n_out in layers[1:]]
-
-    def forward(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        acts = [x]
-        for k, (W, b) in enumerate(zip(self.W, self.b)):
-            z = acts[-1] @ W + b
-            if k == len(self.W) - 1:
-                return acts, z
-            acts.append(sigmoid(z))
-        raise AssertionError("unreachable")
-
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> None:
-        acts, z = self.forward(x)
-        _, d = output_error(z, y)
-        for k in range(len(self.W) - 1, -1, -1):
-            grad_w, grad_b = acts[k].T @ d, d.sum(axis=0)
-            if k:
-                d = (d @ self.W[k].T) * acts[k] * (1.0 - acts[k])
-            self.W[k] -= lr * grad_w
-            self.b[k] -= lr * grad_b
-
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """(loss, accuracy)."""
-        _, z = self.forward(x)
-        return cross_entropy(softmax(z), y), float(np.mean(np.argmax(z, axis=1) == y))
-
-
-# -- cell map --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MatrixCells:
-    """Where a differential weight matrix with its bias pair sits (see the module docstring)."""
-
-    r0: int
-    c0: int
-    n_in: int
-    n_out: int
-
-    @property
-    def weight_block(self) -> tuple[int, int, int, int]:
-        return (self.r0, self.c0, self.n_in, 2 * self.n_out)
-
-    @property
-    def bias_block(self) -> tuple[int, int, int, int]:
-        return (self.r0, self.c0 + 2 * self.n_out, self.n_out, 2)
-
-    @property
-    def n_rows(self) -> int:
-        return max(self.n_in, self.n_out)
-
-    @property
-    def n_cols(self) -> int:
-        return 2 * self.n_out + 2
-
-
-def layout(layers: tuple[int, ...], algorithm: str, row0: int = 0, col0: int = 0
-           ) -> tuple[list[MatrixCells], list[MatrixCells | None], tuple[int, int, int, int]]:
-    """(C per layer, A per layer or None, bounding block (r0, c0, rows, cols)) of a model."""
-    c, weights, fast = col0, [], []
-    for n_in, n_out in zip(layers[:-1], layers[1:]):
-        C = MatrixCells(row0, c, n_in, n_out)
-        c += C.n_cols
-        A = None
-        if algorithm in TRANSFER_ALGORITHMS:
-            A = MatrixCells(row0, c, n_in, n_out)
-            c += A.n_cols
-        weights.append(C)
-        fast.append(A)
-    rows = max(m.n_rows for m in weights)
-    return weights, fast, (row0, col0, rows, c - col0)
-
-
-@dataclass(frozen=True)
-class PulseSetup:
-    """Update and read settings shared by every matrix of a run."""
-
-    v_read: float
-    v_gate: float
-    g_scale: float
-    v_set: float
-    v_reset: float
-    width: float
-    train_length: int
-    transfer_pulses: int = 1
-
-    def amplitude(self, polarity: int) -> float:
-        return self.v_set if polarity > 0 else self.v_reset
-
-
-def first_bits(n: np.ndarray) -> np.ndarray:
-    """uint64 trains with the first n[i] slots set."""
-    n = np.asarray(n, dtype=np.int64)
-    return ((np.uint64(1) << n.astype(np.uint64)) - np.uint64(1)).astype(np.uint64)
-
-
-def pack_segments(rows: np.ndarray, cols: np.ndarray, seg_len: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Segments (rows (n, n_rows), cols (n, n_cols): bit trains of seg_len slots) packed as many as
-    fit into 32 slots per train, segment m of a train in slots m seg_len ..; a cell only sees
-    coincidences of its own segment. Returns (row trains, col trains) as uint32 and the train
-    length."""
-    per_train = max(1, MAX_SLOTS // seg_len)
-    n = -(-len(rows) // per_train) * per_train
-    shifts = (np.arange(per_train, dtype=np.uint64) * np.uint64(seg_len))[None, :, None]
-
-    def packed(segments: np.ndarray) -> np.ndarray:
-        padded = np.zeros((n, segments.shape[1]), np.uint64)
-        padded[:len(segments)] = segments
-        return (padded.reshape(-1, per_train, segments.shape[1]) << shifts).sum(axis=1, dtype=np.uint64
-                                                                                ).astype(np.uint32)
-
-    return packed(rows), packed(cols), min(per_train, len(rows)) * seg_len
-
-
-class PulseQueue:
-    """Parallel updates of the matrices of one block, queued and sent to the board as one
-    update_sequence (the trains fired back to back, SET trains first, in the order queued within
-    a polarity) at flush(): a training step's updates cost one request. Every read of a matrix
-    flushes its queue first, so a read always sees the updates queued before it."""
-
-    def __init__(self, xbar, block: tuple[int, int, int, int], setup: PulseSetup):
-        self.xbar, self.block, self.setup = xbar, block, setup
-        self._trains: list[tuple[Any, int, np.ndarray, np.ndarray, int]] = []
-
-    def add(self, owner, block: tuple[int, int, int, int], polarity: int, rows: np.ndarray, cols: np.ndarray,
-            seg_len: int) -> None:
-        """Queue segments (rows (n, block rows), cols (n, block columns) bit trains of seg_len
-        slots) of `block`, inside the queue's block; their coincidences are added to
-        owner.coincidences at the flush."""
-        if not len(rows):
-            return
-        r0, c0, n_rows, n_cols = self.block
-        br, bc, nr, nc = block
-        rows, cols, length = pack_segments(rows, cols, seg_len)
-        all_rows, all_cols = np.zeros((len(rows), n_rows), np.uint32), np.zeros((len(rows), n_cols), np.uint32)
-        all_rows[:, br - r0:br - r0 + nr] = rows
-        all_cols[:, bc - c0:bc - c0 + nc] = cols
-        self._trains.extend((owner, polarity, r, c, length) for r, c in zip(all_rows, all_cols))
-
-    def flush(self) -> int:
-        """Send the queued trains; returns their coincidences."""
-        if not self._trains:
-            return 0
-        trains = sorted(self._trains, key=lambda t: -t[1])
-        self._trains = []
-        s = self.setup
-        counts = self.xbar.update_sequence(np.array([t[2] for t in trains]), np.array([t[3] for t in trains]),
-                                           [t[4] for t in trains], [t[1] for t in trains],
-                                           [s.amplitude(t[1]) for t in trains], s.width, None, s.v_gate,
-                                           self.block)
-        for (owner, *_), n in zip(trains, counts):
-            owner.coincidences += int(n)
-        return int(np.sum(counts))
-
-
-class AnalogMatrix:
-    """A weight matrix with bias on the array: forward/backward MVM, stochastic rank-one updates,
-    row reads and row writes, all in weight units (w = (G+ - G-) / g_scale). Updates and writes
-    go to `pulses` (a queue shared by the matrices of a run; default one of its own), which each
-    read flushes first."""
-
-    def __init__(self, xbar, cells: MatrixCells, setup: PulseSetup, rng: np.random.Generator, name: str,
-                 pulses: PulseQueue | None = None):
-        self.xbar, self.cells, self.setup, self.rng, self.name = xbar, cells, setup, rng, name
-        self.pulses = pulses or PulseQueue(xbar, (cells.r0, cells.c0, cells.n_rows, cells.n_cols), setup)
-        self.unit = setup.v_read * setup.g_scale  # A per unit weight per unit input
-        self.dw = float("nan")  # weight change of one coincidence (calibrated)
-        self.coincidences = 0
-
-    # reads
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """z = x W + b for a batch x (B, n_in) in [-1, 1]."""
-        n = self.cells.n_out
-        self.pulses.flush()
-        i = np.atleast_2d(self.xbar.mvm_forward(np.atleast_2d(x), self.cells.weight_block))
-        return (i[:, :n] - i[:, n:]) / self.unit + self.bias()
-
-    def bias(self) -> np.ndarray:
-        self.pulses.flush()
-        return np.asarray(self.xbar.mvm_backward(np.array([1.0, -1.0]), self.cells.bias_block)) / self.unit
-
-    def backward(self, d: np.ndarray) -> np.ndarray:
-        """d W^T for a batch d (B, n_out) (any scale; normalised per vector for the MVM)."""
-        d = np.atleast_2d(d)
-        s = np.max(np.abs(d), axis=1, keepdims=True)
-        s[s == 0] = 1.0
-        self.pulses.flush()
-        i = np.atleast_2d(self.xbar.mvm_backward(np.hstack([d / s, -d / s]), self.cells.weight_block))
-        return i * s / self.unit
-
-    def read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Rows of the augmented matrix [W; b] (row n_in = bias), (len(rows), n_out)."""
-        rows = np.asarray(rows, dtype=int)
-        out = np.empty((rows.size, self.cells.n_out))
-        weight = rows < self.cells.n_in
-        if weight.any():
-            n = self.cells.n_out
-            self.pulses.flush()
-            onehot = np.zeros((int(weight.sum()), self.cells.n_in))
-            onehot[np.arange(onehot.shape[0]), rows[weight]] = 1.0
-            i = np.atleast_2d(self.xbar.mvm_forward(onehot, self.cells.weight_block))
-            out[weight] = (i[:, :n] - i[:, n:]) / self.unit
-        if (~weight).any():
-            out[~weight] = self.bias()
-        return out
-
-    def read_conductances(self) -> tuple[np.ndarray, np.ndarray]:
-        """(G of the weight block (n_in, 2 n_out), G of the bias pair (n_out, 2)) in S."""
-        s = self.setup
-        self.pulses.flush()
-        return (self.xbar.read_map(s.v_read, s.v_gate, block=self.cells.weight_block),
-                self.xbar.read_map(s.v_read, s.v_gate, block=self.cells.bias_block))
-
-    def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(W, b, G weights, G bias) from a read_map of the matrix's cells."""
-        g_w, g_b = self.read_conductances()
-        n = self.cells.n_out
-        return ((g_w[:, :n] - g_w[:, n:]) / self.setup.g_scale, (g_b[:, 0] - g_b[:, 1]) / self.setup.g_scale,
-                g_w, g_b)
-
-    # updates
-    def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
-        """Stochastic rank-one updates W -= lr x_b d_b^T, one per sample b of the batch."""
-        L = self.setup.train_length
-        x, d = np.atleast_2d(x), np.atleast_2d(d)
-        x_max, d_max = np.max(np.abs(x), axis=1), np.max(np.abs(d), axis=1)
-        live = (x_max > 0) & (d_max > 0)
-        x, d, x_max, d_max = x[live], d[live], x_max[live, None], d_max[live, None]
-        a = np.minimum(np.sqrt(lr * x_max * d_max / (self.dw * L)), 1.0)  # = b
-        row_bits = bit_trains(np.abs(x) / x_max * a, L, self.rng)
-        col_bits = bit_trains(np.abs(d) / d_max * a, L, self.rng)
-        grow = -np.sign(d)  # direction of w_ij for x_i > 0
-        zero = np.uint64(0)
-        for polarity in (1, -1):
-            rows, cols = [], []
-            for x_sign in (1.0, -1.0):
-                s = x_sign * grow
-                rows.append(np.where(np.sign(x) == x_sign, row_bits, zero))
-                cols.append(np.hstack([np.where(s == polarity, col_bits, zero), np.where(s == -polarity, col_bits, zero)]))
-            rows, cols = np.vstack(rows), np.vstack(cols)
-            fires = rows.any(axis=1) & cols.any(axis=1)
-            self.pulses.add(self, self.cells.weight_block, polarity, rows[fires], cols[fires], L)
-
-    def update_bias(self, grad: np.ndarray, lr: float) -> None:
-        """Stochastic update b -= lr grad (one train of train_length slots per call)."""
-        L = self.setup.train_length
-        n = lr * np.abs(grad) / self.dw  # expected coincidences
-        rows_bits = bit_trains(np.minimum(n / L, 1.0), L, self.rng)
-        self._bias_pulses(rows_bits, -np.sign(grad), L, first_bits(np.array([L]))[0])
-
-    def _bias_pulses(self, row_bits: np.ndarray, direction: np.ndarray, seg_len: int, on: np.uint64) -> None:
-        """Bias rows j fire row_bits[j]; the pair's + column (or - column) fires `on` so b_j moves
-        in `direction[j]` (+1 / -1) by one step per coincidence."""
-        zero = np.uint64(0)
-        for polarity in (1, -1):
-            rows = np.array([np.where(direction == sign, row_bits, zero) for sign in (polarity, -polarity)])
-            cols = np.array([[on, zero], [zero, on]], dtype=np.uint64)
-            fires = rows.any(axis=1)
-            self.pulses.add(self, self.cells.bias_block, polarity, rows[fires], cols[fires], seg_len)
-
-    def write_rows(self, rows: np.ndarray, pulses: np.ndarray) -> None:
-        """Give row k of [W; b] pulses[k, j] steps (sign = direction) on every output j."""
-        rows = np.asarray(rows, dtype=int)
-        pulses = np.asarray(pulses, dtype=np.int64)
-        M = max(int(np.max(np.abs(pulses), initial=0)), 1)
-        zero = np.uint64(0)
-        on = first_bits(np.array([M]))[0]
-        bias = rows == self.cells.n_in
-        for n in pulses[bias]:
-            if n.any():
-                self._bias_pulses(first_bits(np.abs(n)), np.sign(n), M, on)
-        rows, pulses = rows[~bias], pulses[~bias]
-        one_hot = np.where(rows[:, None] == np.arange(self.cells.n_in), on, zero)
-        bits = first_bits(np.abs(pulses))
-        for polarity in (1, -1):
-            cols = np.hstack([np.where(np.sign(pulses) == polarity, bits, zero),
-                              np.where(np.sign(pulses) == -polarity, bits, zero)])
-            fires = cols.any(axis=1)
-            self.pulses.add(self, self.cells.weight_block, polarity, one_hot[fires], cols[fires], M)
-
-
-def program_symmetry_point(xbar, block, cycles: int, width: float, setup: PulseSetup) -> None:
-    """`cycles` x (one SET pulse, one RESET pulse) on every cell of `block`, one request: soft-bounds devices
-    settle where up and down steps balance (their symmetry point)."""
-    if cycles <= 0:
-        return
-    _, _, n_rows, n_cols = block
-    polarities = np.tile([1, -1], cycles)
-    xbar.update_sequence(np.ones((polarities.size, n_rows), np.uint32), np.ones((polarities.size, n_cols), np.uint32),
-                         1, polarities, [setup.amplitude(p) for p in polarities], width, None, setup.v_gate, block)
-
-
-def calibrate_steps(xbar, block, setup: PulseSetup, pulses: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Mean step per pulse, up and down (S), of each cell of `block`: read, `pulses` SET pulses,
-    read, `pulses` RESET pulses, read."""
-    _, _, n_rows, n_cols = block
-    rows, cols = np.full(n_rows, (1 << pulses) - 1, np.uint32), np.full(n_cols, (1 << pulses) - 1, np.uint32)
-    g0 = xbar.read_map(setup.v_read, setup.v_gate, block=block)
-    xbar.parallel_update(rows, cols, pulses, 1, setup.v_set, setup.width, None, setup.v_gate, block)
-    g1 = xbar.read_map(setup.v_read, setup.v_gate, block=block)
-    xbar.parallel_update(rows, cols, pulses, -1, setup.v_reset, setup.width, None, setup.v_gate, block)
-    g2 = xbar.read_map(setup.v_read, setup.v_gate, block=block)
-    return (g1 - g0) / pulses, (g1 - g2) / pulses
-
-
-def used_mask(matrices: list[MatrixCells], block: tuple[int, int, int, int]) -> np.ndarray:
-    """Boolean (rows, cols) of the bounding block: cells that hold a weight or a bias."""
-    r0, c0, n_rows, n_cols = block
-    mask = np.zeros((n_rows, n_cols), dtype=bool)
-    for m in matrices:
-        for br, bc, nr, nc in (m.weight_block, m.bias_block):
-            mask[br - r0:br - r0 + nr, bc - c0:bc - c0 + nc] = True
-    return mask
-
-
-# -- analog network and algorithms ----------------------------------------------------------
-class AnalogNetwork:
-    """Layers of AnalogMatrix (the weight arrays C): sigmoid hidden layers, softmax output."""
-
-    def __init__(self, layers: list[AnalogMatrix]):
-        self.layers = layers
-
-    def forward(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        acts = [x]
-        for k, layer in enumerate(self.layers):
-            z = layer.forward(acts[-1])
-            if k == len(self.layers) - 1:
-                return acts, z
-            acts.append(sigmoid(z))
-        raise AssertionError("unreachable")
-
-    def backward(self, acts: list[np.ndarray], d_out: np.ndarray) -> list[np.ndarray]:
-        """Errors dLoss/dz of every layer (backward MVM through the hidden layers)."""
-        deltas = [d_out]
-        for k in range(len(self.layers) - 1, 0, -1):
-            e = self.layers[k].backward(deltas[0])
-            deltas.insert(0, e * acts[k] * (1.0 - acts[k]))
-        return deltas
-
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
-        """(loss, accuracy, logits) on a dataset."""
-        _, z = self.forward(x)
-        return cross_entropy(softmax(z), y), float(np.mean(np.argmax(z, axis=1) == y)), z
-
-
-class AnalogSGD:
-    """Plain analog SGD: every sample's rank-one update goes to C; biases once per batch."""
-
-    name = "sgd"
-
-    def __init__(self, network: AnalogNetwork, lr: float):
-        self.network, self.lr = network, lr
-        self.transfers = 0
-        self.c_writes = 0
-
-    def prepare(self) -> None:
-        """Nothing to prepare: the weights start at the symmetry point."""
-
-    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray]) -> None:
-        for layer, x, d in zip(self.network.layers, acts, deltas):
-            layer.update(x, d, self.lr)
-            layer.update_bias(d.sum(axis=0), self.lr)
-
-
-class TikiTakaV2:
-    """Tiki-Taka v2: gradient on the fast arrays A, periodic row transfer to C through a
-    digital buffer H with threshold (see the module docstring)."""
-
-    name = "ttv2"
-    momentum = 0.1  # fraction of H kept after a write (aihwkit BufferedTransferCompound default)
-
-    def __init__(self, network: AnalogNetwork, fast: list[AnalogMatrix], lr: float, transfer_lr: float,
-                 transfer_every: int):
-        self.network, self.fast, self.lr = network, fast, lr
-        self.transfer_lr, self.transfer_every = transfer_lr, transfer_every
-        self.H = [np.zeros((A.cells.n_in + 1, A.cells.n_out)) for A in fast]
-        self.next_row = [0] * len(fast)
-        self.due = [0.0] * len(fast)
-        self.reads = [np.zeros(A.cells.n_in + 1, dtype=np.int64) for A in fast]
-        self.ref: list[np.ndarray] = []
-        self.transfers = 0
-        self.c_writes = 0
-
-    def prepare(self) -> None:
-        """Store A's reference: its read at the symmetry point (TTv2's reference array)."""
-        self.ref = [A.read_rows(np.arange(A.cells.n_in + 1)) for A in self.fast]
-
-    def chopper(self, k: int) -> np.ndarray:
-        return np.ones(self.fast[k].cells.n_in + 1)
-
-    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray]) -> None:
-        n = len(acts[0])
-        for k, (A, x, d) in enumerate(zip(self.fast, acts, deltas)):
-            c = self.chopper(k)
-            A.update(x * c[:-1], d, self.lr)
-            A.update_bias(c[-1] * d.sum(axis=0), self.lr)
-            self.due[k] += n / self.transfer_every
-            count = int(self.due[k])
-            if count:
-                self.due[k] -= count
-                self.transfer(k, count)
-
-    def transfer(self, k: int, count: int) -> None:
-        A, C = self.fast[k], self.network.layers[k]
-        n_rows = A.cells.n_in + 1
-        rows = (self.next_row[k] + np.arange(count)) % n_rows
-        self.next_row[k] = int((self.next_row[k] + count) % n_rows)
-        pulses = np.zeros((count, A.cells.n_out), dtype=np.int64)
-        values = A.read_rows(rows)
-        for m, (row, v) in enumerate(zip(rows, values)):
-            signal = self.transfer_signal(k, row, v)
-            H = self.H[k][row]
-            if signal is not None:
-                H += self.transfer_lr * signal / C.dw
-                fire = np.abs(H) >= 1.0
-                n = np.clip(np.trunc(H), -C.setup.transfer_pulses, C.setup.transfer_pulses).astype(np.int64)
-                n[~fire] = 0
-                H[fire] *= self.momentum
-                pulses[m] = n
-            self.reads[k][row] += 1
-            self.after_read(k, row)
-        self.transfers += count
-        if pulses.any():
-            self.c_writes += int(np.abs(pulses).sum())
-            C.write_rows(rows, pulses)
-
-    def transfer_signal(self, k: int, row: int, v: np.ndarray) -> np.ndarray | None:
-        return v - self.ref[k][row]
-
-    def after_read(self, k: int, row: int) -> None:
-        """Hook after every read of a row (AGAD's chopper)."""
-
-
-class AGAD(TikiTakaV2):
-    """AGAD: chopped gradient on A with a dynamic reference (see the module docstring)."""
-
-    name = "agad"
-    momentum = 0.0  # aihwkit DynamicTransferCompound: forget_buffer with momentum 0
-    tail_weight = 5.0
-
-    def __init__(self, network, fast, lr, transfer_lr, transfer_every, chop_period: int):
-        super().__init__(network, fast, lr, transfer_lr, transfer_every)
-        self.chop_period = chop_period
-        self.beta = min(self.tail_weight / chop_period, 1.0)
-        self.chop = [np.ones(A.cells.n_in + 1) for A in fast]
-        self.switched = [np.zeros(A.cells.n_in + 1, dtype=bool) for A in fast]
-        self.mean = [np.zeros((A.cells.n_in + 1, A.cells.n_out)) for A in fast]
-        self.past = [np.zeros((A.cells.n_in + 1, A.cells.n_out)) for A in fast]
-
-    def prepare(self) -> None:
-        """No reference array: the reference is tracked during training."""
-
-    def chopper(self, k: int) -> np.ndarray:
-        return self.chop[k]
-
-    def transfer_signal(self, k: int, row: int, v: np.ndarray) -> np.ndarray | None:
-        if self.switched[k][row]:
-            self.past[k][row] = self.mean[k][row]
-        self.mean[k][row] = (1.0 - self.beta) * self.mean[k][row] + self.beta * v
-        # no writes during the first chopper period: the reference is not known yet
-        if self.reads[k][row] < self.chop_period:
-            return None
-        # the chopper sign that modulated the accumulation since the last switch
-        return self.chop[k][row] * (v - self.past[k][row])
-
-    def after_read(self, k: int, row: int) -> None:
-        self.switched[k][row] = False
-        if self.reads[k][row] % self.chop_period == 0:
-            self.chop[k][row] = -self.chop[k][row]
-            self.switched[k][row] = True
-
-
-# -- the protocol ------------------------------------------------------------------------------
 HISTORY_COLUMNS = [("epoch", "i4", ""), ("loss", "f8", ""), ("train_acc", "f8", ""), ("test_acc", "f8", ""),
                    ("fp_loss", "f8", ""), ("fp_train_acc", "f8", ""), ("fp_test_acc", "f8", "")]
 
@@ -674,17 +125,6 @@ def learning_rates(params: dict) -> tuple[float, float, float]:
             params["transfer_lr"] or task.transfer_lr.get(algorithm, 0.0))
 
 
-def run_fp_baseline(task: Task, data: Data, epochs: int, batch: int, lr: float, seed: int,
-                    orders: list[np.ndarray]) -> tuple[FloatMLP, list[tuple[float, float, float, float]]]:
-    """Train the float model; per epoch (0 = initial) (loss, train_acc, test_loss, test_acc)."""
-    model = FloatMLP(task.layers, np.random.default_rng([seed, 7]))
-    history = [(*model.evaluate(data.x_train, data.y_train), *model.evaluate(data.x_test, data.y_test))]
-    for order in orders[:epochs]:
-        for start in range(0, len(order), batch):
-            idx = order[start:start + batch]
-            model.step(data.x_train[idx], data.y_train[idx], lr)
-        history.append((*model.evaluate(data.x_train, data.y_train), *model.evaluate(data.x_test, data.y_test)))
-    return model, history
 
 
 class Train(Protocol):
@@ -693,7 +133,7 @@ class Train(Protocol):
     parameters = (
         Parameter("dataset", "str", "iris", choices=("iris", "digits"),
                   doc="iris: 4-3 softmax regression; digits: 64-32-10 MLP (sigmoid hidden)"),
-        Parameter("algorithm", "str", "sgd", choices=("sgd", "ttv2", "agad"),
+        Parameter("algorithm", "str", "sgd", choices=tuple(ALGORITHMS),
                   doc="sgd: analog SGD on the weights; ttv2: Tiki-Taka v2; agad: AGAD (chopped TTv2 with "
                       "dynamic reference)"),
         Parameter("epochs", "int", 20, "", minimum=1, maximum=10000, doc="passes over the training set"),
@@ -743,7 +183,8 @@ class Train(Protocol):
 
     def check(self, params: dict, config) -> None:
         task = TASKS[params["dataset"]]
-        _, _, (r0, c0, rows, cols) = layout(task.layers, params["algorithm"], params["row0"], params["col0"])
+        _, _, (r0, c0, rows, cols) = layout(task.layers, ALGORITHMS[params["algorithm"]].fast_arrays, params["row0"],
+                                            params["col0"])
         if r0 + rows > config.chip.rows or c0 + cols > config.chip.cols:
             raise ParameterError(
                 f"{params['dataset']} with {params['algorithm']} needs {rows}x{cols} cells from row {r0}, "
@@ -770,7 +211,7 @@ class Train(Protocol):
 
         setup = PulseSetup(p["v_read"], p["v_gate"], p["g_scale"], p["v_set"], p["v_reset"], p["width"],
                            p["train_length"], p["transfer_pulses"])
-        weights_cells, fast_cells, block = layout(task.layers, p["algorithm"], p["row0"], p["col0"])
+        weights_cells, fast_cells, block = layout(task.layers, ALGORITHMS[p["algorithm"]].fast_arrays, p["row0"], p["col0"])
         all_cells = weights_cells + [a for a in fast_cells if a is not None]
         mask = used_mask(all_cells, block)
         n_in_max = max(m.n_in for m in all_cells)
@@ -805,12 +246,8 @@ class Train(Protocol):
             ctx.append("calibration", array=matrix.name.encode(), step_up=s_up, step_down=s_down, dw=matrix.dw)
 
         network = AnalogNetwork(C)
-        if p["algorithm"] == "sgd":
-            optimizer = AnalogSGD(network, lr)
-        elif p["algorithm"] == "ttv2":
-            optimizer = TikiTakaV2(network, A, lr, transfer_lr, p["transfer_every"])
-        else:
-            optimizer = AGAD(network, A, lr, transfer_lr, p["transfer_every"], p["chop_period"])
+        optimizer = ALGORITHMS[p["algorithm"]](network, A, Settings(lr, transfer_lr, p["transfer_every"],
+                                                                    p["chop_period"]))
         optimizer.prepare()
 
         ctx.table("history", HISTORY_COLUMNS)
@@ -861,7 +298,7 @@ class Train(Protocol):
             "fp_loss": fp_loss,
             "lr": lr,
             "fp_lr": fp_lr,
-            "transfer_lr": transfer_lr if p["algorithm"] in TRANSFER_ALGORITHMS else None,
+            "transfer_lr": transfer_lr if optimizer.fast_arrays else None,
             "g_scale": p["g_scale"],
             "dw": {m.name: m.dw for m in C + A},
             "step_up": float(np.mean(up[mask])),

@@ -31,8 +31,8 @@ import numpy as np
 from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
 
-from .mvm import COLS, MAPPING, PROGRAMMING, ROWS, SEED, block_shape, check_block, check_window, \
-    program_block, rmse, weight_map
+from .matrix import COLS, MAPPING, ROWS, SEED, block_shape, check_block, check_window, program_block, rmse, weight_map
+from .programming import PROGRAMMING
 
 
 def load_weights(path: str, config) -> np.ndarray:

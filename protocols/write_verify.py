@@ -5,8 +5,8 @@ each, and programmed together by labctl.writeverify (SET/RESET amplitude by targ
 published, one pulse per cell outside its band per round). Stores per cell the outcome (table
 "cells") and every verify read (table "trace"); optionally re-reads every cell after a delay.
 
-The shared programming parameters and `program()` are reused by the retention and read-noise
-protocols.
+The programming parameters and `program_levels` it shares with the retention and read-noise
+protocols live in protocols/programming.py.
 """
 from __future__ import annotations
 
@@ -16,60 +16,9 @@ import numpy as np
 
 from labctl.engine import Protocol, RunContext
 from labctl.live import LivePlot
-from labctl.params import Parameter, ParameterError
-from labctl.writeverify import WriteVerifyResult, assign_targets, write_verify
+from labctl.params import Parameter
 
-from .common import V_GATE, V_READ, WIDTH
-
-ACCEPTANCE = Parameter("acceptance", "float", 0.002, "", minimum=1e-4, maximum=0.5,
-                       doc="half-width of the acceptance band as a fraction of the target (0.002 = 0.2 %)")
-REPEATS = Parameter("repeats", "int", 0, "", minimum=0,
-                    doc="cells per target/level; 0 fills the array")
-MAX_PULSES = Parameter("max_pulses", "int", 500, "", minimum=0, maximum=100000,
-                       doc="pulses allowed per cell before it counts as failed")
-REFINE = Parameter("refine", "int", 2, "", minimum=0, maximum=6,
-                   doc="times a cell's pulse width halves, once per overshoot of its band (0 = fixed width)")
-PROGRAMMING = (ACCEPTANCE, REPEATS, MAX_PULSES, WIDTH, REFINE, V_GATE, V_READ)
-
-CELL_COLUMNS = [("row", "i4", ""), ("col", "i4", ""), ("target", "f8", "S"), ("g_initial", "f8", "S"),
-                ("g_final", "f8", "S"), ("pulses", "i4", ""), ("success", "u1", "")]
-
-
-def check_levels(levels: list[float], repeats: int, config, name: str) -> None:
-    """Refuse repeated levels and more cells than the chip has."""
-    if len(set(levels)) != len(levels):
-        raise ParameterError(f"{name} must be distinct, got {levels}")
-    cells = config.chip.rows * config.chip.cols
-    if repeats > 0 and repeats * len(levels) > cells:
-        raise ParameterError(f"repeats={repeats} x {len(levels)} {name} needs {repeats * len(levels)} cells; "
-                             f"the chip has {cells}")
-    if repeats <= 0 and cells < len(levels):
-        raise ParameterError(f"{len(levels)} {name} need at least {len(levels)} cells; the chip has {cells}")
-
-
-def program(ctx: RunContext, levels: list[float], trace: bool = True) -> WriteVerifyResult:
-    """Write-verify `repeats` cells per level with the run's programming parameters; stores
-    table "cells" (and "trace": cell index into "cells", pulses so far, g) and returns the result."""
-    p = ctx.params
-    cells, targets = assign_targets(ctx.crossbar.shape, levels, p["repeats"])
-    on_read = None
-    if trace:
-        ctx.table("trace", [("cell", "i4", ""), ("pulse", "i4", ""), ("g", "f8", "S")])
-
-        def on_read(index: np.ndarray, pulses: np.ndarray, g: np.ndarray) -> None:
-            ctx.append("trace", cell=index, pulse=pulses, g=g)
-
-    result = write_verify(ctx.crossbar, cells, targets, p["acceptance"], p["max_pulses"], p["width"],
-                          p["v_gate"], p["v_read"], checkpoint=ctx.progress, refine=p["refine"], on_read=on_read)
-    ctx.table("cells", CELL_COLUMNS)
-    ctx.append("cells", row=cells[:, 0], col=cells[:, 1], target=targets, g_initial=result.g_initial,
-               g_final=result.g, pulses=result.pulses, success=result.success.astype(np.uint8))
-    return result
-
-
-def sample_std(x: np.ndarray) -> float | None:
-    """Sample standard deviation (ddof 1); None for fewer than two values."""
-    return float(np.std(x, ddof=1)) if x.size > 1 else None
+from .programming import LEVEL_PROGRAMMING, check_levels, program_levels, sample_std
 
 
 class WriteVerify(Protocol):
@@ -79,7 +28,7 @@ class WriteVerify(Protocol):
     parameters = (
         Parameter("targets", "floats", [20e-6, 50e-6, 80e-6], "S", minimum=1e-7, maximum=1e-3,
                   doc="target conductances; SET/RESET amplitudes follow the published table by range"),
-        *PROGRAMMING,
+        *LEVEL_PROGRAMMING,
         Parameter("reread_after", "float", 0.0, "s", minimum=0.0,
                   doc="if > 0, wait this long after programming and read every cell again"),
     )
@@ -93,7 +42,7 @@ class WriteVerify(Protocol):
         pulses_mean, success_by_target; overall: success_rate, pulses_mean_all, pulses_max,
         cells; with reread_after > 0 also sigma_reread / error_mean_reread (S) per target."""
         p = ctx.params
-        result = program(ctx, p["targets"])
+        result = program_levels(ctx, p["targets"])
         summary = _summary(p["targets"], result.targets, result.g, result.pulses, result.success)
         if p["reread_after"] > 0:
             ctx.wait(p["reread_after"])

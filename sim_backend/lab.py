@@ -122,7 +122,7 @@ class SimLab:
             return lambda v: 0.0
         formed = physics._formed[rows, cols]
         g = physics.conductance((rows, cols)) if formed.any() else physics._g[rows, cols]  # pristine: programmed g
-        solve, n = physics._solve, rows.size
+        solve = physics._solve
 
         def current(v: float) -> float:
             v_cell = [(v if bl_on else bl) - (v if sl_on else sl) for bl_on, bl, sl_on, sl in lines]

@@ -104,3 +104,28 @@ def test_the_shared_registry_is_the_engines():
     from labctl.engine import get_protocol
 
     assert get_protocol("forming") is PROTOCOLS["forming"]
+
+
+def test_no_protocol_imports_another():
+    """Protocols share code through the modules that are not protocols (protocols/common.py,
+    programming.py, matrix.py) and labctl.aimc, never through each other."""
+    import ast
+    from pathlib import Path
+
+    protocol_modules = {type(p).__module__.rsplit(".", 1)[1]: type(p).__module__ for p in PROTOCOLS.values()
+                        if type(p).__module__.startswith("labctl.protocols.")}
+    assert len(protocol_modules) >= 14
+    folder = Path(__import__("labctl.protocols", fromlist=["x"]).__file__).parent
+    crossings = []
+    for name in protocol_modules:
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                target = (node.module or "") if node.level == 0 else f"labctl.protocols.{node.module or ''}"
+                imported = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                imported = [a.name for a in node.names]
+            else:
+                continue
+            crossings += [f"{name} imports {m}" for m in imported
+                          if m in protocol_modules.values() and m != protocol_modules[name]]
+    assert not crossings

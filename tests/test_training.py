@@ -12,8 +12,8 @@ from labctl.params import ParameterError
 from labctl.station import Station
 from labctl.store import load_run
 from labctl.registry import PROTOCOLS
-from labctl.protocols.train import (AGAD, AnalogMatrix, AnalogNetwork, MatrixCells, PulseSetup, TikiTakaV2,
-                             PulseQueue, layout, pack_segments, prepare_data)
+from labctl.aimc import (AGAD, AnalogMatrix, AnalogNetwork, MatrixCells, PulseQueue, PulseSetup, Settings,
+                         TikiTakaV2, layout, pack_segments, prepare_data)
 
 
 # -- datasets --------------------------------------------------------------------------------
@@ -193,10 +193,10 @@ def test_short_segments_are_packed_into_one_train():
 
 
 def test_layout_places_weight_and_fast_arrays_side_by_side():
-    C, A, block = layout((64, 32, 10), "agad")
+    C, A, block = layout((64, 32, 10), fast_arrays=True)
     assert [c.c0 for c in C] == [0, 132] and [a.c0 for a in A] == [66, 154]
     assert block == (0, 0, 64, 176)
-    C, A, block = layout((4, 3), "sgd")
+    C, A, block = layout((4, 3), fast_arrays=False)
     assert A == [None] and block == (0, 0, 4, 8)
     assert C[0].bias_block == (0, 6, 3, 2)
 
@@ -206,7 +206,7 @@ def test_ttv2_transfers_the_fast_array_through_its_buffer():
     C = matrix(xbar)
     A = AnalogMatrix(xbar, MatrixCells(0, 8, 4, 3), SETUP, np.random.default_rng(0), "A1")
     A.dw = C.dw
-    ttv2 = TikiTakaV2(AnalogNetwork([C]), [A], lr=0.1, transfer_lr=1.1, transfer_every=1)
+    ttv2 = TikiTakaV2(AnalogNetwork([C]), [A], Settings(lr=0.1, transfer_lr=1.1, transfer_every=1))
     ttv2.prepare()  # reference: A as it is now (all zero)
     A.write_rows(np.array([1]), np.array([[3, -2, 0]]))  # A row 1 = (3, -2, 0) steps
     ttv2.transfer(0, 2)  # reads rows 0 and 1
@@ -223,7 +223,7 @@ def test_agad_chopper_flips_and_reference_tracks_the_fast_array():
     C = matrix(xbar)
     A = AnalogMatrix(xbar, MatrixCells(0, 8, 4, 3), SETUP, np.random.default_rng(0), "A1")
     A.dw = C.dw
-    agad = AGAD(AnalogNetwork([C]), [A], lr=0.1, transfer_lr=1.0, transfer_every=1, chop_period=2)
+    agad = AGAD(AnalogNetwork([C]), [A], Settings(lr=0.1, transfer_lr=1.0, transfer_every=1, chop_period=2))
     A.write_rows(np.arange(5), np.full((5, 3), 2))  # an offset on A: no gradient information
     for _ in range(4):  # two chopper periods of every row
         agad.transfer(0, 5)

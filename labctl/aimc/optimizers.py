@@ -1,0 +1,167 @@
+"""The in-situ training algorithms, one class each with one interface:
+`Algorithm(network, fast, settings)`, `prepare()` once before training, `step(acts, deltas)` per
+mini-batch, and the counters `transfers` and `c_writes`. ALGORITHMS maps their names to them.
+
+- sgd (AnalogSGD): plain analog SGD on the weight arrays C.
+- ttv2 (TikiTakaV2): Tiki-Taka v2 (Gokmen 2021): the gradient on fast arrays A, rows of A
+  transferred to C through a digital buffer with threshold.
+- agad (AGAD): chopped TTv2 with a dynamic reference (Rasch et al. 2023/24).
+labctl/protocols/train.py describes each in full."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .network import AnalogNetwork
+from .tile import AnalogMatrix
+
+
+@dataclass(frozen=True)
+class Settings:
+    """An algorithm's rates and schedule (the train protocol's parameters of the same names)."""
+
+    lr: float
+    transfer_lr: float = 0.0
+    transfer_every: int = 1
+    chop_period: int = 4
+
+
+class Algorithm:
+    """The interface: built from the network (its weight arrays C), the fast arrays A (one per
+    layer when `fast_arrays`, else none) and the settings."""
+
+    name = ""
+    fast_arrays = False  # whether the algorithm needs an array A beside each C
+
+    def __init__(self, network: AnalogNetwork, fast: list[AnalogMatrix], settings: Settings):
+        self.network, self.fast, self.settings, self.lr = network, fast, settings, settings.lr
+        self.transfers = 0  # rows transferred from A to C
+        self.c_writes = 0  # pulses written to C by transfers
+
+    def prepare(self) -> None:
+        """Once after the symmetry-point programming, before the first step."""
+
+    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray]) -> None:
+        """One mini-batch: the layers' inputs and their errors dLoss/dz."""
+        raise NotImplementedError
+
+
+class AnalogSGD(Algorithm):
+    """Plain analog SGD: every sample's rank-one update goes to C; biases once per batch."""
+
+    name = "sgd"
+
+    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray]) -> None:
+        for layer, x, d in zip(self.network.layers, acts, deltas):
+            layer.update(x, d, self.lr)
+            layer.update_bias(d.sum(axis=0), self.lr)
+
+
+class TikiTakaV2(Algorithm):
+    """Tiki-Taka v2: gradient on the fast arrays A, periodic row transfer to C through a
+    digital buffer H with threshold (labctl/protocols/train.py)."""
+
+    name = "ttv2"
+    fast_arrays = True
+    momentum = 0.1  # fraction of H kept after a write (aihwkit BufferedTransferCompound default)
+
+    def __init__(self, network: AnalogNetwork, fast: list[AnalogMatrix], settings: Settings):
+        super().__init__(network, fast, settings)
+        self.transfer_lr, self.transfer_every = settings.transfer_lr, settings.transfer_every
+        self.H = [np.zeros((A.cells.n_in + 1, A.cells.n_out)) for A in fast]
+        self.next_row = [0] * len(fast)
+        self.due = [0.0] * len(fast)
+        self.reads = [np.zeros(A.cells.n_in + 1, dtype=np.int64) for A in fast]
+        self.ref: list[np.ndarray] = []
+
+    def prepare(self) -> None:
+        """Store A's reference: its read at the symmetry point (TTv2's reference array)."""
+        self.ref = [A.read_rows(np.arange(A.cells.n_in + 1)) for A in self.fast]
+
+    def chopper(self, k: int) -> np.ndarray:
+        return np.ones(self.fast[k].cells.n_in + 1)
+
+    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray]) -> None:
+        n = len(acts[0])
+        for k, (A, x, d) in enumerate(zip(self.fast, acts, deltas)):
+            c = self.chopper(k)
+            A.update(x * c[:-1], d, self.lr)
+            A.update_bias(c[-1] * d.sum(axis=0), self.lr)
+            self.due[k] += n / self.transfer_every
+            count = int(self.due[k])
+            if count:
+                self.due[k] -= count
+                self.transfer(k, count)
+
+    def transfer(self, k: int, count: int) -> None:
+        A, C = self.fast[k], self.network.layers[k]
+        n_rows = A.cells.n_in + 1
+        rows = (self.next_row[k] + np.arange(count)) % n_rows
+        self.next_row[k] = int((self.next_row[k] + count) % n_rows)
+        pulses = np.zeros((count, A.cells.n_out), dtype=np.int64)
+        values = A.read_rows(rows)
+        for m, (row, v) in enumerate(zip(rows, values)):
+            signal = self.transfer_signal(k, row, v)
+            H = self.H[k][row]
+            if signal is not None:
+                H += self.transfer_lr * signal / C.dw
+                fire = np.abs(H) >= 1.0
+                n = np.clip(np.trunc(H), -C.setup.transfer_pulses, C.setup.transfer_pulses).astype(np.int64)
+                n[~fire] = 0
+                H[fire] *= self.momentum
+                pulses[m] = n
+            self.reads[k][row] += 1
+            self.after_read(k, row)
+        self.transfers += count
+        if pulses.any():
+            self.c_writes += int(np.abs(pulses).sum())
+            C.write_rows(rows, pulses)
+
+    def transfer_signal(self, k: int, row: int, v: np.ndarray) -> np.ndarray | None:
+        return v - self.ref[k][row]
+
+    def after_read(self, k: int, row: int) -> None:
+        """Hook after every read of a row (AGAD's chopper)."""
+
+
+class AGAD(TikiTakaV2):
+    """AGAD: chopped gradient on A with a dynamic reference (labctl/protocols/train.py)."""
+
+    name = "agad"
+    momentum = 0.0  # aihwkit DynamicTransferCompound: forget_buffer with momentum 0
+    tail_weight = 5.0
+
+    def __init__(self, network: AnalogNetwork, fast: list[AnalogMatrix], settings: Settings):
+        super().__init__(network, fast, settings)
+        chop_period = self.chop_period = settings.chop_period
+        self.beta = min(self.tail_weight / chop_period, 1.0)
+        self.chop = [np.ones(A.cells.n_in + 1) for A in fast]
+        self.switched = [np.zeros(A.cells.n_in + 1, dtype=bool) for A in fast]
+        self.mean = [np.zeros((A.cells.n_in + 1, A.cells.n_out)) for A in fast]
+        self.past = [np.zeros((A.cells.n_in + 1, A.cells.n_out)) for A in fast]
+
+    def prepare(self) -> None:
+        """No reference array: the reference is tracked during training."""
+
+    def chopper(self, k: int) -> np.ndarray:
+        return self.chop[k]
+
+    def transfer_signal(self, k: int, row: int, v: np.ndarray) -> np.ndarray | None:
+        if self.switched[k][row]:
+            self.past[k][row] = self.mean[k][row]
+        self.mean[k][row] = (1.0 - self.beta) * self.mean[k][row] + self.beta * v
+        # no writes during the first chopper period: the reference is not known yet
+        if self.reads[k][row] < self.chop_period:
+            return None
+        # the chopper sign that modulated the accumulation since the last switch
+        return self.chop[k][row] * (v - self.past[k][row])
+
+    def after_read(self, k: int, row: int) -> None:
+        self.switched[k][row] = False
+        if self.reads[k][row] % self.chop_period == 0:
+            self.chop[k][row] = -self.chop[k][row]
+            self.switched[k][row] = True
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = {a.name: a for a in (AnalogSGD, TikiTakaV2, AGAD)}

@@ -1,0 +1,159 @@
+"""A weight matrix with bias on an array block (AnalogMatrix: MVMs, stochastic updates, row
+reads and writes, in weight units) and the device preparation before training (symmetry point,
+step calibration)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import MatrixCells
+from .pulses import PulseQueue, PulseSetup, bit_trains, first_bits
+
+
+class AnalogMatrix:
+    """A weight matrix with bias on the array: forward/backward MVM, stochastic rank-one updates,
+    row reads and row writes, all in weight units (w = (G+ - G-) / g_scale). Updates and writes
+    go to `pulses` (a queue shared by the matrices of a run; default one of its own), which each
+    read flushes first."""
+
+    def __init__(self, xbar, cells: MatrixCells, setup: PulseSetup, rng: np.random.Generator, name: str,
+                 pulses: PulseQueue | None = None):
+        self.xbar, self.cells, self.setup, self.rng, self.name = xbar, cells, setup, rng, name
+        self.pulses = pulses or PulseQueue(xbar, (cells.r0, cells.c0, cells.n_rows, cells.n_cols), setup)
+        self.unit = setup.v_read * setup.g_scale  # A per unit weight per unit input
+        self.dw = float("nan")  # weight change of one coincidence (calibrated)
+        self.coincidences = 0
+
+    # reads
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """z = x W + b for a batch x (B, n_in) in [-1, 1]."""
+        n = self.cells.n_out
+        self.pulses.flush()
+        i = np.atleast_2d(self.xbar.mvm_forward(np.atleast_2d(x), self.cells.weight_block))
+        return (i[:, :n] - i[:, n:]) / self.unit + self.bias()
+
+    def bias(self) -> np.ndarray:
+        self.pulses.flush()
+        return np.asarray(self.xbar.mvm_backward(np.array([1.0, -1.0]), self.cells.bias_block)) / self.unit
+
+    def backward(self, d: np.ndarray) -> np.ndarray:
+        """d W^T for a batch d (B, n_out) (any scale; normalised per vector for the MVM)."""
+        d = np.atleast_2d(d)
+        s = np.max(np.abs(d), axis=1, keepdims=True)
+        s[s == 0] = 1.0
+        self.pulses.flush()
+        i = np.atleast_2d(self.xbar.mvm_backward(np.hstack([d / s, -d / s]), self.cells.weight_block))
+        return i * s / self.unit
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the augmented matrix [W; b] (row n_in = bias), (len(rows), n_out)."""
+        rows = np.asarray(rows, dtype=int)
+        out = np.empty((rows.size, self.cells.n_out))
+        weight = rows < self.cells.n_in
+        if weight.any():
+            n = self.cells.n_out
+            self.pulses.flush()
+            onehot = np.zeros((int(weight.sum()), self.cells.n_in))
+            onehot[np.arange(onehot.shape[0]), rows[weight]] = 1.0
+            i = np.atleast_2d(self.xbar.mvm_forward(onehot, self.cells.weight_block))
+            out[weight] = (i[:, :n] - i[:, n:]) / self.unit
+        if (~weight).any():
+            out[~weight] = self.bias()
+        return out
+
+    def read_conductances(self) -> tuple[np.ndarray, np.ndarray]:
+        """(G of the weight block (n_in, 2 n_out), G of the bias pair (n_out, 2)) in S."""
+        s = self.setup
+        self.pulses.flush()
+        return (self.xbar.read_map(s.v_read, s.v_gate, block=self.cells.weight_block),
+                self.xbar.read_map(s.v_read, s.v_gate, block=self.cells.bias_block))
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(W, b, G weights, G bias) from a read_map of the matrix's cells."""
+        g_w, g_b = self.read_conductances()
+        n = self.cells.n_out
+        return ((g_w[:, :n] - g_w[:, n:]) / self.setup.g_scale, (g_b[:, 0] - g_b[:, 1]) / self.setup.g_scale,
+                g_w, g_b)
+
+    # updates
+    def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
+        """Stochastic rank-one updates W -= lr x_b d_b^T, one per sample b of the batch."""
+        L = self.setup.train_length
+        x, d = np.atleast_2d(x), np.atleast_2d(d)
+        x_max, d_max = np.max(np.abs(x), axis=1), np.max(np.abs(d), axis=1)
+        live = (x_max > 0) & (d_max > 0)
+        x, d, x_max, d_max = x[live], d[live], x_max[live, None], d_max[live, None]
+        a = np.minimum(np.sqrt(lr * x_max * d_max / (self.dw * L)), 1.0)  # = b
+        row_bits = bit_trains(np.abs(x) / x_max * a, L, self.rng)
+        col_bits = bit_trains(np.abs(d) / d_max * a, L, self.rng)
+        grow = -np.sign(d)  # direction of w_ij for x_i > 0
+        zero = np.uint64(0)
+        for polarity in (1, -1):
+            rows, cols = [], []
+            for x_sign in (1.0, -1.0):
+                s = x_sign * grow
+                rows.append(np.where(np.sign(x) == x_sign, row_bits, zero))
+                cols.append(np.hstack([np.where(s == polarity, col_bits, zero), np.where(s == -polarity, col_bits, zero)]))
+            rows, cols = np.vstack(rows), np.vstack(cols)
+            fires = rows.any(axis=1) & cols.any(axis=1)
+            self.pulses.add(self, self.cells.weight_block, polarity, rows[fires], cols[fires], L)
+
+    def update_bias(self, grad: np.ndarray, lr: float) -> None:
+        """Stochastic update b -= lr grad (one train of train_length slots per call)."""
+        L = self.setup.train_length
+        n = lr * np.abs(grad) / self.dw  # expected coincidences
+        rows_bits = bit_trains(np.minimum(n / L, 1.0), L, self.rng)
+        self._bias_pulses(rows_bits, -np.sign(grad), L, first_bits(np.array([L]))[0])
+
+    def _bias_pulses(self, row_bits: np.ndarray, direction: np.ndarray, seg_len: int, on: np.uint64) -> None:
+        """Bias rows j fire row_bits[j]; the pair's + column (or - column) fires `on` so b_j moves
+        in `direction[j]` (+1 / -1) by one step per coincidence."""
+        zero = np.uint64(0)
+        for polarity in (1, -1):
+            rows = np.array([np.where(direction == sign, row_bits, zero) for sign in (polarity, -polarity)])
+            cols = np.array([[on, zero], [zero, on]], dtype=np.uint64)
+            fires = rows.any(axis=1)
+            self.pulses.add(self, self.cells.bias_block, polarity, rows[fires], cols[fires], seg_len)
+
+    def write_rows(self, rows: np.ndarray, pulses: np.ndarray) -> None:
+        """Give row k of [W; b] pulses[k, j] steps (sign = direction) on every output j."""
+        rows = np.asarray(rows, dtype=int)
+        pulses = np.asarray(pulses, dtype=np.int64)
+        M = max(int(np.max(np.abs(pulses), initial=0)), 1)
+        zero = np.uint64(0)
+        on = first_bits(np.array([M]))[0]
+        bias = rows == self.cells.n_in
+        for n in pulses[bias]:
+            if n.any():
+                self._bias_pulses(first_bits(np.abs(n)), np.sign(n), M, on)
+        rows, pulses = rows[~bias], pulses[~bias]
+        one_hot = np.where(rows[:, None] == np.arange(self.cells.n_in), on, zero)
+        bits = first_bits(np.abs(pulses))
+        for polarity in (1, -1):
+            cols = np.hstack([np.where(np.sign(pulses) == polarity, bits, zero),
+                              np.where(np.sign(pulses) == -polarity, bits, zero)])
+            fires = cols.any(axis=1)
+            self.pulses.add(self, self.cells.weight_block, polarity, one_hot[fires], cols[fires], M)
+
+
+def program_symmetry_point(xbar, block, cycles: int, width: float, setup: PulseSetup) -> None:
+    """`cycles` x (one SET pulse, one RESET pulse) on every cell of `block`, one request: soft-bounds devices
+    settle where up and down steps balance (their symmetry point)."""
+    if cycles <= 0:
+        return
+    _, _, n_rows, n_cols = block
+    polarities = np.tile([1, -1], cycles)
+    xbar.update_sequence(np.ones((polarities.size, n_rows), np.uint32), np.ones((polarities.size, n_cols), np.uint32),
+                         1, polarities, [setup.amplitude(p) for p in polarities], width, None, setup.v_gate, block)
+
+
+def calibrate_steps(xbar, block, setup: PulseSetup, pulses: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Mean step per pulse, up and down (S), of each cell of `block`: read, `pulses` SET pulses,
+    read, `pulses` RESET pulses, read."""
+    _, _, n_rows, n_cols = block
+    rows, cols = np.full(n_rows, (1 << pulses) - 1, np.uint32), np.full(n_cols, (1 << pulses) - 1, np.uint32)
+    g0 = xbar.read_map(setup.v_read, setup.v_gate, block=block)
+    xbar.parallel_update(rows, cols, pulses, 1, setup.v_set, setup.width, None, setup.v_gate, block)
+    g1 = xbar.read_map(setup.v_read, setup.v_gate, block=block)
+    xbar.parallel_update(rows, cols, pulses, -1, setup.v_reset, setup.width, None, setup.v_gate, block)
+    g2 = xbar.read_map(setup.v_read, setup.v_gate, block=block)
+    return (g1 - g0) / pulses, (g1 - g2) / pulses
