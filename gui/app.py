@@ -12,21 +12,8 @@ import signal
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _settings(pairs: list[str]) -> dict[str, Any]:
-    from labctl.params import ParameterError, parse_cli_value
-
-    values = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise ParameterError(f"--set expects NAME=VALUE, got {pair!r}")
-        values[name] = parse_cli_value(text)
-    return values
 
 
 def main(args, config) -> int:
@@ -48,13 +35,13 @@ def _main(args, config) -> int:
     from PyQt6.QtCore import QEventLoop, QTimer
     from PyQt6.QtWidgets import QApplication
 
-    from labctl.params import ParameterError
+    from labctl.params import ParameterError, parse_settings
 
     from .window import MainWindow
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("labctl")
-    values = _settings(args.set or [])
+    values = parse_settings(args.set or [])
     out = Path(args.out) if args.out else Path("labctl_data") / f"{date.today():%Y%m%d}.h5"
     window = MainWindow(config, out, sim_state=args.sim_state, seed=args.seed)
     window.show()

@@ -187,10 +187,6 @@ class StationWorker(QObject):
             self._cv.notify()
         self._dropped(dropped)
 
-    def wait_stopped(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     def take_data(self) -> list[tuple[str, dict[str, Any]]]:
         """Every row block / saved array received since the last call (UI thread), consecutive
         row blocks of one table merged into one (so the UI handles one block per table per drain)."""
@@ -268,7 +264,7 @@ class StationWorker(QObject):
             return
         station, self.station = self.station, None
         try:
-            station.crossbar.safe_state()
+            station.safe_state()
         finally:
             station.close()
             log.info("station %s disconnected", self.config.name)
@@ -277,7 +273,7 @@ class StationWorker(QObject):
     def _safe_state(self) -> None:
         try:
             self._open()
-            self.station.crossbar.safe_state()
+            self.station.safe_state()
         except Exception as exc:
             self.safe_state_done.emit(False, f"{type(exc).__name__}: {exc}")
             raise

@@ -32,17 +32,6 @@ def in_range(low: float, high: float, unit: str = "") -> Validator:
     return check
 
 
-def one_of(*choices: Any) -> Validator:
-    """Accept one of a fixed set of values."""
-
-    def check(name: str, value: Any) -> Any:
-        if value not in choices:
-            raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
-        return value
-
-    return check
-
-
 def boolean(name: str, value: Any) -> int:
     """Accept True/False (or 0/1) and send it as 1/0."""
     if value not in (True, False):

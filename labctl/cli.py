@@ -8,7 +8,6 @@ import sys
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from labctl.instruments.fpga import LineMode
 from labctl.sim.lab import PULSE_TWINS, SMU_TWINS
@@ -16,7 +15,7 @@ from labctl.sim.lab import PULSE_TWINS, SMU_TWINS
 from . import __version__
 from .engine import get_protocol, prepare, run_protocol
 from .registry import PROTOCOLS
-from .params import ParameterError, parse_cli_value
+from .params import ParameterError, parse_settings
 from .safety import SafetyError
 from .station import (Station, StationConfig, StationError, check_station, load_station,
                       open_sim_lab, reset_sim_state, station_toml)
@@ -45,16 +44,6 @@ def _progress(label: str):
     return show
 
 
-def _settings(pairs: list[str]) -> dict[str, Any]:
-    values = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise CliError(f"--set expects NAME=VALUE, got {pair!r}", EXIT_USAGE)
-        values[name] = parse_cli_value(text)
-    return values
-
-
 def cmd_protocols(args) -> int:
     table = [{"name": p.name, "title": p.title, "parameters": [q.describe() for q in p.parameters]}
              for p in PROTOCOLS.values()]
@@ -74,7 +63,7 @@ def cmd_protocols(args) -> int:
 
 def cmd_run(args) -> int:
     protocol = get_protocol(args.protocol)
-    values = _settings(args.set or [])
+    values = parse_settings(args.set or [])
     out = args.out or Path("labctl_data") / f"{date.today():%Y%m%d}.h5"
     config = _station_config(args)
     prepare(protocol, values, config)  # bad input fails here, before any instrument is touched
@@ -204,7 +193,7 @@ def cmd_board(args) -> int:
             row, col = _cell(args.cell)
             station.crossbar.connect_cell(row, col, args.gate)
         elif args.board_command == "release":
-            station.crossbar.safe_state()
+            station.safe_state()
         chip = station.config.chip
         modes, dac = station.board.status()
         for kind, channels in (("WL", chip.wl_channels), ("BL", chip.bl_channels), ("SL", chip.sl_channels)):

@@ -177,7 +177,7 @@ def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | Non
             log.exception("run %s failed", writer.run_id)
         finally:
             try:
-                station.crossbar.safe_state()
+                station.safe_state()
             except Exception as exc:
                 status, error = "failed", (error + "; " if error else "") + f"safe state failed: {exc}"
             writer.finish(status, summary, error)

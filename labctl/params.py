@@ -86,3 +86,14 @@ def parse_cli_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """Parameter values from `--set NAME=VALUE` options (`labctl run`, `labctl gui`)."""
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ParameterError(f"--set expects NAME=VALUE, got {pair!r}")
+        values[name] = parse_cli_value(text)
+    return values

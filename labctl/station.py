@@ -9,8 +9,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import socket
-import time
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -23,6 +21,7 @@ from labctl.instruments.smu import SourceMeter
 from labctl.instruments.transport import (InProcessTransport, SerialTransport, Transport, VisaTransport,
                                    is_serial_resource)
 
+from .clocks import Clock, RemoteSimulatedClock, SimulatedClock, WallClock
 from .crossbar import Crossbar
 from .safety import SafeOperatingArea
 
@@ -168,18 +167,6 @@ def default_sim_state(config: StationConfig) -> Path:
     return base / "labctl" / f"{tag}-{config.chip.rows}x{config.chip.cols}.npz"
 
 
-def _sim_control(address: str, command: str) -> str:
-    """One command to a virtual lab's simulator-control port."""
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=10) as conn, conn.makefile("rw") as f:
-        f.write(command + "\n")
-        f.flush()
-        reply = f.readline().strip()
-    if not reply or reply.startswith("ERR"):
-        raise StationError(f"simulator control {address}: {reply or 'no reply'}")
-    return reply
-
-
 def _make_driver(role: str, inst: InstrumentConfig, transport: Transport):
     """The driver of one station entry; `channel` (e.g. 2 on a B2902A, "b" on a 2602B) if given."""
     extra = {"channel": inst.options["channel"]} if "channel" in inst.options else {}
@@ -202,8 +189,10 @@ class Station:
         self.lab = None
         self.sim_state: Path | None = None
         self.seed = seed
+        self.clock: Clock = RemoteSimulatedClock(config.sim_control) if config.sim_control else WallClock()
         if config.simulated:
             self.lab, self.sim_state = open_sim_lab(config, sim_state, seed)
+            self.clock = SimulatedClock(self.lab.physics.clock)
         self.drivers: dict[str, Any] = {}
         self.identities: dict[str, str] = {}
         try:
@@ -242,16 +231,12 @@ class Station:
         bench in real time, calling `checkpoint` (pause/abort) at least once a second."""
         if seconds < 0:
             raise ValueError(f"wait: seconds must be >= 0, got {seconds}")
-        if self.lab is not None:
-            self.lab.physics.clock.advance(seconds)
-        elif self.config.sim_control:
-            _sim_control(self.config.sim_control, f"ADVANCE {seconds!r}")
-        else:
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                checkpoint()
-                time.sleep(min(left, 1.0))
+        self.clock.wait(seconds, checkpoint)
         checkpoint()
+
+    def safe_state(self) -> None:
+        """Every source of the station at 0 V with its output off, every board line grounded."""
+        self.crossbar.safe_state()
 
     def snapshot(self) -> dict[str, Any]:
         """Station, chip map, SOA, instrument identities and (if simulated) the simulator's state."""
