@@ -22,9 +22,9 @@ G_HI = Parameter("g_hi", "float", 80e-6, "S", minimum=1e-7, maximum=1e-3,
 MAPPING = (G_LO, G_HI)
 
 
-def block_shape(params: dict, config) -> tuple[int, int]:
+def block_shape(params: dict, chip_shape: tuple[int, int]) -> tuple[int, int]:
     """(n_rows, n_cols) of the block at (0, 0): `rows`/`cols`, 0 meaning the whole chip."""
-    return params["rows"] or config.chip.rows, params["cols"] or config.chip.cols
+    return params["rows"] or chip_shape[0], params["cols"] or chip_shape[1]
 
 
 def check_block(params: dict, config) -> None:

@@ -94,7 +94,7 @@ class MVM(Protocol):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         """Summary keys: see the module docstring."""
         p, xbar = ctx.params, ctx.crossbar
-        n_rows, n_cols = block_shape(p, ctx.station.config)
+        n_rows, n_cols = block_shape(p, ctx.crossbar.shape)
         block = (0, 0, n_rows, n_cols)
         rng = np.random.default_rng(p["seed"])
         weights = rng.uniform(-1.0, 1.0, (n_rows, n_cols))

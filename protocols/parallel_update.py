@@ -105,7 +105,7 @@ class ParallelUpdate(Protocol):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         """Summary keys: see the module docstring."""
         p, xbar = ctx.params, ctx.crossbar
-        n_rows, n_cols = block_shape(p, ctx.station.config)
+        n_rows, n_cols = block_shape(p, ctx.crossbar.shape)
         block = (0, 0, n_rows, n_cols)
         length, p_max = p["train_length"], p["p_max"]
         period = p["period"] or 2 * p["width"]

@@ -35,7 +35,7 @@ from .matrix import COLS, MAPPING, ROWS, SEED, block_shape, check_block, check_w
 from .programming import PROGRAMMING
 
 
-def load_weights(path: str, config) -> np.ndarray:
+def load_weights(path: str, chip_shape: tuple[int, int]) -> np.ndarray:
     """The matrix of a .npy file, checked: 2-D, finite, not larger than the chip."""
     file = Path(path).expanduser()
     if not file.is_file():
@@ -49,7 +49,7 @@ def load_weights(path: str, config) -> np.ndarray:
                              f"{weights.shape} of {weights.dtype}")
     if not np.all(np.isfinite(weights)):
         raise ParameterError(f"weights={path!r} has NaN or infinite entries")
-    rows, cols = config.chip.rows, config.chip.cols
+    rows, cols = chip_shape
     if weights.shape[0] > rows or weights.shape[1] > cols:
         raise ParameterError(f"weights={path!r} is {weights.shape[0]}x{weights.shape[1]}; the chip is "
                              f"{rows}x{cols}")
@@ -76,7 +76,7 @@ class WeightTransfer(Protocol):
         if not params["weights"]:
             check_block(params, config)
             return
-        weights = load_weights(params["weights"], config)
+        weights = load_weights(params["weights"], (config.chip.rows, config.chip.cols))
         for name, size in (("rows", weights.shape[0]), ("cols", weights.shape[1])):
             if params[name] not in (0, size):
                 raise ParameterError(f"{name}={params[name]} does not match the {weights.shape[0]}x"
@@ -91,10 +91,10 @@ class WeightTransfer(Protocol):
         """Summary keys: see the module docstring."""
         p = ctx.params
         if p["weights"]:
-            weights = load_weights(p["weights"], ctx.station.config)
+            weights = load_weights(p["weights"], ctx.crossbar.shape)
             w_max = p["w_max"] or float(np.max(np.abs(weights)))
         else:
-            n_rows, n_cols = block_shape(p, ctx.station.config)
+            n_rows, n_cols = block_shape(p, ctx.crossbar.shape)
             weights = np.random.default_rng(p["seed"]).uniform(-1.0, 1.0, (n_rows, n_cols))
             w_max = p["w_max"] or 1.0
             if np.max(np.abs(weights)) > w_max:
