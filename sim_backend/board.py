@@ -7,22 +7,22 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
+from labctl.instruments.fpga_wire import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_ADC_BITS, MAX_BLOCK_CELLS, MAX_DAC_BITS,
+                                         MAX_LONG_PAYLOAD, MAX_MVM_OUTPUTS, MAX_PAYLOAD, MAX_SEQUENCE_TRAINS,
+                                         MAX_TRAIN_LENGTH, MODEL, MVM_CONFIG_DTYPE, MVM_DEFAULTS, MVM_DTYPE,
+                                         PULSE_CELL_DTYPE, PULSES_DTYPE, READ_DTYPE, REPLY_FLAG, ROUTE_DTYPE,
+                                         SEQUENCE_DTYPE, SEQUENCE_TRAIN_DTYPE, UPDATE_DTYPE, Command, ErrorCode,
+                                         Frame, FrameDecoder, LineMode, encode_frame)
+
 from .clock import VirtualClock
-from labctl.instruments.fpga import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_ADC_BITS, MAX_BLOCK_CELLS,
-                              MAX_DAC_BITS, MAX_LONG_PAYLOAD, MAX_MVM_OUTPUTS, MAX_PAYLOAD,
-                              MAX_SEQUENCE_TRAINS, SEQUENCE_DTYPE, SEQUENCE_TRAIN_DTYPE,
-                              MAX_TRAIN_LENGTH, MODEL,
-                              MVM_CONFIG_DTYPE, MVM_DEFAULTS, MVM_DTYPE, PULSE_CELL_DTYPE,
-                              PULSES_DTYPE, READ_DTYPE, REPLY_FLAG,
-                              ROUTE_DTYPE, UPDATE_DTYPE, Command, ErrorCode, Frame, FrameDecoder,
-                              LineMode, encode_frame, quantize)
 
 FIRMWARE = "1.0"
 MAX_CHANNELS = (MAX_PAYLOAD - 3) // 5  # the STATUS reply must fit in one frame
 
 
-class ArrayPhysics(Protocol):
-    """What the board needs from the chip model (sim_backend.physics)."""
+class ChipModel(Protocol):
+    """What the board needs from the chip it is wired to: the calls it makes on the chip model
+    (sim_backend.physics.ArrayPhysics satisfies it)."""
 
     rows: int
     cols: int
@@ -62,6 +62,17 @@ def _dac_output(volts: float) -> float:
     return float(np.float32(volts))
 
 
+def quantize(values: np.ndarray, bits: int, full_scale: float = 1.0) -> np.ndarray:
+    """Round to a signed `bits`-bit code (sign included): the nearest of the levels
+    k * full_scale / (2**(bits-1) - 1), |k| <= 2**(bits-1) - 1, ties to even; bits 0 = ideal.
+    Values are expected within ±full_scale (the board clips outputs before quantizing)."""
+    values = np.asarray(values, dtype=float)
+    if bits == 0:
+        return values
+    levels = 2 ** (bits - 1) - 1
+    return np.round(values * (levels / full_scale)) * (full_scale / levels)
+
+
 def _head(payload: bytes, dtype: np.dtype) -> np.void:
     """The fixed head of a request whose variable part follows it."""
     if len(payload) < dtype.itemsize:
@@ -82,7 +93,7 @@ class VirtualBoard:
     921600 baud). None: the link takes no time.
     """
 
-    def __init__(self, physics: ArrayPhysics, wl_channels: Sequence[int],
+    def __init__(self, physics: ChipModel, wl_channels: Sequence[int],
                  bl_channels: Sequence[int], sl_channels: Sequence[int],
                  n_channels: int | None = None, serial: str = "SIM0001",
                  link_baud: float | None = None):

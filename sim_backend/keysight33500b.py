@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from labctl.instruments.keysight33500b import AMPLITUDE_OPEN_MIN, BURST_MAX, MAX_PERIOD, MODELS, \
-    V_OPEN_MAX, ModelSpec, edge_limits, width_limits
+from labctl.instruments.keysight33500b_spec import (AMPLITUDE_OPEN_MIN, BURST_MAX, MAX_PERIOD, MODELS, V_OPEN_MAX,
+                                                    ModelSpec, edge_limits, width_limits)
 from .loads import PulseLoad, open_circuit_gain
 from .scpi import Call, ScpiError, ScpiTwin, short_form, to_bool, to_float, to_keyword, to_number
 

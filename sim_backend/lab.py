@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from labctl.instruments.fpga import LINK_BAUD, LineMode
+from labctl.instruments.fpga_wire import LINK_BAUD, LineMode
 from .board import VirtualBoard
 from .physics import ArrayPhysics, DeviceParams
 

@@ -7,10 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from labctl.instruments.fpga import (MAX_MVM_OUTPUTS, BoardError, ErrorCode, FpgaBoard, FrameDecoder,
-                              encode_frame, quantize)
+from labctl.instruments.fpga import BoardError, FpgaBoard
+from labctl.instruments.fpga_wire import MAX_MVM_OUTPUTS, ErrorCode, FrameDecoder, encode_frame
 from labctl.instruments.transport import InProcessTransport
-from labctl.sim.board import VirtualBoard
+from labctl.sim.board import VirtualBoard, quantize
 from labctl.sim.physics import ArrayPhysics, DeviceParams
 
 from fakes import ScriptedTransport

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from labctl.instruments.base import InstrumentError
-from labctl.instruments.fpga import BoardError, FpgaBoard, FrameError, LineMode, encode_frame
+from labctl.instruments.fpga import BoardError, FpgaBoard, FrameError
+from labctl.instruments.fpga_wire import LineMode, encode_frame
 from labctl.instruments.transport import InstrumentTimeout
 
 from fakes import ScriptedTransport

@@ -3,7 +3,7 @@ import pytest
 
 import zlib
 
-from labctl.instruments.fpga import MAX_LONG_PAYLOAD, Frame, FrameDecoder, crc16, crc32, encode_frame
+from labctl.instruments.fpga_wire import MAX_LONG_PAYLOAD, Frame, FrameDecoder, crc16, crc32, encode_frame
 
 
 def bitwise_crc(data: bytes) -> int:

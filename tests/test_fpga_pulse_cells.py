@@ -6,7 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from labctl.instruments.fpga import MAX_PULSE_CELLS, BoardError, Command, ErrorCode, FpgaBoard, LineMode, encode_frame
+from labctl.instruments.fpga import BoardError, FpgaBoard
+from labctl.instruments.fpga_wire import MAX_PULSE_CELLS, Command, ErrorCode, LineMode, encode_frame
 from labctl.instruments.transport import InProcessTransport
 from labctl.safety import SafetyError
 from labctl.sim.board import VirtualBoard

@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from labctl.instruments.fpga import (BoardError, ErrorCode, FpgaBoard, FrameDecoder, LineMode,
-                              encode_frame)
+from labctl.instruments.fpga import BoardError, FpgaBoard
+from labctl.instruments.fpga_wire import ErrorCode, FrameDecoder, LineMode, encode_frame
 from labctl.instruments.transport import InProcessTransport
 from labctl.sim.board import VirtualBoard
 
