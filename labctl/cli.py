@@ -13,6 +13,7 @@ from labctl.instruments.fpga import LineMode
 from labctl.sim.lab import PULSE_TWINS, SMU_TWINS
 
 from . import __version__
+from .docgen import parameter_table, update_markdown
 from .engine import get_protocol, prepare, run_protocol
 from .registry import PROTOCOLS
 from .params import ParameterError, parse_settings
@@ -45,6 +46,21 @@ def _progress(label: str):
 
 
 def cmd_protocols(args) -> int:
+    if args.update_docs:
+        text = args.update_docs.read_text(encoding="utf-8")
+        try:
+            new = update_markdown(text, PROTOCOLS)
+        except KeyError as exc:
+            raise CliError(f"{args.update_docs}: a parameter block names no registered protocol: {exc}",
+                           EXIT_USAGE) from None
+        if new != text:
+            args.update_docs.write_text(new, encoding="utf-8")
+        print(f"{args.update_docs}: {'updated' if new != text else 'up to date'}")
+        return 0
+    if args.markdown:
+        for protocol in PROTOCOLS.values():
+            print(f"## `{protocol.name}` — {protocol.title}\n\n{parameter_table(protocol.parameters)}")
+        return 0
     table = [{"name": p.name, "title": p.title, "parameters": [q.describe() for q in p.parameters]}
              for p in PROTOCOLS.values()]
     if args.json:
@@ -242,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("protocols", help="list protocols and their parameters")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="each protocol's parameter table in Markdown")
+    p.add_argument("--update-docs", metavar="FILE.md", type=Path,
+                   help="regenerate the parameter tables between <!-- parameters NAME --> markers in FILE.md")
     p.set_defaults(func=cmd_protocols)
 
     p = sub.add_parser("run", help="run one protocol")

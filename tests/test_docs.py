@@ -1,10 +1,13 @@
 """The docs cannot silently fall behind the code: every registered protocol has a section in
-docs/protocols.md naming each of its parameters, and docs/instruments.md names every driver."""
+docs/protocols.md naming each of its parameters, its parameter table is the one generated from the
+declarations, and docs/instruments.md names every driver."""
 import re
 from pathlib import Path
 
 import pytest
 
+from labctl.cli import main
+from labctl.docgen import update_markdown
 from labctl.instruments import DRIVERS
 from labctl.registry import PROTOCOLS
 
@@ -42,3 +45,21 @@ def test_instruments_doc_names_every_driver():
     text = (DOCS / "instruments.md").read_text(encoding="utf-8")
     missing = sorted(name for name in DRIVERS if f"`{name}`" not in text)
     assert not missing, f"docs/instruments.md does not name drivers {missing}"
+
+
+def test_parameter_tables_are_generated_from_the_declarations():
+    text = (DOCS / "protocols.md").read_text(encoding="utf-8")
+    assert text.count("<!-- parameters ") == len(PROTOCOLS)
+    assert update_markdown(text, PROTOCOLS) == text, "run: labctl protocols --update-docs docs/protocols.md"
+
+
+def test_update_docs_rewrites_a_stale_table(tmp_path, capsys):
+    doc = tmp_path / "p.md"
+    doc.write_text("# x\n\n<!-- parameters read_map -->\n| stale |\n<!-- /parameters -->\n", encoding="utf-8")
+    assert main(["protocols", "--update-docs", str(doc)]) == 0
+    text = doc.read_text(encoding="utf-8")
+    assert "| stale |" not in text and all(f"| `{p.name}` |" in text for p in PROTOCOLS["read_map"].parameters)
+    assert main(["protocols", "--update-docs", str(doc)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("up to date")
+    doc.write_text("<!-- parameters no_such -->\n<!-- /parameters -->\n", encoding="utf-8")
+    assert main(["protocols", "--update-docs", str(doc)]) == 2
