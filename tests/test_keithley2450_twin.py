@@ -1,84 +1,19 @@
-"""The Keithley2450 driver against the virtual 2450, in-process, driving a resistor."""
+"""The Keithley2450 driver against the virtual 2450, in-process, driving a resistor: what only the
+2450 does, e.g. dual sweeps, its buffer and re-armed sweeps (the SMU spec, test_smu_spec.py, has
+what every SMU twin does)."""
 import numpy as np
 import pytest
 
-from labctl.instruments.base import InstrumentError
 from labctl.instruments.keithley2450 import Keithley2450
 from labctl.instruments.transport import InProcessTransport
 from labctl.sim.keithley2450 import VirtualKeithley2450
 
-from fakes import FormingCell, R, Resistor
+from fakes import Resistor
+from smu_spec import connect_2450
 
 
-@pytest.fixture
-def bench():
-    load = Resistor()
-    twin = VirtualKeithley2450(load)
-    smu = Keithley2450(InProcessTransport(twin, "sim://smu"), name="smu")
-    smu.check_identity()
-    return smu, twin, load
-
-
-def test_reset_state_is_safe_and_matches_the_manual(bench):
-    smu, twin, _ = bench
-    smu.reset()
-    assert (twin.output_on, twin.source_level) == (False, 0.0)
-    assert smu.current_limit == pytest.approx(105e-6)
-    assert smu.nplc == 1.0 and smu.source_delay == 0.0 and not smu.output_enabled
-    assert smu.ask("*LANG?") == "SCPI"
-
-
-def test_measure_holds_the_source_for_delay_and_integration_time(bench):
-    smu, twin, load = bench
-    smu.configure_voltage_source(1e-3, nplc=0.5, source_delay=0.01)
-    smu.source_voltage = 1.0
-    smu.output_enabled = True
-    assert smu.measure_current() == pytest.approx(1e-4)
-    assert load.applied == [(1.0, 0.01), (1.0, 0.5 / 60)]
-    assert twin.elapsed == pytest.approx(0.01 + 0.5 / 60)
-    assert not smu.limit_tripped
-
-
-def test_output_off_reads_open_circuit(bench):
-    smu, _, load = bench
-    smu.configure_voltage_source(1e-3)
-    smu.source_voltage = 1.0
-    assert smu.measure_current() == 0.0
-    assert load.applied == [(None, 1 / 60)]
-
-
-def test_compliance_clamps_the_voltage_and_trips(bench):
-    smu, twin, load = bench
-    smu.configure_voltage_source(1e-5)
-    smu.source_voltage = 2.0
-    smu.output_enabled = True
-    assert smu.measure_current() == pytest.approx(1e-5)
-    assert smu.limit_tripped
-    (v, _), = load.applied
-    assert v == pytest.approx(0.1, rel=1e-9) and v / R <= 1e-5
-    source, = smu.ask_values(':TRAC:DATA? 1, 1, "defbuffer1", SOUR')
-    assert source == pytest.approx(0.1)
-    assert twin.source_level == 2.0  # the programmed level is kept
-    smu.source_voltage = -2.0
-    assert smu.measure_current() == pytest.approx(-1e-5)
-    smu.source_voltage = 0.05
-    assert smu.measure_current() == pytest.approx(5e-6) and not smu.limit_tripped
-
-
-def test_linear_sweep_returns_the_loads_iv(bench):
-    smu, twin, load = bench
-    smu.configure_voltage_source(1e-3, nplc=0.01)
-    v, i = smu.sweep_linear(-1, 1, 201, delay=0)
-    np.testing.assert_allclose(v, np.linspace(-1, 1, 201), atol=1e-12)
-    np.testing.assert_allclose(i, v / R, rtol=1e-6)
-    assert len(load.applied) == 201
-    assert twin.output_on and twin.source_level == 1.0  # left on at the last level
-    smu.source_off()
-    assert (twin.output_on, twin.source_level) == (False, 0.0)
-
-
-def test_dual_sweep_and_delay(bench):
-    smu, twin, load = bench
+def test_dual_sweep_goes_there_and_back_with_the_delay():
+    smu, twin, load = connect_2450()
     smu.configure_voltage_source(1e-3, nplc=0.01)
     v, _ = smu.sweep_linear(0, 1, 3, delay=0.002, dual=True)
     np.testing.assert_allclose(v, [0, 0.5, 1, 1, 0.5, 0])
@@ -87,58 +22,16 @@ def test_dual_sweep_and_delay(bench):
     np.testing.assert_allclose(np.diff(rel), 0.002 + 0.01 / 60, rtol=1e-5)  # 7 digits
 
 
-def test_list_sweep_longer_than_one_list_command(bench):
-    smu, _, load = bench
-    smu.configure_voltage_source(1e-3, nplc=0.01)
-    levels = np.random.default_rng(0).uniform(-2, 2, 250).round(6)
-    v, i = smu.sweep_list(levels, delay=0)
-    np.testing.assert_allclose(v, levels)
-    np.testing.assert_allclose(i, levels / R, rtol=1e-6)
-    assert [a for a, _ in load.applied] == pytest.approx(list(levels))
-
-
-def test_fail_abort_stops_at_the_first_point_in_compliance(bench):
-    smu, twin, _ = bench
-    smu.configure_voltage_source(1.05e-4, nplc=0.01)
-    v, i = smu.sweep_linear(0, 2, 21, delay=0, fail_abort=True)
-    assert len(v) == 12  # 0 .. 1.0 V within the limit, 1.1 V trips and is kept
-    assert i[-1] == pytest.approx(1.05e-4) and v[-1] == pytest.approx(1.05)
-    np.testing.assert_allclose(i[:-1], np.linspace(0, 1, 11) / R, rtol=1e-6)
-    assert smu.limit_tripped and twin.output_on
-
-
-def test_without_fail_abort_the_sweep_completes_clamped(bench):
-    smu, _, _ = bench
-    smu.configure_voltage_source(1.05e-4, nplc=0.01)
-    v, i = smu.sweep_list([0.5, 3, 0.5], delay=0)
-    np.testing.assert_allclose(i, [5e-5, 1.05e-4, 5e-5], rtol=1e-6)
-    assert v[1] == pytest.approx(1.05)
-
-
-def test_error_queue_raises_and_drains(bench):
-    smu, twin, _ = bench
-    smu.write(":SOUR:VOLT 300;:SOUR:VOLT:ILIM 2;:SOUR:SWE:VOLT:LIN 0, 1, 1")
-    with pytest.raises(InstrumentError, match="-222: Data out of range; -222: Data out of range; "
-                                              "-222: Data out of range$"):
-        smu.check_errors()
-    assert smu.next_error() == (0, "No error")
-    assert twin.source_level == 0.0 and twin.current_limit == pytest.approx(105e-6)
-    smu.write(":INIT")
-    code, message = smu.next_error()
-    assert code == -221 and message.startswith("Settings conflict")
-    assert smu.ask(":SYST:ERR?") == '0,"No error;0;0 0"'
-
-
-def test_error_entries_carry_severity_and_time(bench):
-    smu, twin, _ = bench
+def test_error_entries_carry_severity_and_time():
+    smu, twin, _ = connect_2450()
     smu.configure_voltage_source(1e-3, nplc=1)
     smu.measure_current()
     smu.write(":NOPE")
     assert smu.ask(":SYST:ERR?") == '-113,"Undefined header;1;1970/01/01 00:00:00.016"'
 
 
-def test_trace_data_range_is_checked(bench):
-    smu, _, _ = bench
+def test_trace_data_range_is_checked():
+    smu, _, _ = connect_2450()
     smu.configure_voltage_source(1e-3)
     smu.measure_current()
     assert smu.ask(':TRAC:ACT? "defbuffer1"') == "1"
@@ -147,21 +40,11 @@ def test_trace_data_range_is_checked(bench):
     assert [smu.next_error()[0] for _ in range(3)] == [-222, -224, 0]
 
 
-def test_a_load_that_switches_during_a_point_is_clamped_and_aborts():
-    load = FormingCell()
-    smu = Keithley2450(InProcessTransport(VirtualKeithley2450(load)), name="smu")
-    smu.configure_voltage_source(1e-4, nplc=0.01)
-    v, i = smu.sweep_list([1.0, 3.2, 3.2], delay=0, fail_abort=True)
-    np.testing.assert_allclose(i, [1e-6, 1e-4], rtol=1e-6)
-    assert v[0] == 1.0 and v[1] == pytest.approx(0.1)
-    assert len(load.applied) == 2
-
-
-def test_init_runs_the_sweep_again_with_the_source_settings_it_was_defined_with(bench):
+def test_init_runs_the_sweep_again_with_the_source_settings_it_was_defined_with():
     """The sweep command stores the source settings of that moment in its configuration list
     (manual: the trigger model and list stay until replaced); each :INIT runs it again and
     recalls them, so a limit changed afterwards does not apply until the sweep is defined again."""
-    smu, twin, load = bench
+    smu, twin, load = connect_2450()
     smu.configure_voltage_source(1.05e-4, nplc=0.01)
     first = smu.sweep_list([0.5, 1.5], delay=0)
     smu.source_off()
