@@ -414,8 +414,8 @@ class FpgaBoard:
             raise TypeError(f"{name} must be integer bitmasks, got dtype {trains.dtype}")
         bad = np.flatnonzero((trains < 0) | (trains >= 2 ** length))
         if len(bad):
-            raise ValueError(f"{name}[{bad[0]}]={trains[bad[0]]} is not a {length}-slot train "
-                             f"(0..2**train_length - 1, train_length={length})")
+            raise ValueError(f"{name}[{bad[0]}]={trains[bad[0]]} is not a {length}-slot train: it has bits "
+                             f"outside the {length} slots (0..2**train_length - 1)")
         return trains.astype("<u4")
 
     def _array(self, data: bytes, dtype: str, count: int) -> np.ndarray:
