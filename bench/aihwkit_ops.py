@@ -47,9 +47,9 @@ import sys
 import time
 from pathlib import Path
 
+import aihwkit
 import numpy as np
 import torch
-import aihwkit
 from aihwkit.nn import AnalogLinear
 from aihwkit.optim import AnalogSGD
 from aihwkit.simulator.configs import SingleRPUConfig, SoftBoundsDevice, build_config
@@ -137,7 +137,9 @@ def load_digits(seed: int, test_fraction: float = 0.2):
         test.append(rng.permutation(members)[:n_test])
     test = np.sort(np.concatenate(test))
     train = np.setdiff1d(np.arange(y.size), test)
-    x32 = lambda a: torch.tensor(a, dtype=torch.float32)
+    def x32(a):
+        return torch.tensor(a, dtype=torch.float32)
+
     return x32(X[train]), torch.tensor(y[train]), x32(X[test]), torch.tensor(y[test])
 
 

@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
+from labctl.gui.live import LivePanel  # noqa: E402
+from labctl.gui.plots import HeatMap  # noqa: E402
 from PyQt6.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
-from labctl.gui.live import LivePanel  # noqa: E402
-from labctl.gui.plots import HeatMap  # noqa: E402
 from labctl.live import LivePlot  # noqa: E402
 
 N_POINTS, N_CURVES, MAP_SIDE, NEW_POINTS = 100_000, 4, 64, 200
@@ -106,6 +106,7 @@ def _percentiles(lateness: list[float]) -> dict[str, float]:
 
 def event_loop_latency(app: QApplication, seconds: float, protocol: str, values: dict) -> dict:
     from labctl.gui.window import MainWindow
+
     from labctl.station import load_station
 
     tmp = Path(tempfile.mkdtemp(prefix="labctl-bench-gui-"))

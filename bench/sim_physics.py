@@ -30,10 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
 from labctl.sim.clock import VirtualClock
 from labctl.sim.physics import ArrayPhysics, DeviceParams
 
@@ -159,7 +159,7 @@ def bench_size(rows: int, cols: int, params: DeviceParams, n_sample: int, iterat
     t_vec = np.inf
     for _ in range(2):
         chip = formed_chip(rows, cols, params, seed)
-        t_vec = min(t_vec, timed(lambda: pulse_array(chip))[0])
+        t_vec = min(t_vec, timed(lambda chip=chip: pulse_array(chip))[0])
     step_vec = read_array(chip)[index] - read_array(formed_chip(rows, cols, params, seed))[index]
     fresh = formed_chip(rows, cols, params, seed)
     cells = [cell_chip(fresh, r, c) for r, c in sample]

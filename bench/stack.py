@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pyvisa
-
 from labctl.instruments import driver_class
 from labctl.instruments.transport import InProcessTransport, VisaTransport
 from labctl.sim.lab import SMU_TWINS, twin_class

@@ -13,8 +13,7 @@ import json
 from typing import Any
 
 from PyQt6.QtCore import pyqtSignal
-from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QSizePolicy, QVBoxLayout,
-                             QWidget)
+from PyQt6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QSizePolicy, QVBoxLayout, QWidget
 
 from labctl.engine import Protocol, prepare
 from labctl.params import Parameter, ParameterError

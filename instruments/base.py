@@ -8,7 +8,8 @@ In the spirit of PyMeasure's property factories::
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .transport import Transport
 
@@ -63,16 +64,16 @@ class control:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = f"{owner.__name__}.{name}"
 
-    def __get__(self, instrument: "SCPIInstrument | None", owner: type | None = None) -> Any:
+    def __get__(self, instrument: SCPIInstrument | None, owner: type | None = None) -> Any:
         if instrument is None:
             return self
         return self.cast(instrument.ask(self.get_cmd))
 
-    def validate(self, instrument: "SCPIInstrument", value: Any) -> Any:
+    def validate(self, instrument: SCPIInstrument, value: Any) -> Any:
         """The value as it will be sent; raises (naming the property) if it is not acceptable."""
         return value if self.validator is None else self.validator(self.name, value)
 
-    def __set__(self, instrument: "SCPIInstrument", value: Any) -> None:
+    def __set__(self, instrument: SCPIInstrument, value: Any) -> None:
         instrument.write(self.set_cmd % self.validate(instrument, value))
 
 
@@ -83,7 +84,7 @@ class measurement:
         self.get_cmd, self.cast = get_cmd, cast
         self.__doc__ = doc
 
-    def __get__(self, instrument: "SCPIInstrument | None", owner: type | None = None) -> Any:
+    def __get__(self, instrument: SCPIInstrument | None, owner: type | None = None) -> Any:
         if instrument is None:
             return self
         return self.cast(instrument.ask(self.get_cmd))

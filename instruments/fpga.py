@@ -8,16 +8,43 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .base import InstrumentError
-from .fpga_wire import (ACK, DAC_DTYPE, DAC_LIMIT, LINK_BAUD, MAX_ADC_BITS, MAX_BLOCK_CELLS, MAX_DAC_BITS,
-                        MAX_LONG_PAYLOAD, MAX_MVM_OUTPUTS, MAX_PAYLOAD, MAX_PULSE_CELLS, MAX_SEQUENCE_TRAINS,
-                        MAX_TRAIN_LENGTH, MODEL, MVM_CONFIG_DTYPE, MVM_DTYPE, PULSE_CELL_DTYPE, PULSES_DTYPE,
-                        READ_DTYPE, REPLY_FLAG, ROUTE_DTYPE, SEQUENCE_DTYPE, SEQUENCE_TRAIN_DTYPE,
-                        UPDATE_DTYPE, Command, ErrorCode, Frame, FrameDecoder, LineMode, encode_frame)
+from .fpga_wire import (
+    ACK,
+    DAC_DTYPE,
+    DAC_LIMIT,
+    LINK_BAUD,
+    MAX_ADC_BITS,
+    MAX_BLOCK_CELLS,
+    MAX_DAC_BITS,
+    MAX_LONG_PAYLOAD,
+    MAX_MVM_OUTPUTS,
+    MAX_PAYLOAD,
+    MAX_PULSE_CELLS,
+    MAX_SEQUENCE_TRAINS,
+    MAX_TRAIN_LENGTH,
+    MODEL,
+    MVM_CONFIG_DTYPE,
+    MVM_DTYPE,
+    PULSE_CELL_DTYPE,
+    PULSES_DTYPE,
+    READ_DTYPE,
+    REPLY_FLAG,
+    ROUTE_DTYPE,
+    SEQUENCE_DTYPE,
+    SEQUENCE_TRAIN_DTYPE,
+    UPDATE_DTYPE,
+    Command,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    LineMode,
+    encode_frame,
+)
 from .transport import InstrumentTimeout, Transport, TransportError
 
 # Re-exported: labctl.station, labctl.crossbar and labctl.cli take the link rate and line modes from here.

@@ -10,8 +10,9 @@ from __future__ import annotations
 import binascii
 import re
 import zlib
+from collections.abc import Callable, Mapping
 from enum import IntEnum
-from typing import Callable, Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .base import InstrumentError, SCPIInstrument, boolean, control, in_range, measurement, \
-    num, parse_bool
+from .base import InstrumentError, SCPIInstrument, boolean, control, in_range, measurement, num, parse_bool
 from .smu import sweep_levels
 
 V_MAX = 210.0

@@ -9,7 +9,8 @@ the instrument that measures point by point and breaks after the first point in 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +53,7 @@ class tsp_attribute:
     """
 
     def __init__(self, path: str, doc: str,
-                 check: Callable[["Keithley2600B"], Validator] | None = None,
+                 check: Callable[[Keithley2600B], Validator] | None = None,
                  cast: Callable[[str], Any] = float, constants: tuple[str, str] | None = None):
         self.path, self.check, self.cast, self.constants = path, check, cast, constants
         self.__doc__ = doc
@@ -61,18 +62,18 @@ class tsp_attribute:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = f"{owner.__name__}.{name}"
 
-    def validate(self, instrument: "Keithley2600B", value: Any) -> Any:
+    def validate(self, instrument: Keithley2600B, value: Any) -> Any:
         """The value as it will be sent; raises (naming the property) if it is not acceptable."""
         if self.check is None:
             raise AttributeError(f"{self.name} is read-only")
         return self.check(instrument)(self.name, value)
 
-    def __get__(self, instrument: "Keithley2600B | None", owner: type | None = None) -> Any:
+    def __get__(self, instrument: Keithley2600B | None, owner: type | None = None) -> Any:
         if instrument is None:
             return self
         return self.cast(instrument.ask(f"print({instrument.smu}.{self.path})"))
 
-    def __set__(self, instrument: "Keithley2600B", value: Any) -> None:
+    def __set__(self, instrument: Keithley2600B, value: Any) -> None:
         value = self.validate(instrument, value)
         text = f"{instrument.smu}.{self.constants[value]}" if self.constants else num(value)
         instrument.write(f"{instrument.smu}.{self.path} = {text}")

@@ -10,8 +10,16 @@ from __future__ import annotations
 from numbers import Integral
 
 from .base import InstrumentError, SCPIInstrument, boolean, in_range
-from .keysight33500b_spec import (AMPLITUDE_OPEN_MIN, BURST_MAX, MAX_PERIOD, MODELS, V_OPEN_MAX, ModelSpec,
-                                  edge_limits, width_limits)
+from .keysight33500b_spec import (
+    AMPLITUDE_OPEN_MIN,
+    BURST_MAX,
+    MAX_PERIOD,
+    MODELS,
+    V_OPEN_MAX,
+    ModelSpec,
+    edge_limits,
+    width_limits,
+)
 
 
 def _num(value: float) -> str:

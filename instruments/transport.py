@@ -36,10 +36,10 @@ class Transport(ABC):
     def read_line(self, terminator: bytes = b"\n") -> bytes:
         """Return the bytes up to `terminator`, without it; raise InstrumentTimeout if none comes."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a link with nothing to release keeps this no-op)
         """Release the link; closing twice is harmless."""
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Transport:
         return self
 
     def __exit__(self, *exc) -> None:

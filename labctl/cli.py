@@ -15,11 +15,19 @@ from labctl.sim.lab import PULSE_TWINS, SMU_TWINS
 from . import __version__
 from .docgen import parameter_table, update_markdown
 from .engine import get_protocol, prepare, run_protocol
-from .registry import PROTOCOLS
 from .params import ParameterError, parse_settings
+from .registry import PROTOCOLS
 from .safety import SafetyError
-from .station import (Station, StationConfig, StationError, check_station, load_station,
-                      open_sim_lab, reset_sim_state, station_toml)
+from .station import (
+    Station,
+    StationConfig,
+    StationError,
+    check_station,
+    load_station,
+    open_sim_lab,
+    reset_sim_state,
+    station_toml,
+)
 from .store import export_csv, list_runs
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130

@@ -5,8 +5,8 @@ routing and order of operations that keep unselected cells unbiased live here an
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class Crossbar:
         self.board.route({wl: LineMode.DAC})
 
     @contextmanager
-    def cell(self, row: int, col: int, v_gate: float) -> Iterator["CellConnection"]:
+    def cell(self, row: int, col: int, v_gate: float) -> Iterator[CellConnection]:
         """One cell routed to the SMU (BL on HI, SL grounded, WL gate at v_gate) for a sequence
         of reads and sweeps without re-routing between them (e.g. a forming ramp and its
         verify read); the SMU goes to 0 V and output off when the block ends, however it ends.

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class Protocol:
     def check(self, params: dict[str, Any], config) -> None:
         """Checks against the station config (chip size...) beyond each parameter's own limits."""
 
-    def run(self, ctx: "RunContext") -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         raise NotImplementedError
 
 

@@ -18,8 +18,13 @@ from typing import Any
 from labctl.instruments import DRIVERS, driver_class
 from labctl.instruments.fpga import LINK_BAUD, FpgaBoard
 from labctl.instruments.smu import SourceMeter
-from labctl.instruments.transport import (InProcessTransport, SerialTransport, Transport, VisaTransport,
-                                   is_serial_resource)
+from labctl.instruments.transport import (
+    InProcessTransport,
+    SerialTransport,
+    Transport,
+    VisaTransport,
+    is_serial_resource,
+)
 
 from .clocks import Clock, RemoteSimulatedClock, SimulatedClock, WallClock
 from .crossbar import Crossbar
@@ -46,7 +51,7 @@ class ChipMap:
     sl_channels: tuple[int, ...]
 
     @classmethod
-    def default_layout(cls, rows: int, cols: int, name: str = "") -> "ChipMap":
+    def default_layout(cls, rows: int, cols: int, name: str = "") -> ChipMap:
         """WL on channels 0..rows-1, then the BLs, then the SLs."""
         return cls(name or f"virtual {rows}x{cols} 1T1R array", rows, cols, tuple(range(rows)),
                    tuple(range(rows, rows + cols)), tuple(range(rows + cols, rows + 2 * cols)))
@@ -209,7 +214,7 @@ class Station:
 
     @classmethod
     def open(cls, spec: str = "sim", sim_state: str | os.PathLike | None = None,
-             seed: int | None = None) -> "Station":
+             seed: int | None = None) -> Station:
         """Open a station by spec: `sim`, `sim:ROWSxCOLS` or a station file."""
         return cls(load_station(spec), sim_state, seed)
 
@@ -256,7 +261,7 @@ class Station:
         if self.lab is not None and self.sim_state is not None:
             self.lab.save(self.sim_state)
 
-    def __enter__(self) -> "Station":
+    def __enter__(self) -> Station:
         return self
 
     def __exit__(self, *exc) -> None:

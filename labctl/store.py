@@ -18,9 +18,10 @@ import csv
 import json
 import platform
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -31,7 +32,7 @@ Column = tuple[str, str, str]  # (name, numpy dtype, unit)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _json(value: Any) -> str:
@@ -116,7 +117,7 @@ class TableBuffer:
         for table, rows in blocks.items():
             self._append(table, **_concatenate(rows))
 
-    def __enter__(self) -> "TableBuffer":
+    def __enter__(self) -> TableBuffer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -160,7 +161,7 @@ class DataStore:
         if self._file.id.valid:
             self._file.close()
 
-    def __enter__(self) -> "DataStore":
+    def __enter__(self) -> DataStore:
         return self
 
     def __exit__(self, *exc) -> None:

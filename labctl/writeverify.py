@@ -13,8 +13,8 @@ had `max_pulses` pulses; its final conductance is its last verify read. Protocol
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

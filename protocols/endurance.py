@@ -21,8 +21,18 @@ from labctl.engine import Protocol, RunContext
 from labctl.live import LivePlot
 from labctl.params import Parameter
 
-from .common import (V_GATE, V_READ, V_RESET, V_SET, block_cells, cell_block_parameters,
-                     check_block, pulse_cells, read_block, selected_block)
+from .common import (
+    V_GATE,
+    V_READ,
+    V_RESET,
+    V_SET,
+    block_cells,
+    cell_block_parameters,
+    check_block,
+    pulse_cells,
+    read_block,
+    selected_block,
+)
 
 
 def logged_cycles(cycles: int, points_per_decade: int) -> np.ndarray:

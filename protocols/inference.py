@@ -47,15 +47,24 @@ from typing import Any
 
 import numpy as np
 
-from labctl.aimc import (TASKS, AnalogMatrix, PulseSetup, cross_entropy, layout, prepare_data, scale_inputs,
-                         sigmoid, softmax, used_mask)
-from labctl.live import LivePlot
+from labctl.aimc import (
+    TASKS,
+    AnalogMatrix,
+    PulseSetup,
+    cross_entropy,
+    layout,
+    prepare_data,
+    scale_inputs,
+    sigmoid,
+    softmax,
+    used_mask,
+)
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter, ParameterError
 
 from .common import V_GATE, V_READ
 from .programming import MAX_PULSES, REFINE, TEN_YEARS, WIDTH, check_times, program_cells
-
 
 DEFAULT_TIMES = [1.0, 3600.0, 86400.0, 3.15e7, TEN_YEARS]
 

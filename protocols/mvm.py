@@ -58,8 +58,19 @@ import numpy as np
 from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter
 
-from .matrix import (COLS, MAPPING, ROWS, SEED, block_shape, check_block, check_window, program_block,
-                     relative_error, rmse, weight_map)
+from .matrix import (
+    COLS,
+    MAPPING,
+    ROWS,
+    SEED,
+    block_shape,
+    check_block,
+    check_window,
+    program_block,
+    relative_error,
+    rmse,
+    weight_map,
+)
 from .programming import PROGRAMMING
 
 

@@ -46,8 +46,7 @@ from labctl.engine import Protocol, RunContext
 from labctl.params import Parameter, ParameterError
 from labctl.writeverify import write_verify
 
-from .common import V_GATE, V_READ
-from .common import block_cell_list
+from .common import V_GATE, V_READ, block_cell_list
 from .matrix import COLS, ROWS, SEED, block_shape, check_block
 from .programming import MAX_PULSES, REFINE, WIDTH
 

@@ -101,11 +101,24 @@ from typing import Any
 
 import numpy as np
 
-from labctl.aimc import (ALGORITHMS, TASKS, AnalogMatrix, AnalogNetwork, PulseQueue, PulseSetup, Settings,
-                         calibrate_steps, layout, output_error, prepare_data, program_symmetry_point,
-                         run_fp_baseline, used_mask)
-from labctl.live import LivePlot
+from labctl.aimc import (
+    ALGORITHMS,
+    TASKS,
+    AnalogMatrix,
+    AnalogNetwork,
+    PulseQueue,
+    PulseSetup,
+    Settings,
+    calibrate_steps,
+    layout,
+    output_error,
+    prepare_data,
+    program_symmetry_point,
+    run_fp_baseline,
+    used_mask,
+)
 from labctl.engine import Protocol, RunContext
+from labctl.live import LivePlot
 from labctl.params import Parameter, ParameterError
 
 from .common import V_GATE, V_READ

@@ -26,8 +26,19 @@ from labctl.engine import Protocol, RunContext
 from labctl.live import LivePlot
 from labctl.params import Parameter
 
-from .common import (V_GATE, V_READ, V_RESET, V_SET, WIDTH, block_cells, cell_block_parameters,
-                     check_block, pulse_cells, read_block, selected_block)
+from .common import (
+    V_GATE,
+    V_READ,
+    V_RESET,
+    V_SET,
+    WIDTH,
+    block_cells,
+    cell_block_parameters,
+    check_block,
+    pulse_cells,
+    read_block,
+    selected_block,
+)
 
 
 def spread(values: np.ndarray) -> tuple[float | None, float | None]:

@@ -2,17 +2,42 @@
 board (docs/fpga-protocol.md) and drives the simulated chip through its physical wiring."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
-
-from labctl.instruments.fpga_wire import (ACK, DAC_DTYPE, DAC_LIMIT, MAX_ADC_BITS, MAX_BLOCK_CELLS, MAX_DAC_BITS,
-                                         MAX_LONG_PAYLOAD, MAX_MVM_OUTPUTS, MAX_PAYLOAD, MAX_SEQUENCE_TRAINS,
-                                         MAX_TRAIN_LENGTH, MODEL, MVM_CONFIG_DTYPE, MVM_DEFAULTS, MVM_DTYPE,
-                                         PULSE_CELL_DTYPE, PULSES_DTYPE, READ_DTYPE, REPLY_FLAG, ROUTE_DTYPE,
-                                         SEQUENCE_DTYPE, SEQUENCE_TRAIN_DTYPE, UPDATE_DTYPE, Command, ErrorCode,
-                                         Frame, FrameDecoder, LineMode, encode_frame)
+from labctl.instruments.fpga_wire import (
+    ACK,
+    DAC_DTYPE,
+    DAC_LIMIT,
+    MAX_ADC_BITS,
+    MAX_BLOCK_CELLS,
+    MAX_DAC_BITS,
+    MAX_LONG_PAYLOAD,
+    MAX_MVM_OUTPUTS,
+    MAX_PAYLOAD,
+    MAX_SEQUENCE_TRAINS,
+    MAX_TRAIN_LENGTH,
+    MODEL,
+    MVM_CONFIG_DTYPE,
+    MVM_DEFAULTS,
+    MVM_DTYPE,
+    PULSE_CELL_DTYPE,
+    PULSES_DTYPE,
+    READ_DTYPE,
+    REPLY_FLAG,
+    ROUTE_DTYPE,
+    SEQUENCE_DTYPE,
+    SEQUENCE_TRAIN_DTYPE,
+    UPDATE_DTYPE,
+    Command,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    LineMode,
+    encode_frame,
+)
 
 from .clock import VirtualClock
 

@@ -12,12 +12,23 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 from itertools import accumulate, islice, repeat
-from typing import Iterable
 
 from .loads import SmuLoad, hold_in_compliance, quiet_readings
-from .scpi import Call, ScpiError, ScpiTwin, float_in, format_bool, format_number, to_bool, \
-    to_float, to_int, to_keyword, unquote
+from .scpi import (
+    Call,
+    ScpiError,
+    ScpiTwin,
+    float_in,
+    format_bool,
+    format_number,
+    to_bool,
+    to_float,
+    to_int,
+    to_keyword,
+    unquote,
+)
 
 V_MAX = 210.0
 LINE_FREQUENCY = 60.0
@@ -238,7 +249,7 @@ _NUMBERS: dict[float, str] = {}  # "%+.6E" % x of nonzero numbers met (bounded):
 
 
 def _number(x: float) -> str:
-    text = "%+.6E" % x
+    text = f"{x:+.6E}"
     if x and x == x:  # not 0.0 / -0.0 (equal keys, two texts) nor NaN
         if len(_NUMBERS) >= 1 << 16:
             _NUMBERS.clear()

@@ -14,8 +14,7 @@ from typing import Any
 
 from .loads import SmuLoad, compliance_voltage
 from .scpi import ErrorQueue
-from .tsp_lua import Attribute, Object, TspError, is_number, number_argument, runtime_error, \
-    type_name
+from .tsp_lua import Attribute, Object, TspError, is_number, number_argument, runtime_error, type_name
 
 LINE_FREQUENCY = 60.0
 DELAY_AUTO = -1.0

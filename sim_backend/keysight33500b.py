@@ -13,11 +13,20 @@ setting and reports an error, the twin reports the same kind of error and keeps 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from labctl.instruments.keysight33500b_spec import (AMPLITUDE_OPEN_MIN, BURST_MAX, MAX_PERIOD, MODELS, V_OPEN_MAX,
-                                                    ModelSpec, edge_limits, width_limits)
+from labctl.instruments.keysight33500b_spec import (
+    AMPLITUDE_OPEN_MIN,
+    BURST_MAX,
+    MAX_PERIOD,
+    MODELS,
+    V_OPEN_MAX,
+    ModelSpec,
+    edge_limits,
+    width_limits,
+)
+
 from .loads import PulseLoad, open_circuit_gain
 from .scpi import Call, ScpiError, ScpiTwin, short_form, to_bool, to_float, to_keyword, to_number
 

@@ -13,12 +13,11 @@ after the other.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .loads import PulseLoad, open_circuit_gain
-from .scpi import Call, ScpiError, ScpiTwin, format_number, short_form, to_bool, to_float, to_int, \
-    to_keyword, to_number
+from .scpi import Call, ScpiError, ScpiTwin, format_number, short_form, to_bool, to_float, to_int, to_keyword, to_number
 
 # The source impedance is 50 ohm (sim_backend.loads); the 81150A's optional 5 ohm is not simulated.
 V_OC_MAX = 10.0  # open-circuit level window +-10 V (+-5 V into 50 ohm)

@@ -16,13 +16,26 @@ output protection) is evaluated only while measuring; resistance is not measured
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 from .loads import SmuLoad, compliance_voltage, hold_in_compliance
-from .scpi import Call, Handler, ScpiError, ScpiTwin, float_in, format_bool, format_number, \
-    short_form, to_bool, to_float, to_int, to_keyword, unquote
+from .scpi import (
+    Call,
+    Handler,
+    ScpiError,
+    ScpiTwin,
+    float_in,
+    format_bool,
+    format_number,
+    short_form,
+    to_bool,
+    to_float,
+    to_int,
+    to_keyword,
+    unquote,
+)
 
 MODELS = ("B2901A", "B2902A", "B2911A", "B2912A")
 TWO_CHANNEL_MODELS = ("B2902A", "B2912A")

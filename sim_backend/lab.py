@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from importlib import import_module
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
-
 from labctl.instruments.fpga_wire import LINK_BAUD, LineMode
+
 from .board import VirtualBoard
 from .physics import ArrayPhysics, DeviceParams
 

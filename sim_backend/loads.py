@@ -6,7 +6,8 @@ open-circuit gain.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Protocol, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 SOURCE_IMPEDANCE = 50.0  # ohm, in series with a pulse generator's output
 COMPLIANCE_RESOLUTION = 1e-10  # relative: the compliance voltage is solved far finer than any SMU resolves

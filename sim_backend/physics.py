@@ -117,7 +117,7 @@ class DeviceParams:
     t_read: float
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "DeviceParams":
+    def load(cls, path: str | Path | None = None) -> DeviceParams:
         """Read a device file: sections of `name = {value, unit, source}` entries."""
         path = Path(path) if path else DEFAULT_DEVICE_FILE
         with open(path, "rb") as f:
@@ -1001,7 +1001,7 @@ class ArrayPhysics:
         return arrays | {"meta": np.array(json.dumps(meta))}
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], params: DeviceParams | None = None) -> "ArrayPhysics":
+    def from_state(cls, state: dict[str, np.ndarray], params: DeviceParams | None = None) -> ArrayPhysics:
         meta = json.loads(str(state["meta"]))
         chip = cls.__new__(cls)  # no fresh device-to-device draws: the state replaces them all
         chip._configure(meta["rows"], meta["cols"], params, meta["seed"], VirtualClock(meta["now"]))

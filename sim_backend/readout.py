@@ -241,7 +241,7 @@ class ReadState:
             stop = min(start + _DERIVE_CHUNK, n_cells)
             n = stop - start
 
-            def work(name: str, dtype=np.float64) -> np.ndarray:
+            def work(name: str, dtype=np.float64, n=n) -> np.ndarray:
                 return chip._work("derive_" + name, n, dtype)
 
             if cells is ...:

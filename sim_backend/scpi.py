@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 ERRORS = {
     -100: "Command error",
@@ -59,7 +59,7 @@ _TOKEN = re.compile(r"\[|\]|:?\*?[A-Za-z][A-Za-z0-9]*#?")
 _HEADER = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
 
 
-@lru_cache(maxsize=None)
+@cache
 def compile_header(pattern: str) -> re.Pattern:
     """Regex for a header pattern; it matches a header normalised to a leading ':'."""
     query = pattern.endswith("?")
@@ -176,7 +176,7 @@ def unquote(param: str) -> str:
 
 def format_number(value: float) -> str:
     """The Keithley/Keysight ASCII number format, e.g. +1.000000E-01."""
-    return "%+.6E" % value
+    return f"{value:+.6E}"
 
 
 def format_bool(value: bool) -> str:

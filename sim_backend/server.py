@@ -21,7 +21,7 @@ def instrument_lock(instrument: VirtualInstrument) -> threading.Lock:
 
 
 class _Connection(socketserver.BaseRequestHandler):
-    server: "InstrumentServer"
+    server: InstrumentServer
 
     def handle(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -5,11 +5,10 @@ Importable as ``from fakes import ...`` because pyproject.toml puts tests/ on sy
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pyvisa
-
 from labctl.instruments.transport import InProcessTransport
 from labctl.sim.server import serve
 

@@ -11,11 +11,11 @@ Importable as ``from smu_spec import ...`` because pyproject.toml puts tests/ on
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from labctl.instruments.keithley2450 import Keithley2450
 from labctl.instruments.keithley2600b import Keithley2600B
 from labctl.instruments.keysight_b2900 import KeysightB2900

@@ -114,7 +114,7 @@ def test_data_ls_and_export(capsys, tmp_path, state):
     assert main(["data", "export", out, res["run_id"], "--csv", str(tmp_path / "csv")]) == 0
     files = capsys.readouterr().out.split()
     assert any(f.endswith("_g_map.csv") for f in files)
-    grid = np.loadtxt([l for l in open(next(f for f in files if f.endswith("_g_map.csv")))], delimiter=",")
+    grid = np.loadtxt([line for line in open(next(f for f in files if f.endswith("_g_map.csv")))], delimiter=",")
     np.testing.assert_allclose(grid, res["summary"]["g_map"])
 
 

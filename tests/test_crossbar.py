@@ -1,11 +1,11 @@
 """Crossbar operations reach exactly the cells they name, with exactly the requested bias."""
 import numpy as np
 import pytest
+from labctl.sim.physics import ArrayPhysics
 
 from labctl.engine import run_protocol
 from labctl.safety import SafetyError
 from labctl.station import Station
-from labctl.sim.physics import ArrayPhysics
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_a_forming_ramp_reads_the_same_in_one_physics_call_as_point_by_point(tmp
             if not bulk:
                 lab.quiet_ramp = lambda levels, duration, limit: ()
             apply = lab.physics.apply
-            lab.physics.apply = lambda *a: applied.append(a) or apply(*a)
+            lab.physics.apply = lambda *a, applied=applied, apply=apply: applied.append(a) or apply(*a)
             v, i = station.crossbar.sweep(1, 2, ramp, 100e-6, 1.2, stop_at_limit=True)
             runs.append((v, i, lab.physics.formed.copy(), len(applied), lab.physics.clock.now))
     (v, i, formed, n_bulk, t_bulk), (v_exact, i_exact, formed_exact, n_exact, t_exact) = runs
@@ -102,7 +102,7 @@ def test_a_cell_block_routes_once_and_ends_in_the_safe_state(sim_station):
     with pytest.raises(ZeroDivisionError):
         with xbar.cell(0, 0, 1.2) as cell:
             cell.read(0.2)
-            1 / 0
+            raise ZeroDivisionError("an error inside the block")
     assert (lab.smu.output_on, lab.smu.source_level) == (False, 0.0)
     frames.clear()
     with pytest.raises(SafetyError, match="max_v_wl"):

@@ -5,10 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
+from labctl.instruments import DRIVERS
 
 from labctl.cli import main
 from labctl.docgen import update_markdown
-from labctl.instruments import DRIVERS
 from labctl.registry import PROTOCOLS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

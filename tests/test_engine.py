@@ -1,8 +1,8 @@
 """Run engine: safe state on every exit path, status recorded, data kept, bad input refused."""
 import numpy as np
 import pytest
-
 from labctl.instruments.fpga import LineMode
+
 from labctl.engine import Protocol, RunControl, run_protocol
 from labctl.params import Parameter, ParameterError
 from labctl.safety import SafetyError

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from labctl.instruments.fpga import BoardError, FpgaBoard
 from labctl.instruments.fpga_wire import MAX_MVM_OUTPUTS, ErrorCode, FrameDecoder, encode_frame
 from labctl.instruments.transport import InProcessTransport

@@ -3,7 +3,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.instruments.fpga import BoardError, FpgaBoard, FrameError
 from labctl.instruments.fpga_wire import LineMode, encode_frame

@@ -1,8 +1,7 @@
 """Frame codec of the FPGA board link: CRC, encoding and the streaming decoder."""
-import pytest
-
 import zlib
 
+import pytest
 from labctl.instruments.fpga_wire import MAX_LONG_PAYLOAD, Frame, FrameDecoder, crc16, crc32, encode_frame
 
 

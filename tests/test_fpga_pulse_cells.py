@@ -5,15 +5,14 @@ import struct
 
 import numpy as np
 import pytest
-
 from labctl.instruments.fpga import BoardError, FpgaBoard
 from labctl.instruments.fpga_wire import MAX_PULSE_CELLS, Command, ErrorCode, LineMode, encode_frame
 from labctl.instruments.transport import InProcessTransport
-from labctl.safety import SafetyError
 from labctl.sim.board import VirtualBoard
 from labctl.sim.physics import ArrayPhysics
 
 from fakes import ScriptedTransport
+from labctl.safety import SafetyError
 from test_fpga_ai import BL, SL, WL, ack, make_chip, raw
 
 F4 = np.float32

@@ -3,7 +3,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from labctl.instruments.fpga import BoardError, FpgaBoard
 from labctl.instruments.fpga_wire import ErrorCode, FrameDecoder, LineMode, encode_frame
 from labctl.instruments.transport import InProcessTransport

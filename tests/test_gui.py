@@ -12,13 +12,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PyQt6.QtWidgets")
 pytest.importorskip("pyqtgraph")
 
-from PyQt6.QtCore import QPointF, Qt  # noqa: E402
-
 from labctl.gui.browser import DataBrowser  # noqa: E402
 from labctl.gui.h5read import cell_history, latest_map  # noqa: E402
 from labctl.gui.series import Curve, CurveSet, Eta, minmax_decimate  # noqa: E402
 from labctl.gui.window import MainWindow  # noqa: E402
 from labctl.instruments.fpga import LineMode  # noqa: E402
+from PyQt6.QtCore import QPointF, Qt  # noqa: E402
+
 from labctl.cli import main as cli_main  # noqa: E402
 from labctl.live import LivePlot  # noqa: E402
 from labctl.station import load_station  # noqa: E402

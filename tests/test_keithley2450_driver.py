@@ -2,13 +2,14 @@
 test_smu_spec.py, has the exact bytes of what every SMU driver does)."""
 import numpy as np
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.instruments.keithley2450 import Keithley2450
 
 from fakes import ScriptedTransport
-from smu_spec import CLEAR_2450 as CLEAR, IDN_2450 as IDN, KEITHLEY2450
-from smu_spec import configure_2450, sweep_tail_2450 as sweep_tail
+from smu_spec import CLEAR_2450 as CLEAR
+from smu_spec import IDN_2450 as IDN
+from smu_spec import KEITHLEY2450, configure_2450
+from smu_spec import sweep_tail_2450 as sweep_tail
 
 smu = KEITHLEY2450.smu
 

@@ -3,7 +3,6 @@
 what every SMU twin does)."""
 import numpy as np
 import pytest
-
 from labctl.instruments.keithley2450 import Keithley2450
 from labctl.instruments.transport import InProcessTransport
 from labctl.sim.keithley2450 import VirtualKeithley2450
@@ -69,7 +68,7 @@ def test_a_rearmed_list_sweep_reads_what_a_fresh_one_reads():
         smu = Keithley2450(InProcessTransport(VirtualKeithley2450(load)), name="smu")
         sent = []
         write = smu.transport.write
-        smu.transport.write = lambda data: sent.append(data) or write(data)
+        smu.transport.write = lambda data, sent=sent, write=write: sent.append(data) or write(data)
         for k in range(3):
             if not rearm:
                 smu._armed = None  # as a driver that does not keep track
@@ -91,6 +90,7 @@ def test_the_labs_frozen_current_equals_its_current(tmp_path, case):
     SimLab.current computes, for a pristine or formed cell, the SMU on the SL, a floating
     other line (no current) and two open gates on one column."""
     from labctl.instruments.fpga import LineMode
+
     from labctl.station import Station
 
     with Station.open("sim:4x4", sim_state=tmp_path / "c.npz", seed=3) as station:

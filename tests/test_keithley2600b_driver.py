@@ -2,7 +2,6 @@
 the TSP of reset and clear (the SMU spec, test_smu_spec.py, has the exact TSP bytes of what every
 SMU driver does)."""
 import pytest
-
 from labctl.instruments.base import InstrumentError
 
 from smu_spec import KEITHLEY2600B

@@ -1,7 +1,6 @@
 """A client written from the 2600B Reference Manual alone (pyvisa, raw TSP, no labctl driver)
 against the virtual 2600B served on loopback: the twin must understand what the manual shows."""
 import pytest
-
 from labctl.sim.keithley2600b import VirtualKeithley2600B
 
 from fakes import Resistor, visa_session

@@ -3,7 +3,6 @@
 test_smu_spec.py, has what every SMU twin does)."""
 import numpy as np
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.sim.keithley2600b import VirtualKeithley2600B
 

@@ -1,6 +1,5 @@
 """Keysight33500B driver against a scripted transport: the exact bytes of every command."""
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.instruments.keysight33500b import Keysight33500B
 from labctl.instruments.pulse import PulseGenerator

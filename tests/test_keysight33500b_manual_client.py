@@ -1,7 +1,6 @@
 """A hand-written client that knows only pyvisa and the 33500B guide's SCPI, against the twin on
 loopback TCP: what a user's own script would send to the real instrument."""
 import pytest
-
 from labctl.sim.keysight33500b import VirtualKeysight33500B
 
 from fakes import RecordingLoad, visa_session

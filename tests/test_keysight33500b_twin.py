@@ -1,7 +1,6 @@
 """The Keysight33500B driver against the virtual 33500B/33600A in-process, with a recording load."""
 import numpy as np
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.instruments.keysight33500b import Keysight33500B
 from labctl.instruments.transport import InProcessTransport

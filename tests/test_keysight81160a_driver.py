@@ -1,7 +1,6 @@
 """Keysight81160A driver against a scripted transport: the exact bytes of every command."""
 import numpy as np
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.instruments.keysight81160a import Keysight81160A
 from labctl.instruments.pulse import PulseGenerator

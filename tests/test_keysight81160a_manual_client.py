@@ -1,6 +1,5 @@
 """A client written from the 81150A/81160A manual, using only pyvisa, against the served twin."""
 import pytest
-
 from labctl.sim.keysight81160a import VirtualKeysight81160A
 
 from fakes import RecordingLoad, visa_session

@@ -1,6 +1,5 @@
 """The Keysight81160A driver against the virtual 81160A/81150A, in-process, on a recording load."""
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.instruments.keysight81160a import Keysight81160A
 from labctl.instruments.transport import InProcessTransport

@@ -2,11 +2,13 @@
 the status of each point (the SMU spec, test_smu_spec.py, has the exact bytes of what every SMU
 driver does)."""
 import pytest
-
 from labctl.instruments.base import InstrumentError
 
-from smu_spec import IDN_B2900 as IDN, KEYSIGHT_B2900, run_script_b2900 as run_script
-from smu_spec import staircase_b2900 as staircase, triples_b2900 as triples
+from smu_spec import IDN_B2900 as IDN
+from smu_spec import KEYSIGHT_B2900
+from smu_spec import run_script_b2900 as run_script
+from smu_spec import staircase_b2900 as staircase
+from smu_spec import triples_b2900 as triples
 
 smu = KEYSIGHT_B2900.smu
 

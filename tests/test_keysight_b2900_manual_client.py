@@ -1,7 +1,6 @@
 """A plain pyvisa client using only the B2900 SCPI Command Reference's commands against the twin
 served on loopback: no labctl driver, so the twin is checked against the manual, not the driver."""
 import pytest
-
 from labctl.sim.keysight_b2900 import VirtualKeysightB2900
 
 from fakes import R, Resistor, visa_session

@@ -3,7 +3,6 @@ B2900 does, e.g. the status of each point, its timer trigger and channel 2 (the 
 test_smu_spec.py, has what every SMU twin does)."""
 import numpy as np
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.instruments.keysight_b2900 import KeysightB2900
 from labctl.instruments.transport import InProcessTransport

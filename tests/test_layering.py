@@ -3,10 +3,9 @@ both ends of a link agree on (the wire-spec modules) and the transport interface
 import ast
 from pathlib import Path
 
-import pytest
-
 import labctl.instruments
 import labctl.sim
+import pytest
 
 INSTRUMENTS = "labctl.instruments"
 #: what the twins may import from labctl.instruments

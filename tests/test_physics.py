@@ -3,7 +3,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from labctl.sim.physics import ArrayPhysics, DeviceParams
 
 NAN = np.nan

@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-
-from labctl.protocols import mvm, parallel_update, weight_transfer
 from labctl.instruments.fpga import LineMode
+from labctl.protocols import mvm, parallel_update, weight_transfer
+
 from labctl.engine import get_protocol, run_protocol
 from labctl.params import ParameterError
 from labctl.plots import run_figure

@@ -2,16 +2,21 @@
 known answers, and each protocol end to end on the simulated chip (sanity, not calibration)."""
 import numpy as np
 import pytest
+from labctl.protocols.endurance import Endurance, logged_cycles
+from labctl.protocols.pulse_response import (
+    PulseResponse,
+    analyze_pulse_response,
+    bin_steps,
+    symmetry_point,
+    trace_from_table,
+)
+from labctl.protocols.variability_map import VariabilityMap, spread
 from matplotlib.figure import Figure
 
 from labctl.engine import run_protocol
 from labctl.params import ParameterError
 from labctl.safety import SafetyError
 from labctl.store import load_run
-from labctl.protocols.endurance import Endurance, logged_cycles
-from labctl.protocols.pulse_response import (PulseResponse, analyze_pulse_response, bin_steps, symmetry_point,
-                                      trace_from_table)
-from labctl.protocols.variability_map import VariabilityMap, spread
 
 G_LO, G_HI = 9.0e-6, 88.2e-6
 

@@ -1,8 +1,6 @@
 """The SCPI header matcher and dispatcher shared by the virtual instruments."""
 import pytest
-
-from labctl.sim.scpi import ScpiError, ScpiTwin, compile_header, float_in, split_quoted, \
-    to_keyword, unquote
+from labctl.sim.scpi import ScpiError, ScpiTwin, compile_header, float_in, split_quoted, to_keyword, unquote
 
 
 class Thing(ScpiTwin):

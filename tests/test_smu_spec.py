@@ -8,7 +8,6 @@ from inspect import getattr_static
 
 import numpy as np
 import pytest
-
 from labctl.instruments.base import InstrumentError
 from labctl.instruments.smu import SourceMeter
 

@@ -6,14 +6,25 @@ import shutil
 import numpy as np
 import pytest
 
+from labctl.aimc import (
+    AGAD,
+    AnalogMatrix,
+    AnalogNetwork,
+    MatrixCells,
+    PulseQueue,
+    PulseSetup,
+    Settings,
+    TikiTakaV2,
+    layout,
+    pack_segments,
+    prepare_data,
+)
 from labctl.datasets import DATASETS, load_dataset, stratified_split
 from labctl.engine import run_protocol
 from labctl.params import ParameterError
+from labctl.registry import PROTOCOLS
 from labctl.station import Station
 from labctl.store import load_run
-from labctl.registry import PROTOCOLS
-from labctl.aimc import (AGAD, AnalogMatrix, AnalogNetwork, MatrixCells, PulseQueue, PulseSetup, Settings,
-                         TikiTakaV2, layout, pack_segments, prepare_data)
 
 
 # -- datasets --------------------------------------------------------------------------------

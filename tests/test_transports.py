@@ -3,10 +3,14 @@ import socket
 
 import numpy as np
 import pytest
-
 from labctl.instruments.keithley2450 import Keithley2450
-from labctl.instruments.transport import InProcessTransport, InstrumentTimeout, SerialTransport, \
-    TransportError, VisaTransport
+from labctl.instruments.transport import (
+    InProcessTransport,
+    InstrumentTimeout,
+    SerialTransport,
+    TransportError,
+    VisaTransport,
+)
 from labctl.sim.keithley2450 import VirtualKeithley2450
 from labctl.sim.server import serve
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pyvisa
+from labctl.sim.virtual_lab import VirtualLabServer
 
 from labctl.cli import main
 from labctl.engine import run_protocol
 from labctl.station import Station, load_station, open_sim_lab, station_toml
-from labctl.sim.virtual_lab import VirtualLabServer
 
 FAST_FORMING = {"v_start": 2.9}  # skip the uneventful part of the ramp
 
