@@ -29,7 +29,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from .h5read import RunInfo, read_dataset, read_runs
+from labctl.store import RunInfo, read_dataset, read_runs
+
 from .plots import HeatMap
 from .series import minmax_decimate
 

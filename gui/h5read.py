@@ -1,100 +1,15 @@
-"""Reading labctl HDF5 files while someone may still be writing them (no Qt here).
-
-File locking: HDF5 (>= 1.10) takes an flock on the file. A writer in another process (`labctl
-run`, another GUI) holds it exclusively for the whole run, so a plain `h5py.File(path, "r")`
-fails with "unable to lock file". Readers here open with `locking=False`: the writer flushes
-after every row block (labctl.store), so a read-only open sees every flushed row; a read that
-catches the writer halfway through an update raises and is simply retried at the next poll
-(the data browser keeps its last good view). Inside one process HDF5 shares one open file per
-path and insists that every open use the same locking flag, so when the file is already open
-here (the GUI's own session file, which its worker keeps open for writing) the reader falls back
-to the default flag and shares that open file.
-"""
+"""Chip views of a labctl HDF5 file for the GUI (no Qt here): the conductance history of one cell
+across runs and the latest conductance of every cell. They read through labctl.store's readers,
+which work while another process is still writing the file."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
 
-_JSON_ATTRS = ("parameters", "summary", "station")
-
-
-def open_readonly(path: str | Path) -> h5py.File:
-    """Open `path` read-only, without taking HDF5's file lock (see the module doc)."""
-    try:
-        return h5py.File(path, "r", locking=False)
-    except OSError as exc:
-        if "locking flag" not in str(exc):
-            raise
-        return h5py.File(path, "r")  # already open in this process: share it
-
-
-def _attr(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _units(ds: h5py.Dataset) -> dict[str, str] | str:
-    if "units" in ds.attrs:
-        try:
-            return json.loads(_attr(ds.attrs["units"]))
-        except (TypeError, ValueError):
-            return {}
-    return str(_attr(ds.attrs.get("unit", "")))
-
-
-@dataclass
-class DatasetInfo:
-    name: str
-    shape: tuple[int, ...]
-    columns: tuple[str, ...]  # field names of a table; () for a plain array
-    units: dict[str, str] | str
-
-
-@dataclass
-class RunInfo:
-    run_id: str
-    protocol: str
-    status: str
-    started: str
-    ended: str
-    error: str
-    parameters: dict[str, Any]
-    summary: dict[str, Any]
-    datasets: list[DatasetInfo] = field(default_factory=list)
-
-
-def read_runs(path: str | Path) -> list[RunInfo]:
-    """Every run of a labctl file with its status, parameters and datasets (shapes, units)."""
-    runs = []
-    with open_readonly(path) as f:
-        for run_id, group in f.get("runs", {}).items():
-            attrs = {k: _attr(v) for k, v in group.attrs.items()}
-            decoded = {}
-            for key in _JSON_ATTRS:
-                try:
-                    decoded[key] = json.loads(attrs.get(key, "{}") or "{}")
-                except (TypeError, ValueError):
-                    decoded[key] = {}
-            info = RunInfo(run_id, str(attrs.get("protocol", "")), str(attrs.get("status", "")),
-                           str(attrs.get("started", "")), str(attrs.get("ended", "")), str(attrs.get("error", "")),
-                           decoded["parameters"], decoded["summary"])
-            for name, ds in group.items():
-                if isinstance(ds, h5py.Dataset):
-                    info.datasets.append(DatasetInfo(name, tuple(ds.shape), tuple(ds.dtype.names or ()),
-                                                     _units(ds)))
-            runs.append(info)
-    return runs
-
-
-def read_dataset(path: str | Path, run_id: str, name: str) -> tuple[np.ndarray, dict[str, str] | str]:
-    """One dataset of a run as a numpy array, with its units (a dict for tables)."""
-    with open_readonly(path) as f:
-        ds = f["runs"][run_id][name]
-        return ds[()], _units(ds)
+from labctl.store import dataset_units, decode_attr, open_readonly
 
 
 def is_conductance(name: str, unit: str) -> bool:
@@ -123,11 +38,11 @@ def cell_history(path: str | Path, row: int, col: int,
     entries = []
     with open_readonly(path) as f:
         for run_id, group in f.get("runs", {}).items():
-            protocol = str(_attr(group.attrs.get("protocol", "")))
+            protocol = str(decode_attr(group.attrs.get("protocol", "")))
             for name, ds in group.items():
                 if not isinstance(ds, h5py.Dataset):
                     continue
-                units = _units(ds)
+                units = dataset_units(ds)
                 names = ds.dtype.names
                 if names is None:
                     if (ds.ndim == 2 and row < ds.shape[0] and col < ds.shape[1]

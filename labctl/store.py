@@ -19,6 +19,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -169,27 +170,110 @@ class DataStore:
 
 
 # -- reading ------------------------------------------------------------------------------------
+# Every reader here may run while another process is still writing the file (`labctl run`, a GUI):
+# HDF5 (>= 1.10) takes an flock on the file, which a writer in another process holds exclusively
+# for its whole run, so a plain `h5py.File(path, "r")` fails with "unable to lock file". Readers
+# open with `locking=False`: the writer flushes after every row block, so a read-only open sees
+# every flushed row; a read that catches the writer halfway through an update raises, and a
+# poller (the GUI's data browser) simply retries. Inside one process HDF5 shares one open file per
+# path and insists that every open use the same locking flag, so when the file is already open
+# here (a GUI's session file, kept open for writing by its worker) the reader falls back to the
+# default flag and shares that open file.
 _JSON_ATTRS = ("parameters", "station", "software", "summary")
+
+
+def open_readonly(path: str | Path) -> h5py.File:
+    """Open `path` read-only, without taking HDF5's file lock (see above)."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if "locking flag" not in str(exc):
+            raise
+        return h5py.File(path, "r")  # already open in this process: share it
+
+
+def decode_attr(value: Any) -> Any:
+    """An attribute as str where HDF5 handed back bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def dataset_units(ds: h5py.Dataset) -> dict[str, str] | str:
+    """A table's units (column -> unit) or an array's unit."""
+    if "units" in ds.attrs:
+        try:
+            return json.loads(decode_attr(ds.attrs["units"]))
+        except (TypeError, ValueError):
+            return {}
+    return str(decode_attr(ds.attrs.get("unit", "")))
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    shape: tuple[int, ...]
+    columns: tuple[str, ...]  # field names of a table; () for a plain array
+    units: dict[str, str] | str
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    protocol: str
+    status: str
+    started: str
+    ended: str
+    error: str
+    parameters: dict[str, Any]
+    summary: dict[str, Any]
+    datasets: list[DatasetInfo] = field(default_factory=list)
+
+
+def read_runs(path: str | Path) -> list[RunInfo]:
+    """Every run of a labctl file with its status, parameters and datasets (shapes, units)."""
+    runs = []
+    with open_readonly(path) as f:
+        for run_id, group in f.get("runs", {}).items():
+            attrs = {k: decode_attr(v) for k, v in group.attrs.items()}
+            decoded = {}
+            for key in ("parameters", "summary"):
+                try:
+                    decoded[key] = json.loads(attrs.get(key, "{}") or "{}")
+                except (TypeError, ValueError):
+                    decoded[key] = {}
+            info = RunInfo(run_id, str(attrs.get("protocol", "")), str(attrs.get("status", "")),
+                           str(attrs.get("started", "")), str(attrs.get("ended", "")), str(attrs.get("error", "")),
+                           decoded["parameters"], decoded["summary"])
+            for name, ds in group.items():
+                if isinstance(ds, h5py.Dataset):
+                    info.datasets.append(DatasetInfo(name, tuple(ds.shape), tuple(ds.dtype.names or ()),
+                                                     dataset_units(ds)))
+            runs.append(info)
+    return runs
+
+
+def read_dataset(path: str | Path, run_id: str, name: str) -> tuple[np.ndarray, dict[str, str] | str]:
+    """One dataset of a run as a numpy array, with its units (a dict for tables)."""
+    with open_readonly(path) as f:
+        ds = f["runs"][run_id][name]
+        return ds[()], dataset_units(ds)
 
 
 def list_runs(path: str | Path) -> list[dict[str, Any]]:
     """Every run in a file: id, protocol, status, times, error and dataset shapes."""
-    with h5py.File(path, "r") as f:
-        return [{"run_id": rid, **{k: group.attrs[k] for k in ("protocol", "status", "started", "ended", "error")},
-                 "datasets": {name: list(ds.shape) for name, ds in group.items()}}
-                for rid, group in f.get("runs", {}).items()]
+    return [{"run_id": run.run_id, "protocol": run.protocol, "status": run.status, "started": run.started,
+             "ended": run.ended, "error": run.error, "datasets": {d.name: list(d.shape) for d in run.datasets}}
+            for run in read_runs(path)]
 
 
 def load_run(path: str | Path, run_id: str) -> dict[str, Any]:
     """A run as plain Python: attrs (JSON decoded) and every dataset as a numpy array."""
-    with h5py.File(path, "r") as f:
+    with open_readonly(path) as f:
         if run_id not in f.get("runs", {}):
             raise KeyError(f"{path} has no run {run_id!r}")
         group = f["runs"][run_id]
         attrs = {k: (json.loads(v) if k in _JSON_ATTRS else v) for k, v in group.attrs.items()}
         data = {name: ds[()] for name, ds in group.items()}
-        units = {name: json.loads(ds.attrs["units"]) if "units" in ds.attrs else ds.attrs.get("unit", "")
-                 for name, ds in group.items()}
+        units = {name: dataset_units(ds) for name, ds in group.items()}
     return {"attrs": attrs, "data": data, "units": units}
 
 
