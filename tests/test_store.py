@@ -111,3 +111,26 @@ def test_table_buffer_writes_blocks_per_table_at_checkpoints_age_and_exit(tmp_pa
     assert ramp["cell"].tolist() == [0, 0, 1, 2, 2, 2]
     np.testing.assert_array_equal(ramp["v"], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     assert cells["cell"].tolist() == [0, 2, 3] and cells["status"].tolist() == [b"formed", b"formed", b"failed"]
+
+
+def test_readers_see_the_flushed_rows_while_another_process_writes(tmp_path):
+    """The writer holds HDF5's file lock for its whole run; list_runs and load_run still read."""
+    path = tmp_path / "live.h5"
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from labctl.store import DataStore
+        with DataStore({str(path)!r}) as store:
+            w = store.begin_run("proto", {{}}, {{}})
+            w.create_table("t", [("x", "f8", "V")])
+            w.append("t", {{"x": [1.0, 2.0]}})
+            print("ready", flush=True)
+            sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        (run,) = list_runs(path)
+        assert run["status"] == "running" and run["datasets"] == {"t": [2]}
+        np.testing.assert_array_equal(load_run(path, run["run_id"])["data"]["t"]["x"], [1.0, 2.0])
+    finally:
+        writer.communicate("\n", timeout=30)
+    assert writer.returncode == 0
