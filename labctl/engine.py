@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .live import LivePlot
+from .live import LivePlot, with_units
 from .params import Parameter, ParameterError, resolve
 from .registry import PROTOCOLS
 from .store import Column, DataStore, RunWriter
@@ -36,14 +36,23 @@ class Aborted(Exception):
 class Protocol:
     """Base of every protocol: a name, typed parameters and a `run` that returns a summary.
 
-    `live_plots` declares what a live viewer (the GUI) plots while the protocol runs: curves
-    that follow its tables and heat maps of its saved arrays (see labctl.live.LivePlot).
+    `tables` declares the schema of each table the protocol writes (name -> columns (name,
+    numpy dtype, unit)) and `arrays` the unit of its saved arrays: `ctx.table(name)` and
+    `ctx.save_array(name, data)` take them from there. `live_plots` declares what a live viewer
+    (the GUI) plots while the protocol runs: curves that follow its tables and heat maps of its
+    saved arrays (see labctl.live.LivePlot); their units come from the tables and arrays.
     """
 
     name: ClassVar[str]
     title: ClassVar[str] = ""
     parameters: ClassVar[tuple[Parameter, ...]] = ()
+    tables: ClassVar[dict[str, list[Column]]] = {}
+    arrays: ClassVar[dict[str, str]] = {}
     live_plots: ClassVar[tuple[LivePlot, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.live_plots = tuple(with_units(plot, cls.tables, cls.arrays, cls.__name__) for plot in cls.live_plots)
 
     def check(self, params: dict[str, Any], config) -> None:
         """Checks against the station config (chip size...) beyond each parameter's own limits."""
@@ -86,12 +95,22 @@ class RunContext:
     control: RunControl
     progress_callbacks: list[Progress] = field(default_factory=list)
     subscribers: list[Subscriber] = field(default_factory=list)
+    protocol: Protocol | None = None  # whose tables and arrays are declared
 
     @property
     def crossbar(self):
         return self.station.crossbar
 
-    def table(self, name: str, columns: Iterable[Column]) -> None:
+    def table(self, name: str, columns: Iterable[Column] | None = None) -> None:
+        """Create table `name` with the protocol's declared schema (`Protocol.tables`); `columns`
+        for a table the protocol does not declare (a shared helper's), or the same schema again."""
+        declared = self.protocol.tables.get(name) if self.protocol is not None else None
+        if columns is None:
+            if declared is None:
+                raise KeyError(f"table {name!r} is not declared in {type(self.protocol).__name__}.tables")
+            columns = declared
+        elif declared is not None and list(columns) != list(declared):
+            raise ValueError(f"table {name!r}: {list(columns)} differs from the declared schema {declared}")
         self.writer.create_table(name, columns)
 
     def append(self, table: str, **columns: Any) -> None:
@@ -100,7 +119,15 @@ class RunContext:
         for subscriber in self.subscribers:
             subscriber(table, columns)
 
-    def save_array(self, name: str, data: np.ndarray, unit: str) -> None:
+    def save_array(self, name: str, data: np.ndarray, unit: str | None = None) -> None:
+        """Save an array with its declared unit (`Protocol.arrays`), or `unit` for an undeclared one."""
+        declared = self.protocol.arrays.get(name) if self.protocol is not None else None
+        if unit is None:
+            if declared is None:
+                raise KeyError(f"array {name!r} has no unit: declare it in {type(self.protocol).__name__}.arrays")
+            unit = declared
+        elif declared is not None and unit != declared:
+            raise ValueError(f"array {name!r}: unit {unit!r} differs from the declared {declared!r}")
         self.writer.write_array(name, data, unit)
         for subscriber in self.subscribers:
             subscriber(name, {name: data})
@@ -165,7 +192,7 @@ def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | Non
     status, summary, error, interrupt = "failed", {}, "", None
     with DataStore(out) as store:
         writer = store.begin_run(protocol.name, params, station.snapshot())
-        ctx = RunContext(params, station, writer, control, [progress] if progress else [], list(subscribers))
+        ctx = RunContext(params, station, writer, control, [progress] if progress else [], list(subscribers), protocol)
         try:
             summary = protocol.run(ctx)
             status = "completed"

@@ -8,7 +8,7 @@ names data only; how it is drawn (decimation, colours) is the viewer's business.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 KINDS = ("curve", "image")
 
@@ -20,9 +20,10 @@ class LivePlot:
     table: the table (curve) or saved array (image) it follows.
     x, y: column names of the table (curves); for an image, labels of its axes (columns, rows).
     title: the plot's title; x_unit / y_unit: SI units of x and y (the viewer adds prefixes,
-    so "S" shows as uS, "A" as uA).
+    so "S" shows as uS, "A" as uA), filled from the protocol's table schema by `with_units`.
     group_by: a column name, or a tuple of names, whose values split the rows into curves.
-    kind: "curve" or "image"; unit: the unit of an image's values (its colour bar).
+    kind: "curve" or "image"; unit: the unit of an image's values (its colour bar), filled from
+    the protocol's declared arrays.
     log_x: log-scaled x axis (e.g. time after programming).
     """
 
@@ -51,3 +52,19 @@ class LivePlot:
     def columns(self) -> tuple[str, ...]:
         """Every column of the table this plot needs."""
         return (self.x, self.y, *self.group_columns) if self.kind == "curve" else (self.table,)
+
+
+def with_units(plot: LivePlot, tables: dict, arrays: dict[str, str], owner: str) -> LivePlot:
+    """`plot` with its units taken from the declared table schemas (name -> [(column, dtype,
+    unit)]) or array units; a plot of an undeclared table or array keeps the units it gives.
+    A column the declared table lacks is an error."""
+    if plot.kind == "image":
+        return replace(plot, unit=arrays[plot.table]) if plot.table in arrays else plot
+    if plot.table not in tables:
+        return plot
+    units = {column: unit for column, _, unit in tables[plot.table]}
+    missing = [c for c in plot.columns() if c not in units]
+    if missing:
+        raise TypeError(f"{owner}: live plot {plot.title!r} needs columns {missing} that table "
+                        f"{plot.table!r} does not declare")
+    return replace(plot, x_unit=units[plot.x], y_unit=units[plot.y])

@@ -47,9 +47,13 @@ class Endurance(Protocol):
     name = "endurance"
     title = "Endurance (SET/RESET cycling)"
     live_plots = (
-        LivePlot("window", "cycle", "g_on", "G after SET", "", "S", group_by=("row", "col"), log_x=True),
-        LivePlot("window", "cycle", "g_off", "G after RESET", "", "S", group_by=("row", "col"), log_x=True),
+        LivePlot("window", "cycle", "g_on", "G after SET", group_by=("row", "col"), log_x=True),
+        LivePlot("window", "cycle", "g_off", "G after RESET", group_by=("row", "col"), log_x=True),
     )
+    tables = {
+        "window": [("row", "i4", ""), ("col", "i4", ""), ("cycle", "i8", ""), ("g_on", "f8", "S"),
+                   ("g_off", "f8", "S")],
+    }
     parameters = (
         *cell_block_parameters(False),
         Parameter("cycles", "int", 1000, "", minimum=1, maximum=10**9, doc="SET/RESET cycles in total"),
@@ -76,8 +80,7 @@ class Endurance(Protocol):
         block = selected_block(p, xbar.shape)
         rows, cols = block_cells(block)
         logged = logged_cycles(p["cycles"], p["points_per_decade"])
-        ctx.table("window", [("row", "i4", ""), ("col", "i4", ""), ("cycle", "i8", ""),
-                             ("g_on", "f8", "S"), ("g_off", "f8", "S")])
+        ctx.table("window")
         g_on = np.full((len(logged), len(rows)), np.nan)
         g_off = np.full_like(g_on, np.nan)
         k = 0

@@ -23,9 +23,15 @@ class Forming(Protocol):
     name = "forming"
     title = "Electroforming"
     live_plots = (
-        LivePlot("ramp", "v", "i", "forming ramps: I vs V per cell", "V", "A", group_by=("row", "col")),
-        LivePlot("v_form_map", "column (BL/SL)", "row (WL)", "forming voltage per cell", kind="image", unit="V"),
+        LivePlot("ramp", "v", "i", "forming ramps: I vs V per cell", group_by=("row", "col")),
+        LivePlot("v_form_map", "column (BL/SL)", "row (WL)", "forming voltage per cell", kind="image"),
     )
+    arrays = {"formed_map": "", "v_form_map": "V"}
+    tables = {
+        "ramp": [("row", "i4", ""), ("col", "i4", ""), ("v", "f8", "V"), ("i", "f8", "A")],
+        "cells": [("row", "i4", ""), ("col", "i4", ""), ("status", "S16", ""), ("v_form", "f8", "V"),
+                  ("g_after", "f8", "S")],
+    }
     parameters = (
         Parameter("v_start", "float", 0.0, "V", minimum=0.0, soa="max_v_bl", doc="ramp start"),
         Parameter("v_stop", "float", 4.0, "V", minimum=0.1, soa="max_v_bl", doc="ramp end (highest voltage)"),
@@ -43,9 +49,8 @@ class Forming(Protocol):
         p, xbar = ctx.params, ctx.crossbar
         rows, cols = xbar.shape
         ramp = np.arange(p["v_start"], p["v_stop"] + p["v_step"] / 2, p["v_step"])
-        ctx.table("ramp", [("row", "i4", ""), ("col", "i4", ""), ("v", "f8", "V"), ("i", "f8", "A")])
-        ctx.table("cells", [("row", "i4", ""), ("col", "i4", ""), ("status", "S16", ""),
-                            ("v_form", "f8", "V"), ("g_after", "f8", "S")])
+        ctx.table("ramp")
+        ctx.table("cells")
         formed = np.zeros((rows, cols), dtype=bool)
         v_form = np.full((rows, cols), np.nan)
         n_already = 0
@@ -70,8 +75,8 @@ class Forming(Protocol):
                     store.add("cells", row=r, col=c, status=status, v_form=v_form[r, c], g_after=g)
                 store.flush()  # one block per table and array row
         ctx.progress(rows * cols, rows * cols, "done")
-        ctx.save_array("formed_map", formed.astype(np.uint8), "")
-        ctx.save_array("v_form_map", v_form, "V")
+        ctx.save_array("formed_map", formed.astype(np.uint8))
+        ctx.save_array("v_form_map", v_form)
         new = v_form[~np.isnan(v_form)]
         return {"yield": float(formed.mean()), "cells": rows * cols, "formed": int(formed.sum()),
                 "formed_now": int(new.size), "already_formed": n_already,

@@ -225,9 +225,12 @@ class Inference(Protocol):
         V_READ,
         V_GATE,
     )
-    live_plots = (LivePlot("evaluation", "t", "test_acc", "test accuracy after programming", "s", "",
-                           log_x=True),
-                  LivePlot("evaluation", "t", "mvm_rmse", "MVM error (full-scale units)", "s", "", log_x=True))
+    live_plots = (LivePlot("evaluation", "t", "test_acc", "test accuracy after programming", log_x=True),
+                  LivePlot("evaluation", "t", "mvm_rmse", "MVM error (full-scale units)", log_x=True))
+    tables = {
+        "evaluation": [("t", "f8", "s"), ("test_acc", "f8", ""), ("loss", "f8", ""), ("mvm_rmse", "f8", ""),
+                       ("weight_rmse", "f8", "")],
+    }
 
     def check(self, params: dict, config) -> None:
         check_times(params["times"])
@@ -290,8 +293,7 @@ class Inference(Protocol):
         layers = [AnalogMatrix(xbar, m, setup, rng, f"C{k + 1}") for k, m in enumerate(cells_map)]
         fp_accuracy = float(np.mean(np.argmax(model.forward(model.x_test), axis=1) == model.y_test))
 
-        ctx.table("evaluation", [("t", "f8", "s"), ("test_acc", "f8", ""), ("loss", "f8", ""),
-                                 ("mvm_rmse", "f8", ""), ("weight_rmse", "f8", "")])
+        ctx.table("evaluation")
         times = p["times"]
         accuracy, mvm_rmse, mvm_layers, weight_rmse = [], [], [], []
         elapsed = 0.0

@@ -41,7 +41,10 @@ def _mean(values: list[float | None]) -> float | None:
 class IVSweep(Protocol):
     name = "iv_sweep"
     title = "DC I-V loop"
-    live_plots = (LivePlot("iv", "v", "i", "I-V loop", "V", "A", group_by="cycle"),)
+    live_plots = (LivePlot("iv", "v", "i", "I-V loop", group_by="cycle"),)
+    tables = {
+        "iv": [("cycle", "i4", ""), ("v", "f8", "V"), ("i", "f8", "A")],
+    }
     parameters = (
         ROW,
         COL,
@@ -62,7 +65,7 @@ class IVSweep(Protocol):
     def run(self, ctx: RunContext) -> dict:
         p, xbar = ctx.params, ctx.crossbar
         volts = loop_voltages(p["v_set_max"], p["v_reset_max"], p["v_step"])
-        ctx.table("iv", [("cycle", "i4", ""), ("v", "f8", "V"), ("i", "f8", "A")])
+        ctx.table("iv")
         g_lrs, g_hrs, v_set, v_reset = [], [], [], []
         for cycle in range(p["cycles"]):
             ctx.progress(cycle, p["cycles"], f"loop {cycle + 1}/{p['cycles']} on cell ({p['row']}, {p['col']})")

@@ -71,6 +71,11 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 class ParallelUpdate(Protocol):
     name = "parallel_update"
     title = "Parallel stochastic update (rank-1)"
+    tables = {
+        "updates": [("update", "i4", ""), ("row", "i4", ""), ("col", "i4", ""), ("x", "f8", ""), ("d", "f8", ""),
+                    ("expected", "f8", "pulses"), ("count", "i4", "pulses"), ("g_before", "f8", "S"),
+                    ("g_after", "f8", "S"), ("dg", "f8", "S")],
+    }
     parameters = (
         ROWS,
         COLS,
@@ -117,9 +122,7 @@ class ParallelUpdate(Protocol):
                                   checkpoint=ctx.progress, refine=p["refine"])
             init_success = float(result.success.mean())
 
-        ctx.table("updates", [("update", "i4", ""), ("row", "i4", ""), ("col", "i4", ""), ("x", "f8", ""),
-                              ("d", "f8", ""), ("expected", "f8", "pulses"), ("count", "i4", "pulses"),
-                              ("g_before", "f8", "S"), ("g_after", "f8", "S"), ("dg", "f8", "S")])
+        ctx.table("updates")
         rows, cols = np.divmod(np.arange(n_rows * n_cols), n_cols)
         g = xbar.read_map(p["v_read"], p["v_gate"], block=block)
         ctx.save_array("g_initial", g, "S")

@@ -24,6 +24,7 @@ REFINE = Parameter("refine", "int", 2, "", minimum=0, maximum=6,
 # the cell-wise programming parameters; LEVEL_PROGRAMMING adds the cells per level
 PROGRAMMING = (ACCEPTANCE, MAX_PULSES, WIDTH, REFINE, V_GATE, V_READ)
 LEVEL_PROGRAMMING = (ACCEPTANCE, REPEATS, MAX_PULSES, WIDTH, REFINE, V_GATE, V_READ)
+TRACE_COLUMNS = [("cell", "i4", ""), ("pulse", "i4", ""), ("g", "f8", "S")]  # index into "cells"
 CELL_COLUMNS = [("row", "i4", ""), ("col", "i4", ""), ("target", "f8", "S"), ("g_initial", "f8", "S"),
                 ("g_final", "f8", "S"), ("pulses", "i4", ""), ("success", "u1", "")]
 
@@ -63,7 +64,7 @@ def program_levels(ctx: RunContext, levels: list[float], trace: bool = True) -> 
     "trace": cell index into "cells", pulses so far, g) and returns the result."""
     cells, targets = assign_targets(ctx.crossbar.shape, levels, ctx.params["repeats"])
     if trace:
-        ctx.table("trace", [("cell", "i4", ""), ("pulse", "i4", ""), ("g", "f8", "S")])
+        ctx.table("trace", TRACE_COLUMNS)
 
     def on_read(index: np.ndarray, pulses: np.ndarray, g: np.ndarray) -> None:
         ctx.append("trace", cell=index, pulse=pulses, g=g)

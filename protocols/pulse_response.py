@@ -241,8 +241,14 @@ def trace_from_table(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class PulseResponse(Protocol):
     name = "pulse_response"
     title = "Pulse response (potentiation / depression)"
-    live_plots = (LivePlot("trace", "pulse_index", "g", "conductance under identical pulses", "", "S",
+    live_plots = (LivePlot("trace", "pulse_index", "g", "conductance under identical pulses",
                            group_by=("row", "col", "cycle", "direction")),)
+    tables = {
+        "trace": [("row", "i4", ""), ("col", "i4", ""), ("cycle", "i4", ""), ("direction", "i1", ""),
+                  ("pulse_index", "i4", ""), ("g", "f8", "S")],
+        "steps": [("direction", "i1", ""), ("g", "f8", "S"), ("dg_mean", "f8", "S"), ("dg_std", "f8", "S"),
+                  ("count", "i4", "")],
+    }
     parameters = (
         *cell_block_parameters(False),
         Parameter("n_pulses", "int", 60, "", minimum=1, maximum=100000, soa="max_pulses",
@@ -269,8 +275,7 @@ class PulseResponse(Protocol):
         block = selected_block(p, xbar.shape)
         rows, cols = block_cells(block)
         n, n_cycles = p["n_pulses"], p["cycles"]
-        ctx.table("trace", [("row", "i4", ""), ("col", "i4", ""), ("cycle", "i4", ""), ("direction", "i1", ""),
-                            ("pulse_index", "i4", ""), ("g", "f8", "S")])
+        ctx.table("trace")
         trace = np.full((len(rows), n_cycles, 2, n + 1), np.nan)
         g = read_block(xbar, block, p["v_read"], p["v_gate"])
         total, done = 2 * n * n_cycles, 0
@@ -288,8 +293,7 @@ class PulseResponse(Protocol):
                     done += 1
         ctx.progress(total, total, "done")
         result = analyze_pulse_response(trace, p["n_bins"], p["min_count"])
-        ctx.table("steps", [("direction", "i1", ""), ("g", "f8", "S"), ("dg_mean", "f8", "S"),
-                            ("dg_std", "f8", "S"), ("count", "i4", "")])
+        ctx.table("steps")
         for direction, curve in ((UP, result.up), (DOWN, result.down)):
             ctx.append("steps", direction=direction, g=curve.g[0], dg_mean=curve.dg_mean[0],
                        dg_std=curve.dg_std[0], count=curve.count[0])

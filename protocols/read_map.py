@@ -11,7 +11,8 @@ from .common import V_GATE, V_READ
 class ReadMap(Protocol):
     name = "read_map"
     title = "Conductance map"
-    live_plots = (LivePlot("g_map", "column (BL/SL)", "row (WL)", "conductance map", kind="image", unit="S"),)
+    live_plots = (LivePlot("g_map", "column (BL/SL)", "row (WL)", "conductance map", kind="image"),)
+    arrays = {"g_map": "S"}
     parameters = (
         V_READ,
         V_GATE,
@@ -22,7 +23,7 @@ class ReadMap(Protocol):
         p = ctx.params
         ctx.progress(0, 1, "reading the array")
         g_map = ctx.crossbar.read_map(p["v_read"], p["v_gate"], p["t_read"])
-        ctx.save_array("g_map", g_map, "S")
+        ctx.save_array("g_map", g_map)
         ctx.progress(1, 1, "done")
         return {"g_map": g_map.tolist(), "g_mean": float(g_map.mean()), "g_std": float(g_map.std()),
                 "g_min": float(g_map.min()), "g_max": float(g_map.max())}

@@ -25,8 +25,12 @@ from .programming import ACCEPTANCE, MAX_PULSES, REFINE, REPEATS, WIDTH, check_l
 class ReadNoise(Protocol):
     name = "read_noise"
     title = "Read noise"
-    live_plots = (LivePlot("reads", "k", "g", "repeated reads per cell and time", "", "S",
+    live_plots = (LivePlot("reads", "k", "g", "repeated reads per cell and time",
                            group_by=("row", "col", "t")),)
+    tables = {
+        "reads": [("row", "i4", ""), ("col", "i4", ""), ("level", "f8", "S"), ("t", "f8", "s"), ("k", "i4", ""),
+                  ("g", "f8", "S")],
+    }
     parameters = (
         Parameter("levels", "floats", [20e-6, 40e-6, 60e-6, 80e-6], "S", minimum=1e-7, maximum=1e-3,
                   doc="conductance levels to program"),
@@ -55,8 +59,7 @@ class ReadNoise(Protocol):
         levels, times, n_reads = p["levels"], p["times"], p["n_reads"]
         result = program_levels(ctx, levels, trace=False)
         cells, level_of = result.cells, result.targets
-        ctx.table("reads", [("row", "i4", ""), ("col", "i4", ""), ("level", "f8", "S"), ("t", "f8", "s"),
-                            ("k", "i4", ""), ("g", "f8", "S")])
+        ctx.table("reads")
         sigma = np.empty((len(times), len(cells)))
         mean = np.empty((len(times), len(cells)))
         elapsed = 0.0

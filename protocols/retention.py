@@ -25,8 +25,11 @@ DEFAULT_TIMES = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, TEN_YEARS]
 class Retention(Protocol):
     name = "retention"
     title = "Retention / relaxation"
-    live_plots = (LivePlot("reads", "t", "g", "retention: G after programming", "s", "S",
+    live_plots = (LivePlot("reads", "t", "g", "retention: G after programming",
                            group_by=("row", "col"), log_x=True),)
+    tables = {
+        "reads": [("row", "i4", ""), ("col", "i4", ""), ("level", "f8", "S"), ("t", "f8", "s"), ("g", "f8", "S")],
+    }
     parameters = (
         Parameter("levels", "floats", [20e-6, 40e-6, 60e-6, 80e-6], "S", minimum=1e-7, maximum=1e-3,
                   doc="conductance levels to program"),
@@ -48,8 +51,7 @@ class Retention(Protocol):
         levels, times = p["levels"], p["times"]
         result = program_levels(ctx, levels, trace=False)
         cells, g0 = result.cells, result.g
-        ctx.table("reads", [("row", "i4", ""), ("col", "i4", ""), ("level", "f8", "S"), ("t", "f8", "s"),
-                            ("g", "f8", "S")])
+        ctx.table("reads")
         shifts = np.empty((len(times), len(cells)))
         elapsed = 0.0
         for k, t in enumerate(times):

@@ -193,6 +193,10 @@ class Train(Protocol):
     live_plots = (LivePlot("history", "epoch", "test_acc", "test accuracy (analog)"),
                   LivePlot("history", "epoch", "fp_test_acc", "test accuracy (floating point)"),
                   LivePlot("history", "epoch", "loss", "training loss (analog)"))
+    tables = {
+        "calibration": [("array", "S8", ""), ("step_up", "f8", "S"), ("step_down", "f8", "S"), ("dw", "f8", "")],
+        "history": HISTORY_COLUMNS,
+    }
 
     def check(self, params: dict, config) -> None:
         task = TASKS[params["dataset"]]
@@ -224,7 +228,8 @@ class Train(Protocol):
 
         setup = PulseSetup(p["v_read"], p["v_gate"], p["g_scale"], p["v_set"], p["v_reset"], p["width"],
                            p["train_length"], p["transfer_pulses"])
-        weights_cells, fast_cells, block = layout(task.layers, ALGORITHMS[p["algorithm"]].fast_arrays, p["row0"], p["col0"])
+        weights_cells, fast_cells, block = layout(task.layers, ALGORITHMS[p["algorithm"]].fast_arrays, p["row0"],
+                                                  p["col0"])
         all_cells = weights_cells + [a for a in fast_cells if a is not None]
         mask = used_mask(all_cells, block)
         n_in_max = max(m.n_in for m in all_cells)
@@ -247,8 +252,7 @@ class Train(Protocol):
         C = [AnalogMatrix(xbar, m, setup, train_rng, f"C{k + 1}", pulses) for k, m in enumerate(weights_cells)]
         A = [AnalogMatrix(xbar, m, setup, train_rng, f"A{k + 1}", pulses)
              for k, m in enumerate(fast_cells) if m is not None]
-        ctx.table("calibration", [("array", "S8", ""), ("step_up", "f8", "S"), ("step_down", "f8", "S"),
-                                  ("dw", "f8", "")])
+        ctx.table("calibration")
         for matrix in C + A:
             m = used_mask([matrix.cells], block)
             s_up, s_down = float(np.mean(up[m])), float(np.mean(down[m]))
@@ -263,7 +267,7 @@ class Train(Protocol):
                                                                     p["chop_period"]))
         optimizer.prepare()
 
-        ctx.table("history", HISTORY_COLUMNS)
+        ctx.table("history")
 
         def record(epoch: int) -> tuple[float, float, float]:
             loss, train_acc, _ = network.evaluate(data.x_train, data.y_train)

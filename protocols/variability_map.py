@@ -57,11 +57,17 @@ class VariabilityMap(Protocol):
     name = "variability_map"
     title = "Device-to-device variability map"
     live_plots = (
-        LivePlot("steps", "step_index", "dg", "single-pulse steps at mid-window", "", "S", group_by=("row", "col")),
-        LivePlot("window_map", "column (BL/SL)", "row (WL)", "switching window G_max - G_min", kind="image",
-                 unit="S"),
-        LivePlot("step_map", "column (BL/SL)", "row (WL)", "mean step at mid-window", kind="image", unit="S"),
+        LivePlot("steps", "step_index", "dg", "single-pulse steps at mid-window", group_by=("row", "col")),
+        LivePlot("window_map", "column (BL/SL)", "row (WL)", "switching window G_max - G_min", kind="image"),
+        LivePlot("step_map", "column (BL/SL)", "row (WL)", "mean step at mid-window", kind="image"),
     )
+    arrays = {"g_max_map": "S", "g_min_map": "S", "window_map": "S", "step_map": "S", "approach_pulses_map": ""}
+    tables = {
+        "steps": [("row", "i4", ""), ("col", "i4", ""), ("step_index", "i4", ""), ("g_before", "f8", "S"),
+                  ("dg", "f8", "S")],
+        "cells": [("row", "i4", ""), ("col", "i4", ""), ("g_max", "f8", "S"), ("g_min", "f8", "S"),
+                  ("approach_pulses", "i4", ""), ("reached", "u1", "")],
+    }
     parameters = (
         *cell_block_parameters(True),
         V_SET,
@@ -110,8 +116,7 @@ class VariabilityMap(Protocol):
             approach += below
             g = read_block(xbar, block, v_read, v_gate)
         reached = g >= mid
-        ctx.table("steps", [("row", "i4", ""), ("col", "i4", ""), ("step_index", "i4", ""),
-                            ("g_before", "f8", "S"), ("dg", "f8", "S")])
+        ctx.table("steps")
         steps = np.empty((p["n_steps"], len(rows)))
         for k in range(p["n_steps"]):
             ctx.progress(2 + p["max_approach"] + k, total, f"step {k + 1}/{p['n_steps']}")
@@ -122,8 +127,7 @@ class VariabilityMap(Protocol):
             g = g_after
         ctx.progress(total, total, "done")
         step = steps.mean(axis=0)
-        ctx.table("cells", [("row", "i4", ""), ("col", "i4", ""), ("g_max", "f8", "S"), ("g_min", "f8", "S"),
-                            ("approach_pulses", "i4", ""), ("reached", "u1", "")])
+        ctx.table("cells")
         ctx.append("cells", row=rows, col=cols, g_max=g_max, g_min=g_min, approach_pulses=approach,
                    reached=reached.astype(np.uint8))
         shape = xbar.shape
@@ -131,10 +135,10 @@ class VariabilityMap(Protocol):
                              ("step_map", step)):
             full = np.full(shape, np.nan)
             full[rows, cols] = values
-            ctx.save_array(name, full, "S")
+            ctx.save_array(name, full)
         pulses = np.full(shape, -1, dtype=np.int32)
         pulses[rows, cols] = approach
-        ctx.save_array("approach_pulses_map", pulses, "")
+        ctx.save_array("approach_pulses_map", pulses)
         summary: dict[str, Any] = {"cells": int(len(rows)), "not_reached": int((~reached).sum())}
         for key, values in (("window", g_max - g_min), ("step", step), ("g_max", g_max), ("g_min", g_min)):
             summary[f"{key}_mean"], summary[f"{key}_cv"] = spread(values)

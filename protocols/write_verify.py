@@ -18,13 +18,18 @@ from labctl.engine import Protocol, RunContext
 from labctl.live import LivePlot
 from labctl.params import Parameter
 
-from .programming import LEVEL_PROGRAMMING, check_levels, program_levels, sample_std
+from .programming import CELL_COLUMNS, LEVEL_PROGRAMMING, TRACE_COLUMNS, check_levels, program_levels, sample_std
 
 
 class WriteVerify(Protocol):
     name = "write_verify"
     title = "Write-verify programming"
-    live_plots = (LivePlot("trace", "pulse", "g", "write-verify: G against pulses", "", "S", group_by="cell"),)
+    live_plots = (LivePlot("trace", "pulse", "g", "write-verify: G against pulses", group_by="cell"),)
+    tables = {
+        "trace": TRACE_COLUMNS,
+        "cells": CELL_COLUMNS,
+        "reread": [("row", "i4", ""), ("col", "i4", ""), ("target", "f8", "S"), ("t", "f8", "s"), ("g", "f8", "S")],
+    }
     parameters = (
         Parameter("targets", "floats", [20e-6, 50e-6, 80e-6], "S", minimum=1e-7, maximum=1e-3,
                   doc="target conductances; SET/RESET amplitudes follow the published table by range"),
@@ -47,8 +52,7 @@ class WriteVerify(Protocol):
         if p["reread_after"] > 0:
             ctx.wait(p["reread_after"])
             g = ctx.crossbar.read_map(p["v_read"], p["v_gate"])[result.cells[:, 0], result.cells[:, 1]]
-            ctx.table("reread", [("row", "i4", ""), ("col", "i4", ""), ("target", "f8", "S"),
-                                 ("t", "f8", "s"), ("g", "f8", "S")])
+            ctx.table("reread")
             ctx.append("reread", row=result.cells[:, 0], col=result.cells[:, 1], target=result.targets,
                        t=p["reread_after"], g=g)
             groups = [result.targets == t for t in p["targets"]]

@@ -6,6 +6,7 @@ from labctl.instruments.fpga import LineMode
 from labctl.engine import Protocol, RunControl, run_protocol
 from labctl.params import Parameter, ParameterError
 from labctl.safety import SafetyError
+from labctl.station import Station
 from labctl.store import list_runs, load_run
 
 
@@ -120,3 +121,54 @@ def test_switching_voltage_finds_the_jump():
     i = v * np.array([1, 1, 1, 1, 5, 5]) * 1e-5  # conductance jumps between 0.6 and 0.8 V
     assert switching_voltage(v, i, np.ones(6, bool), +1) == 0.8
     assert switching_voltage(v, i, np.ones(6, bool), -1) is None  # no drop on this leg
+
+
+def test_live_plots_take_their_units_from_the_declared_tables_and_arrays():
+    from labctl.registry import PROTOCOLS
+
+    for protocol in PROTOCOLS.values():
+        for plot in protocol.live_plots:
+            if plot.kind == "image":
+                assert plot.table in protocol.arrays, (protocol.name, plot.title)
+                assert plot.unit == protocol.arrays[plot.table]
+            else:
+                units = {c: u for c, _, u in protocol.tables[plot.table]}
+                assert (plot.x_unit, plot.y_unit) == (units[plot.x], units[plot.y]), (protocol.name, plot.title)
+    assert PROTOCOLS["forming"].live_plots[0].y_unit == "A" and PROTOCOLS["read_map"].live_plots[0].unit == "S"
+
+
+def test_a_live_plot_of_an_undeclared_column_fails_at_definition():
+    from labctl.live import LivePlot
+
+    with pytest.raises(TypeError, match=r"columns \['g'\].*'trace'"):
+        class Wrong(Protocol):
+            name = "wrong"
+            tables = {"trace": [("pulse", "i4", "")]}
+            live_plots = (LivePlot("trace", "pulse", "g", "G"),)
+
+
+def test_tables_and_arrays_follow_their_declarations(tmp_path):
+    class Declared(Protocol):
+        name = "declared"
+        tables = {"t": [("x", "f8", "V")]}
+        arrays = {"m": "S"}
+
+        def run(self, ctx):
+            ctx.table("t")
+            ctx.append("t", x=[1.0])
+            ctx.save_array("m", np.ones((2, 2)))
+            ctx.table("helper", [("y", "i4", "")])  # an undeclared table names its columns
+            for call in (lambda: ctx.table("nope"), lambda: ctx.save_array("nope", np.ones(2))):
+                with pytest.raises(KeyError, match="nope"):
+                    call()
+            with pytest.raises(ValueError, match="declared"):
+                ctx.table("t", [("x", "f8", "A")])
+            with pytest.raises(ValueError, match="declared"):
+                ctx.save_array("m", np.ones(2), "A")
+            return {}
+
+    with Station.open("sim", sim_state=tmp_path / "chip.npz", seed=1) as station:
+        result = run_protocol(station, Declared(), {}, out=tmp_path / "d.h5")
+    assert result.status == "completed", result.error
+    run = load_run(tmp_path / "d.h5", result.run_id)
+    assert run["units"]["t"] == {"x": "V"} and run["units"]["m"] == "S"
