@@ -71,10 +71,11 @@ def read_block(xbar, block: tuple[int, int, int, int], v_read: float, v_gate: fl
     return np.asarray(xbar.read_map(v_read, v_gate, block=block), dtype=float).ravel()
 
 
-def pulse_cells(xbar, rows: np.ndarray, cols: np.ndarray, amplitude: float, width: float,
-                count: int, v_gate: float, which: np.ndarray | None = None) -> None:
-    """`count` pulses (one burst) on each cell, one cell after the other; `which` (bool per
-    cell) restricts it to some of them."""
+def burst_each_cell(xbar, rows: np.ndarray, cols: np.ndarray, amplitude: float, width: float,
+                    count: int, v_gate: float, which: np.ndarray | None = None) -> None:
+    """`count` pulses (one burst of the pulse generator) on each cell, one cell after the other;
+    `which` (bool per cell) restricts it to some of them. (The board-timed pulses of
+    write-verify are Crossbar.pulse_cells.)"""
     for k in np.flatnonzero(which) if which is not None else range(len(rows)):
         xbar.pulse(int(rows[k]), int(cols[k]), amplitude, width, count, v_gate)
 

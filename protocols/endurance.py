@@ -27,9 +27,9 @@ from .common import (
     V_RESET,
     V_SET,
     block_cells,
+    burst_each_cell,
     cell_block_parameters,
     check_block,
-    pulse_cells,
     read_block,
     selected_block,
 )
@@ -87,10 +87,10 @@ class Endurance(Protocol):
         for cycle in range(1, p["cycles"] + 1):
             ctx.progress(cycle - 1, p["cycles"], f"cycle {cycle}/{p['cycles']}")
             log_now = k < len(logged) and cycle == logged[k]
-            pulse_cells(xbar, rows, cols, p["v_set"], p["width"], p["pulses_per_half"], p["v_gate"])
+            burst_each_cell(xbar, rows, cols, p["v_set"], p["width"], p["pulses_per_half"], p["v_gate"])
             if log_now:
                 g_on[k] = read_block(xbar, block, p["v_read"], p["v_gate"])
-            pulse_cells(xbar, rows, cols, p["v_reset"], p["width"], p["pulses_per_half"], p["v_gate"])
+            burst_each_cell(xbar, rows, cols, p["v_reset"], p["width"], p["pulses_per_half"], p["v_gate"])
             if log_now:
                 g_off[k] = read_block(xbar, block, p["v_read"], p["v_gate"])
                 ctx.append("window", row=rows, col=cols, cycle=cycle, g_on=g_on[k], g_off=g_off[k])

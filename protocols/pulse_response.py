@@ -49,9 +49,9 @@ from .common import (
     V_SET,
     WIDTH,
     block_cells,
+    burst_each_cell,
     cell_block_parameters,
     check_block,
-    pulse_cells,
     read_block,
     selected_block,
 )
@@ -286,7 +286,7 @@ class PulseResponse(Protocol):
                 for k in range(1, n + 1):
                     ctx.progress(done, total, f"cycle {cycle + 1}/{n_cycles}, "
                                               f"{'SET' if direction == UP else 'RESET'} pulse {k}/{n}")
-                    pulse_cells(xbar, rows, cols, amplitude, p["width"], 1, p["v_gate"])
+                    burst_each_cell(xbar, rows, cols, amplitude, p["width"], 1, p["v_gate"])
                     g = read_block(xbar, block, p["v_read"], p["v_gate"])
                     trace[:, cycle, d, k] = g
                     ctx.append("trace", row=rows, col=cols, cycle=cycle, direction=direction, pulse_index=k, g=g)

@@ -33,9 +33,9 @@ from .common import (
     V_SET,
     WIDTH,
     block_cells,
+    burst_each_cell,
     cell_block_parameters,
     check_block,
-    pulse_cells,
     read_block,
     selected_block,
 )
@@ -100,10 +100,10 @@ class VariabilityMap(Protocol):
         v_read, v_gate = p["v_read"], p["v_gate"]
         total = 2 + p["max_approach"] + p["n_steps"]
         ctx.progress(0, total, "full SET")
-        pulse_cells(xbar, rows, cols, p["v_set"], p["full_width"], p["full_pulses"], v_gate)
+        burst_each_cell(xbar, rows, cols, p["v_set"], p["full_width"], p["full_pulses"], v_gate)
         g_max = read_block(xbar, block, v_read, v_gate)
         ctx.progress(1, total, "full RESET")
-        pulse_cells(xbar, rows, cols, p["v_reset"], p["full_width"], p["full_pulses"], v_gate)
+        burst_each_cell(xbar, rows, cols, p["v_reset"], p["full_width"], p["full_pulses"], v_gate)
         g_min = read_block(xbar, block, v_read, v_gate)
         mid = (g_max + g_min) / 2
         g, approach = g_min, np.zeros(len(rows), dtype=int)
@@ -112,7 +112,7 @@ class VariabilityMap(Protocol):
             if not below.any():
                 break
             ctx.progress(2 + k, total, f"to mid-window: pulse {k + 1}, {int(below.sum())} cells below")
-            pulse_cells(xbar, rows, cols, p["v_set"], p["width"], 1, v_gate, which=below)
+            burst_each_cell(xbar, rows, cols, p["v_set"], p["width"], 1, v_gate, which=below)
             approach += below
             g = read_block(xbar, block, v_read, v_gate)
         reached = g >= mid
@@ -120,7 +120,7 @@ class VariabilityMap(Protocol):
         steps = np.empty((p["n_steps"], len(rows)))
         for k in range(p["n_steps"]):
             ctx.progress(2 + p["max_approach"] + k, total, f"step {k + 1}/{p['n_steps']}")
-            pulse_cells(xbar, rows, cols, p["v_set"], p["width"], 1, v_gate)
+            burst_each_cell(xbar, rows, cols, p["v_set"], p["width"], 1, v_gate)
             g_after = read_block(xbar, block, v_read, v_gate)
             steps[k] = g_after - g
             ctx.append("steps", row=rows, col=cols, step_index=k, g_before=g, dg=steps[k])

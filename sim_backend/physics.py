@@ -25,7 +25,7 @@ _NEWTON_STEPS = 60
 _SUBSTEPS = 8  # re-solve the series circuit while a cell switches (self-limiting SET/RESET)
 _FIT_STEP = 0.05  # V: read_rows fits I(V) up to max|V| rounded up to this (few fits, reused)
 _CHUNK = 1 << 16  # cells per pass of pulse_counts' arithmetic (work buffers of 256-512 kB)
-US = 1e-6
+G_NOISE_REF = 1e-6  # S: the read-noise law grows with log10(G / G_NOISE_REF)
 _SMALL = 4096  # conductance() of fewer cells: plain numpy (a chunked pass costs more calls)
 _READ_CHUNK = _CHUNK  # cells per pass of conductance()'s law (float64 work buffers of 512 kB)
 
@@ -228,7 +228,7 @@ class ArrayPhysics:
         """1/f read noise (S): read_noise * log10(G/uS) * sqrt(ln((t + t_r) / (2 t_r)))."""
         p = self.p
         growth = np.log((np.maximum(age, 0.0) + p.t_read_noise) / (2 * p.t_read_noise))
-        return p.read_noise * np.log10(np.maximum(g, US) / US) * np.sqrt(np.maximum(growth, 0.0))
+        return p.read_noise * np.log10(np.maximum(g, G_NOISE_REF) / G_NOISE_REF) * np.sqrt(np.maximum(growth, 0.0))
 
     def _relaxed(self, state, now: float, out: np.ndarray, rel2: np.ndarray | None = None,
                  expiry: np.ndarray | None = None, fresh: float = 0.0) -> None:
@@ -278,8 +278,8 @@ class ArrayPhysics:
         young = oldest <= 1.0  # max(age, 1) = 1, ln of it 0, min(age, 1) = age
         shared = oldest == youngest  # one age (a dense update): its logs are numbers
         # read noise at max(age, 1 s), squared: (read_noise log10(max(g, 1 uS) / 1 uS))^2 growth
-        noise2 = _at_least(g, US, work("noise2"))
-        noise2 /= US
+        noise2 = _at_least(g, G_NOISE_REF, work("noise2"))
+        noise2 /= G_NOISE_REF
         np.log10(noise2, out=noise2)
         noise2 *= p.read_noise
         noise2 *= noise2
@@ -341,8 +341,8 @@ class ArrayPhysics:
             if rel2.dtype != np.float64:
                 g_now = work("g_now", rel2.dtype)
                 np.copyto(g_now, out, casting="same_kind")
-            level = _at_least(g_now, US, rel2)
-            level /= US
+            level = _at_least(g_now, G_NOISE_REF, rel2)
+            level /= G_NOISE_REF
             np.log10(level, out=level)
             level *= p.read_noise
             level /= g_now
@@ -881,7 +881,7 @@ class ArrayPhysics:
                 np.log(log_t, out=log_t)
                 np.minimum(ramp, 1.0, out=ramp)
             noise2 = cast("noise2", g)  # (read noise at max(age, 1 s))^2
-            np.maximum(noise2, US, out=noise2)
+            np.maximum(noise2, G_NOISE_REF, out=noise2)
             np.log10(noise2, out=noise2)
             noise2 += 6.0
             noise2 *= p.read_noise

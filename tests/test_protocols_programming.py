@@ -11,7 +11,7 @@ from labctl.params import ParameterError
 from labctl.store import load_run
 from labctl.writeverify import AMPLITUDE_TABLE, amplitudes, assign_targets, write_verify
 
-US = 1e-6
+uS = 1e-6  # S
 
 
 # -- the amplitude table --------------------------------------------------------------------------
@@ -67,12 +67,12 @@ class FakeCrossbar:
 
 def test_write_verify_programs_cells_in_lockstep():
     #            SET from below    RESET from above    overshoot then RESET   stuck cell
-    g0 = np.array([[30.0, 50.0, 60.0, 70.0]]) * US
-    up = np.array([[1.0, 1.0, 2.0, 0.0]]) * US
-    down = np.array([[1.0, 2.0, 1.5, 0.0]]) * US
+    g0 = np.array([[30.0, 50.0, 60.0, 70.0]]) * uS
+    up = np.array([[1.0, 1.0, 2.0, 0.0]]) * uS
+    down = np.array([[1.0, 2.0, 1.5, 0.0]]) * uS
     xbar = FakeCrossbar(g0, up, down)
     cells = [(0, 0), (0, 1), (0, 2), (0, 3)]
-    targets = np.array([35.0, 20.0, 65.0, 80.0]) * US
+    targets = np.array([35.0, 20.0, 65.0, 80.0]) * uS
     reads, progress = [], []
     result = write_verify(xbar, cells, targets, acceptance=0.01, max_pulses=12, width=50e-9, v_gate=1.1,
                           v_read=0.2, checkpoint=lambda *a: progress.append(a), refine=0,
@@ -81,7 +81,7 @@ def test_write_verify_programs_cells_in_lockstep():
     # 30 -> 35 in +1 steps; 50 -> 20 in -2 steps; 60 -> 66 (3 SET) -> 64.5 (1 RESET, in band)
     np.testing.assert_array_equal(result.pulses, [5, 12, 4, 12])
     np.testing.assert_array_equal(result.success, [True, False, True, False])
-    np.testing.assert_allclose(result.g, np.array([35.0, 26.0, 64.5, 70.0]) * US)
+    np.testing.assert_allclose(result.g, np.array([35.0, 26.0, 64.5, 70.0]) * uS)
     np.testing.assert_allclose(result.g_initial, g0[0])
     np.testing.assert_allclose(result.g, xbar.g[0])  # final g is the last verify read
     assert result.rounds == 12
@@ -110,7 +110,7 @@ def test_write_verify_halves_the_width_after_each_overshoot():
     # steps of 2 uS around a 65 uS target with a +-0.65 uS band: fixed-width pulses bounce
     # 64 <-> 66 for ever; halving the width at the first overshoot lands the cell at 65
     def program(refine):
-        xbar = FakeCrossbar(np.array([[60.0]]) * US, np.array([[2.0]]) * US, np.array([[2.0]]) * US)
+        xbar = FakeCrossbar(np.array([[60.0]]) * uS, np.array([[2.0]]) * uS, np.array([[2.0]]) * uS)
         result = write_verify(xbar, [(0, 0)], 65e-6, 0.01, 20, 50e-9, 1.2, 0.2, refine=refine)
         return result, [c[3][0] for c in xbar.calls if c[0] == "pulses"]
 
@@ -120,7 +120,7 @@ def test_write_verify_halves_the_width_after_each_overshoot():
     assert refined.success[0] and refined.g[0] == pytest.approx(65e-6)
     assert widths == [50e-9] * 3 + [25e-9]  # 62, 64, 66 (overshoot), then a half-width RESET
     # the width never goes below width / 2**refine however often the cell overshoots
-    xbar = FakeCrossbar(np.array([[60.0]]) * US, np.array([[2.0]]) * US, np.array([[2.0]]) * US)
+    xbar = FakeCrossbar(np.array([[60.0]]) * uS, np.array([[2.0]]) * uS, np.array([[2.0]]) * uS)
     write_verify(xbar, [(0, 0)], 65e-6, 0.001, 30, 50e-9, 1.2, 0.2, refine=1)
     assert min(c[3][0] for c in xbar.calls if c[0] == "pulses") == 25e-9
     with pytest.raises(ValueError, match="refine"):
@@ -128,7 +128,7 @@ def test_write_verify_halves_the_width_after_each_overshoot():
 
 
 def test_write_verify_leaves_cells_already_in_band_alone():
-    xbar = FakeCrossbar(np.array([[20.0, 40.0]]) * US, np.ones((1, 2)) * US, np.ones((1, 2)) * US)
+    xbar = FakeCrossbar(np.array([[20.0, 40.0]]) * uS, np.ones((1, 2)) * uS, np.ones((1, 2)) * uS)
     result = write_verify(xbar, [(0, 1), (0, 0)], [40e-6, 20e-6], 0.01, 10, 1e-7, 1.2, 0.2)
     assert result.rounds == 0 and result.success.all() and not result.pulses.any()
     assert [c[0] for c in xbar.calls] == ["read"]
