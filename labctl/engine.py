@@ -9,9 +9,11 @@ status recorded.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -157,6 +159,22 @@ class RunResult:
                 "file": self.file, "summary": self.summary, "error": self.error}
 
 
+@contextmanager
+def deferred_interrupts() -> Iterator[list[int]]:
+    """Hold SIGINT (Ctrl-C) while the block runs, so the safe state and the run's record are not
+    cut short; yields the list of signals caught, for the caller to act on afterwards. Outside
+    the main thread (where no signal handler can be set) it holds nothing."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise ParameterError(f"unknown protocol {name!r} (protocols: {', '.join(sorted(PROTOCOLS))})")
@@ -204,11 +222,19 @@ def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | Non
             error = f"{type(exc).__name__}: {exc}"
             log.exception("run %s failed", writer.run_id)
         finally:
-            try:
-                station.safe_state()
-            except Exception as exc:
-                status, error = "failed", (error + "; " if error else "") + f"safe state failed: {exc}"
-            writer.finish(status, summary, error)
+            with deferred_interrupts() as deferred:
+                try:
+                    try:
+                        station.safe_state()
+                    except KeyboardInterrupt as exc:  # a Ctrl-C that landed in it: once more, shielded
+                        interrupt = interrupt or exc
+                        status, error = "aborted", error or "interrupted (Ctrl-C)"
+                        station.safe_state()
+                except Exception as exc:
+                    status, error = "failed", (error + "; " if error else "") + f"safe state failed: {exc}"
+                writer.finish(status, summary, error)
+            if deferred and interrupt is None:
+                interrupt = KeyboardInterrupt()
         result = RunResult(protocol.name, writer.run_id, status, str(Path(out).resolve()), summary,
                            error, time.monotonic() - started)
     if interrupt is not None:

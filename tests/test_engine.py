@@ -76,6 +76,52 @@ def test_ctrl_c_is_recorded_as_aborted_then_reraised(sim_station, tmp_path):
     assert run["status"] == "aborted" and "Ctrl-C" in run["error"]
 
 
+def test_a_second_ctrl_c_inside_the_safe_state_is_shielded(sim_station, tmp_path, monkeypatch):
+    """Ctrl-C, then another one that lands while the engine puts the station in its safe state:
+    the safe state is completed, the run is recorded as aborted with its rows, and the interrupt
+    still ends the caller."""
+    real, calls = sim_station.safe_state, []
+
+    def interrupted_safe_state():
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real()
+
+    def interrupt(done, total, message):
+        if done == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim_station, "safe_state", interrupted_safe_state)
+    out = tmp_path / "d.h5"
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(sim_station, "forming", out=out, progress=interrupt)
+    assert len(calls) == 2
+    assert_safe(sim_station)
+    [run] = list_runs(out)
+    assert run["status"] == "aborted" and "Ctrl-C" in run["error"] and run["datasets"]["ramp"][0] > 0
+
+
+def test_a_sigint_during_the_safe_state_is_held_until_the_run_is_recorded(sim_station, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    real = sim_station.safe_state
+
+    def safe_state_with_ctrl_c():
+        os.kill(os.getpid(), signal.SIGINT)  # delivered at once to this (the main) thread
+        real()
+
+    monkeypatch.setattr(sim_station, "safe_state", safe_state_with_ctrl_c)
+    out = tmp_path / "d.h5"
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol(sim_station, "read_map", out=out)
+    assert_safe(sim_station)
+    [run] = list_runs(out)
+    assert run["status"] == "completed" and run["datasets"]["g_map"] == [4, 8]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_soa_violation_is_refused_before_anything_is_applied(sim_station, tmp_path):
     out = tmp_path / "d.h5"
     t0 = sim_station.lab.physics.clock.now
