@@ -109,9 +109,9 @@ def _log_exception(kind, value, tb) -> None:
     logging.getLogger(__name__).error("unexpected error", exc_info=(kind, value, tb))
 
 
-def _qt_messages(mode, context, message: str) -> None:
+def _qt_messages(mode, context, message: str | None) -> None:
     """Qt's own warnings to stderr, less the offscreen platform's noise about window hints."""
-    if "propagateSizeHints" in message:
+    if message is None or "propagateSizeHints" in message:
         return
     print(message, file=sys.stderr)
 

@@ -31,6 +31,7 @@ from PyQt6.QtWidgets import (
 
 from labctl.store import RunInfo, read_dataset, read_runs
 
+from .panels import required
 from .plots import HeatMap
 from .series import minmax_decimate
 
@@ -44,7 +45,7 @@ class DataBrowser(QWidget):
         super().__init__(parent)
         self.path: Path | None = None
         self.runs: list[RunInfo] = []
-        self._signature = None
+        self._signature: list[tuple[str, str, tuple[tuple[str, tuple[int, ...]], ...]]] | None = None
         self._shown: tuple | None = None  # (run_id, dataset, shape) on display
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("HDF5 file written by labctl")
@@ -166,8 +167,8 @@ class DataBrowser(QWidget):
     def _rebuild(self) -> None:
         selected = self._selection()
         self.tree.blockSignals(True)
-        expanded = {self.tree.topLevelItem(k).data(0, Qt.ItemDataRole.UserRole)[0]
-                    for k in range(self.tree.topLevelItemCount()) if self.tree.topLevelItem(k).isExpanded()}
+        tops = [required(self.tree.topLevelItem(k), "run item") for k in range(self.tree.topLevelItemCount())]
+        expanded = {top.data(0, Qt.ItemDataRole.UserRole)[0] for top in tops if top.isExpanded()}
         self.tree.clear()
         restore = None
         for run in self.runs:
@@ -222,16 +223,19 @@ class DataBrowser(QWidget):
     def show_dataset(self, run_id: str, name: str) -> None:
         """Select and plot one dataset (as a click in the tree would)."""
         for k in range(self.tree.topLevelItemCount()):
-            top = self.tree.topLevelItem(k)
+            top = required(self.tree.topLevelItem(k), "run item")
             for j in range(top.childCount()):
-                if top.child(j).data(0, Qt.ItemDataRole.UserRole) == (run_id, name):
+                child = required(top.child(j), "dataset item")
+                if child.data(0, Qt.ItemDataRole.UserRole) == (run_id, name):
                     self.tree.clearSelection()
                     top.setExpanded(True)
-                    top.child(j).setSelected(True)
+                    child.setSelected(True)
                     return
         raise KeyError(f"{run_id}/{name}")
 
     def _load(self, run_id: str, name: str) -> None:
+        if self.path is None:
+            return
         try:
             data, units = read_dataset(self.path, run_id, name)
         except (OSError, KeyError, ValueError, RuntimeError) as exc:

@@ -74,7 +74,7 @@ class ParameterForm(QWidget):
     def __init__(self, protocol: Protocol, parent: QWidget | None = None):
         super().__init__(parent)
         self.protocol = protocol
-        self.editors: dict[str, QWidget] = {}
+        self.editors: dict[str, QCheckBox | QComboBox | QLineEdit] = {}
         self.field_errors: dict[str, str] = {}
         layout = QFormLayout()
         layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -94,7 +94,7 @@ class ParameterForm(QWidget):
         if not protocol.parameters:
             outer.addWidget(QLabel("(no parameters)"))
 
-    def _editor(self, param: Parameter) -> QWidget:
+    def _editor(self, param: Parameter) -> QCheckBox | QComboBox | QLineEdit:
         if param.kind == "bool":
             box = QCheckBox()
             box.setChecked(bool(param.default))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import html
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 import pyqtgraph as pg
@@ -38,6 +39,16 @@ from .form import ParameterForm
 from .h5read import LATEST_COLUMNS, HistoryEntry
 from .plots import HeatMap, color
 
+T = TypeVar("T")
+
+
+def required(widget: T | None, what: str) -> T:
+    """A part Qt always has here (a table's header, a main window's status bar) but PyQt6 types as
+    optional."""
+    if widget is None:
+        raise RuntimeError(f"Qt returned no {what}")
+    return widget
+
 # -- station ---------------------------------------------------------------------------------------
 
 
@@ -57,10 +68,10 @@ class StationPanel(QGroupBox):
         self.info.setWordWrap(True)
         self.table = QTableWidget(len(config.instruments), 3)
         self.table.setHorizontalHeaderLabels(["role", "instrument", "state / identity"])
-        self.table.verticalHeader().hide()
+        required(self.table.verticalHeader(), "vertical header").hide()
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        header = self.table.horizontalHeader()
+        header = required(self.table.horizontalHeader(), "horizontal header")
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
@@ -71,7 +82,7 @@ class StationPanel(QGroupBox):
             item = QTableWidgetItem(inst.driver)
             item.setToolTip(inst.resource)
             self.table.setItem(k, 1, item)
-        self.table.setFixedHeight(self.table.horizontalHeader().height() + 4 +
+        self.table.setFixedHeight(header.height() + 4 +
                                   sum(self.table.rowHeight(k) for k in range(len(self.roles))))
         self.connect_button = QPushButton("Connect")
         self.disconnect_button = QPushButton("Disconnect")
@@ -128,7 +139,7 @@ class ProtocolPanel(QGroupBox):
     resume_requested = pyqtSignal()
     abort_requested = pyqtSignal()
 
-    def __init__(self, protocols: dict[str, Protocol], config: StationConfig, parent: QWidget | None = None):
+    def __init__(self, protocols: Mapping[str, Protocol], config: StationConfig, parent: QWidget | None = None):
         super().__init__("Protocol", parent)
         self.protocols = protocols
         self.config = config
@@ -140,10 +151,10 @@ class ProtocolPanel(QGroupBox):
         self.about = QLabel()
         self.about.setWordWrap(True)
         self.about.setStyleSheet("color: #444;")
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll_area = QScrollArea()  # not `scroll`: that would hide QWidget.scroll()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.messages = QLabel()
         self.messages.setWordWrap(True)
         self.messages.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -169,7 +180,7 @@ class ProtocolPanel(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addWidget(self.combo)
         layout.addWidget(self.about)
-        layout.addWidget(self.scroll, 1)
+        layout.addWidget(self.scroll_area, 1)
         layout.addWidget(self.messages)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -177,7 +188,7 @@ class ProtocolPanel(QGroupBox):
         status.addWidget(self.progress_text, 1)
         status.addWidget(self.eta_text)
         layout.addLayout(status)
-        self.form: ParameterForm | None = None
+        self.form: ParameterForm  # _choose() makes one, now and on every choice of protocol
         self.combo.currentIndexChanged.connect(self._choose)
         self._choose()
         self.set_running(False)
@@ -197,7 +208,7 @@ class ProtocolPanel(QGroupBox):
         self.about.setText(describe(protocol))
         self.form = ParameterForm(protocol)
         self.form.changed.connect(self.check)
-        self.scroll.setWidget(self.form)
+        self.scroll_area.setWidget(self.form)
         self.messages.clear()
 
     def check(self) -> tuple[dict[str, Any] | None, list[str]]:
@@ -208,8 +219,7 @@ class ProtocolPanel(QGroupBox):
 
     def set_running(self, running: bool, paused: bool = False) -> None:
         self.combo.setEnabled(not running)
-        if self.form is not None:
-            self.form.setEnabled(not running)
+        self.form.setEnabled(not running)
         self.run_button.setEnabled(not running)
         self.pause_button.setEnabled(running and not paused)
         self.resume_button.setEnabled(running and paused)
@@ -242,7 +252,7 @@ class ChipPanel(QGroupBox):
         self.history_list.setHeaderLabels(["run", "data", "values", "last (µS)"])
         self.history_list.setRootIsDecorated(False)
         self.history_list.setMaximumHeight(110)
-        self.history_list.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        required(self.history_list.header(), "header").setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.row_box, self.col_box = QSpinBox(), QSpinBox()
         self.row_box.setRange(0, rows - 1)
         self.col_box.setRange(0, cols - 1)

@@ -81,7 +81,9 @@ class Curve:
         return self._y[:self.n]
 
 
-def group_label(plot: LivePlot, key: tuple) -> str:
+def group_label(plot: LivePlot, key: Hashable) -> str:
+    """A curve's legend text from its group key (one value per group column)."""
+    assert isinstance(key, tuple)
     names = plot.group_columns
     return ", ".join(f"{n} {v:g}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names, key))
 
@@ -164,9 +166,10 @@ class Eta:
         self.reset()
 
     def reset(self) -> None:
-        self._t0 = self._t_last = None
+        self._t0: float | None = None  # first report (of this progress run)
+        self._t_last: float | None = None  # latest report
         self._done0 = 0
-        self._paused_at = None
+        self._paused_at: float | None = None
         self._paused = 0.0  # paused seconds since the first report
         self.done = self.total = 0
 
@@ -190,7 +193,7 @@ class Eta:
     def seconds_left(self, now: float | None = None) -> float | None:
         """None until two reports show progress."""
         now = self._clock() if now is None else now
-        if self._t0 is None or self.done <= self._done0 or self.total <= 0:
+        if self._t0 is None or self._t_last is None or self.done <= self._done0 or self.total <= 0:
             return None
         active = self._t_last - self._t0 - self._paused_last
         if active <= 0:

@@ -22,7 +22,7 @@ from labctl.station import StationConfig, default_sim_state
 from .browser import DataBrowser
 from .h5read import cell_history, latest_map
 from .live import LivePanel
-from .panels import ChipPanel, LogPanel, ProtocolPanel, StationPanel
+from .panels import ChipPanel, LogPanel, ProtocolPanel, StationPanel, required
 from .series import Eta, format_seconds
 from .worker import StationWorker
 
@@ -102,7 +102,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(main, 1)
         self.setCentralWidget(central)
         self.status_label = QLabel("idle")
-        self.statusBar().addWidget(self.status_label, 1)
+        required(self.statusBar(), "status bar").addWidget(self.status_label, 1)
 
         # wiring: widgets -> worker
         self.off_button.clicked.connect(self.all_outputs_off)
@@ -317,7 +317,7 @@ class MainWindow(QMainWindow):
             bottom.setSizes([int((width - left) * 0.64), (width - left) - int((width - left) * 0.64)])
 
     # -- closing -----------------------------------------------------------------------------------
-    def closeEvent(self, event: QCloseEvent) -> None:
+    def closeEvent(self, event: QCloseEvent | None) -> None:
         """Abort a run, let the worker make the station safe and close it, then close."""
         if self._may_close:
             self.log_panel.uninstall()
@@ -329,7 +329,8 @@ class MainWindow(QMainWindow):
             super().closeEvent(event)
             self.closed.emit()
             return
-        event.ignore()
+        if event is not None:  # Qt always passes one; PyQt6 types it as optional
+            event.ignore()
         if not self._closing:
             self._closing = True
             if self.running:

@@ -60,19 +60,22 @@ def merge_blocks(blocks: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, di
     """Consecutive row blocks of the same table (same columns) concatenated, in order."""
     merged: list[tuple[str, dict[str, Any]]] = []
     pending: list[dict[str, np.ndarray]] = []
-    table = None
+    pending_rows: list[int] = []  # _rows() of each pending block
+    table: str | None = None
 
     def flush() -> None:
         if not pending:
             return
+        if table is None:  # unreachable: blocks are pending only while `table` names their table
+            raise AssertionError("row blocks pending without their table's name")
         if len(pending) == 1:
             merged.append((table, pending[0]))
         else:
-            sizes = [_rows(b) for b in pending]
             merged.append((table, {k: np.concatenate([np.broadcast_to(np.atleast_1d(b[k]), (n,))
-                                                      for b, n in zip(pending, sizes)])
+                                                      for b, n in zip(pending, pending_rows)])
                                    for k in pending[0]}))
         pending.clear()
+        pending_rows.clear()
 
     for name, block in blocks:
         rows = _rows(block)
@@ -84,6 +87,7 @@ def merge_blocks(blocks: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, di
             continue
         table = name
         pending.append(block)
+        pending_rows.append(rows)
     flush()
     return merged
 
@@ -110,7 +114,7 @@ class StationWorker(QObject):
         self.seed = seed
         self.out = Path(out)
         self.station: Station | None = None  # worker thread only
-        self._jobs: deque[tuple[str, Callable[[], None]]] = deque()
+        self._jobs: deque[tuple[str, Callable[[], object]]] = deque()
         self._cv = threading.Condition()
         self._busy = False
         self._stopping = False
@@ -217,7 +221,7 @@ class StationWorker(QObject):
             self.run_finished.emit(None)
 
     # -- worker thread ----------------------------------------------------------------------------
-    def _submit(self, name: str, job: Callable[[], None]) -> None:
+    def _submit(self, name: str, job: Callable[[], object]) -> None:
         with self._cv:
             if self._stopping:
                 return
@@ -247,9 +251,9 @@ class StationWorker(QObject):
                 self.stopped.emit()
                 return
 
-    def _open(self) -> None:
+    def _open(self) -> Station:
         if self.station is not None:
-            return
+            return self.station
         try:
             self.station = Station(self.config, sim_state=self.sim_state, seed=self.seed)
         except Exception as exc:
@@ -259,6 +263,7 @@ class StationWorker(QObject):
         log.info("station %s connected: %s", self.config.name,
                  ", ".join(f"{k}={v}" for k, v in self.station.identities.items()))
         self.state_changed.emit("connected", dict(self.station.identities))
+        return self.station
 
     def _close(self) -> None:
         if self.station is None:
@@ -273,8 +278,7 @@ class StationWorker(QObject):
 
     def _safe_state(self) -> None:
         try:
-            self._open()
-            self.station.safe_state()
+            self._open().safe_state()
         except Exception as exc:
             self.safe_state_done.emit(False, f"{type(exc).__name__}: {exc}")
             raise

@@ -228,7 +228,10 @@ class FpgaBoard:
         }
         if not 0 < np.float32(config["t_int"]) < np.inf:
             raise ValueError(f"t_int={config['t_int']:g} s is outside the f4 range")
-        request = np.array([tuple(config[k] for k in MVM_CONFIG_DTYPE.names)], MVM_CONFIG_DTYPE)
+        fields = MVM_CONFIG_DTYPE.names
+        if fields is None:  # unreachable: MVM_CONFIG_DTYPE is a structured dtype
+            raise AssertionError("MVM_CONFIG_DTYPE has no fields")
+        request = np.array([tuple(config[k] for k in fields)], MVM_CONFIG_DTYPE)
         self._transact(Command.CONFIGURE_MVM, request.tobytes())
         self.mvm_config = config
 
@@ -460,8 +463,8 @@ class FpgaBoard:
         try:
             self.transport.write(frame)
             reply = self._reply(seq, cmd)
-        except TransportError as exc:
-            self._abandoned.add(seq)
+        except BaseException as exc:  # a transport error, or Ctrl-C while the reply was on its way
+            self._abandoned.add(seq)  # its reply, if it comes, is skipped by the next request
             self._resync = True
             if isinstance(exc, InstrumentTimeout):
                 # A timed-out read may have lost bytes: a half-decoded frame is now meaningless.

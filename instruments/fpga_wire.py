@@ -12,7 +12,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from enum import IntEnum
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 import numpy as np
 
@@ -61,9 +61,22 @@ MAX_SEQUENCE_TRAINS = (MAX_PAYLOAD - 1) // 8  # u64 coincidences per train fit i
 PULSES_DTYPE = np.dtype([("n_cells", "<u2"), ("v_gate", "<f4"), ("period", "<f4")])
 PULSE_CELL_DTYPE = np.dtype([("row", "<u2"), ("col", "<u2"), ("amplitude", "<f4"), ("width", "<f4")])
 MAX_PULSE_CELLS = (MAX_PAYLOAD - PULSES_DTYPE.itemsize) // PULSE_CELL_DTYPE.itemsize
+
+
+class MvmSettings(TypedDict):
+    """The board's MVM settings (CONFIGURE_MVM's fields): volts, seconds, bits (0 = ideal), amperes."""
+
+    v_read: float
+    v_gate: float
+    t_int: float
+    dac_bits: int
+    adc_bits: int
+    i_range: float
+
+
 #: the board's MVM settings at power-up (CONFIGURE_MVM changes them until power-down)
-MVM_DEFAULTS = {"v_read": 0.2, "v_gate": 1.2, "t_int": 1e-6, "dac_bits": 0, "adc_bits": 0,
-                "i_range": 1e-3}
+MVM_DEFAULTS: MvmSettings = {"v_read": 0.2, "v_gate": 1.2, "t_int": 1e-6, "dac_bits": 0, "adc_bits": 0,
+                             "i_range": 1e-3}
 
 
 class Command(IntEnum):
@@ -172,7 +185,7 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
         buf += data
-        frames = []
+        frames: list[Frame] = []
         while True:
             start = _STARTS.search(buf)
             self._discard(len(buf) if start is None else start.start())

@@ -57,6 +57,8 @@ class Keysight33500B(SCPIInstrument):
         """The connected model's channel count and limits."""
         if self._spec is None:
             self.check_identity()
+        if self._spec is None:  # check_identity() sets it or raises; a subclass might not
+            raise InstrumentError(f"{self.name} at {self.transport.resource}: model unknown after *IDN?")
         return self._spec
 
     def _channel(self, channel: int) -> int:

@@ -40,7 +40,7 @@ LIMITS = {
 def _check_channel(name: str, channel: object) -> int:
     if isinstance(channel, bool) or channel not in CHANNELS:
         raise ValueError(f"{name} channel={channel!r} is not one of 1, 2")
-    return int(channel)  # type: ignore[arg-type]
+    return int(channel)
 
 
 class Keysight81160A(SCPIInstrument):

@@ -8,7 +8,10 @@ from __future__ import annotations
 import re
 import socket
 from abc import ABC, abstractmethod
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pyvisa.resources import MessageBasedResource
 
 
 class TransportError(IOError):
@@ -89,30 +92,39 @@ class VisaTransport(Transport):
         self._errors = (pyvisa.errors.VisaIOError, OSError)
         try:
             self._rm = pyvisa.ResourceManager(backend)
-            self._inst = self._rm.open_resource(resource, timeout=int(timeout * 1000))
+            inst = self._rm.open_resource(resource, timeout=int(timeout * 1000))
         except self._errors as exc:
             raise TransportError(f"{resource}: cannot connect ({exc})") from exc
-        self._inst.read_termination = "\n"
-        self._inst.write_termination = ""
-        _disable_nagle(self._inst)
+        if not isinstance(inst, pyvisa.resources.MessageBasedResource):  # e.g. a VXI memory window
+            raise TransportError(f"{resource}: not a message-based VISA resource ({type(inst).__name__})")
+        self._inst: MessageBasedResource | None = inst
+        inst.read_termination = "\n"
+        inst.write_termination = ""
+        _disable_nagle(inst)
+
+    def _session(self) -> MessageBasedResource:
+        if self._inst is None:
+            raise TransportError(f"{self.resource}: the link is closed")
+        return self._inst
 
     def write(self, data: bytes) -> None:
         try:
-            self._inst.write_raw(data)
+            self._session().write_raw(data)
         except self._errors as exc:
             raise TransportError(f"{self.resource}: write failed ({exc})") from exc
 
     def read(self, size: int) -> bytes:
         try:
-            return bytes(self._inst.read_bytes(size))
+            return bytes(self._session().read_bytes(size))
         except self._errors as exc:
             raise InstrumentTimeout(f"{self.resource}: read of {size} bytes failed ({exc})") from exc
 
     def read_line(self, terminator: bytes = b"\n") -> bytes:
-        if self._inst.read_termination != terminator.decode():  # rare: set only on a change
-            self._inst.read_termination = terminator.decode()
+        inst = self._session()
+        if inst.read_termination != terminator.decode():  # rare: set only on a change
+            inst.read_termination = terminator.decode()
         try:
-            raw = self._inst.read_raw()
+            raw = inst.read_raw()
         except self._errors as exc:
             raise InstrumentTimeout(f"{self.resource}: no reply ({exc})") from exc
         return raw[: -len(terminator)] if raw.endswith(terminator) else raw

@@ -4,17 +4,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from labctl.instruments.fpga import LineMode
 from labctl.sim.lab import PULSE_TWINS, SMU_TWINS
 
 from . import __version__
 from .docgen import parameter_table, update_markdown
-from .engine import get_protocol, prepare, run_protocol
+from .engine import RunControl, Terminated, get_protocol, prepare, run_protocol
 from .params import ParameterError, parse_settings
 from .registry import PROTOCOLS
 from .safety import SafetyError
@@ -30,7 +33,7 @@ from .station import (
 )
 from .store import export_csv, list_runs
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 BAD_INPUT = (ParameterError, SafetyError, StationError)
 
 
@@ -69,8 +72,9 @@ def cmd_protocols(args) -> int:
         for protocol in PROTOCOLS.values():
             print(f"## `{protocol.name}` — {protocol.title}\n\n{parameter_table(protocol.parameters)}")
         return 0
-    table = [{"name": p.name, "title": p.title, "parameters": [q.describe() for q in p.parameters]}
-             for p in PROTOCOLS.values()]
+    table: list[dict[str, Any]] = [
+        {"name": p.name, "title": p.title, "parameters": [q.describe() for q in p.parameters]}
+        for p in PROTOCOLS.values()]
     if args.json:
         print(json.dumps(table))
         return 0
@@ -91,8 +95,27 @@ def cmd_run(args) -> int:
     out = args.out or Path("labctl_data") / f"{date.today():%Y%m%d}.h5"
     config = _station_config(args)
     prepare(protocol, values, config)  # bad input fails here, before any instrument is touched
-    with Station(config, sim_state=args.sim_state, seed=args.seed) as station:
-        result = run_protocol(station, protocol, values, out=out, progress=_progress(protocol.name))
+    control, signals = RunControl(), []
+
+    def stop(signum, frame) -> None:
+        """The first Ctrl-C / SIGTERM ends the run at its next checkpoint (a KeyboardInterrupt
+        raised at any bytecode can land where Python ignores it, e.g. a weakref callback); a
+        second one raises at once."""
+        if signals:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        signals.append(signum)
+        control.abort("terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted (Ctrl-C)")
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Station(config, sim_state=args.sim_state, seed=args.seed) as station:
+            result = run_protocol(station, protocol, values, out=out, progress=_progress(protocol.name),
+                                  control=control)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if signals:
+        raise Terminated if signals[0] == signal.SIGTERM else KeyboardInterrupt
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
@@ -153,15 +176,16 @@ def cmd_sim_reset(args) -> int:
 
 
 def cmd_sim_serve(args) -> int:
-    import signal
     import tempfile
-    import threading
 
     from labctl.sim.virtual_lab import VirtualLabServer
 
     config = _station_config(args)
     if not config.simulated:
         raise CliError(f"station {args.station} is not simulated", EXIT_USAGE)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"labctl: warning: serving the virtual lab on {args.host}: anyone who can reach it there can "
+              f"drive its instruments (there is no authentication)", file=sys.stderr)
     lab, state = open_sim_lab(config, args.sim_state, args.seed, args.smu, args.pulse)
     server = VirtualLabServer(lab, args.host, args.base_port, state)
     try:
@@ -175,9 +199,8 @@ def cmd_sim_serve(args) -> int:
             for e in server.endpoints:
                 print(f"{e.name} {e.model} {e.resource}")
             print(f"station file: {out.resolve()}\nCtrl-C stops the virtual lab.", flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
         threading.Event().wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Terminated)
         pass
     finally:
         server.close()
@@ -207,8 +230,8 @@ def _station_config(args) -> StationConfig:
     return config
 
 
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
+def _terminate(*_) -> None:
+    raise Terminated
 
 
 def cmd_board(args) -> int:
@@ -319,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sim_reset)
     p = sim.add_parser("serve", help="serve the simulated bench on loopback TCP (VISA sockets, socket://)")
     station_options(p)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default loopback only; another address is reachable from the network)")
     p.add_argument("--base-port", type=int, default=5025,
                    help="smu, pulse, board, control on consecutive ports (0: any free ports)")
     p.add_argument("--seed", type=int)
@@ -353,16 +377,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.func(args)
     except BAD_INPUT as exc:
         code, message = EXIT_USAGE, str(exc)
     except CliError as exc:
         code, message = exc.code, str(exc)
+    except Terminated:
+        code, message = EXIT_TERMINATED, "terminated (SIGTERM); the station was put in its safe state"
     except KeyboardInterrupt:
         code, message = EXIT_INTERRUPTED, "interrupted; the station was put in its safe state"
     except (OSError, KeyError, RuntimeError, IndexError) as exc:
         code, message = EXIT_FAILED, f"{type(exc).__name__}: {exc}"
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(f"labctl: {message}", file=sys.stderr)
     return code
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .engine import Progress, RunResult, run_protocol
 from .station import Station, load_station, reset_sim_state
 
-DEMO_STEPS = (("forming", {}), ("read_map", {}), ("iv_sweep", {"row": 0, "col": 0}))
+DEMO_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("forming", {}), ("read_map", {}), ("iv_sweep", {"row": 0, "col": 0}))
 
 
 def run_demo(out_dir: str | Path = "labctl_demo", seed: int = 0,

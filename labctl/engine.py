@@ -35,6 +35,13 @@ class Aborted(Exception):
     """Raised at a checkpoint once an abort was requested."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as the CLI raises it: ends a run as Ctrl-C does (safe state, run recorded)."""
+
+    def __init__(self, message: str = "terminated (SIGTERM)"):
+        super().__init__(message)
+
+
 class Protocol:
     """Base of every protocol: a name, typed parameters and a `run` that returns a summary.
 
@@ -70,8 +77,12 @@ class RunControl:
         self._abort = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self.reason = "aborted by user"
 
-    def abort(self) -> None:
+    def abort(self, reason: str = "aborted by user") -> None:
+        """End the run at its next checkpoint, recorded with `reason`."""
+        if not self._abort.is_set():
+            self.reason = reason
         self._abort.set()
         self._running.set()
 
@@ -84,7 +95,7 @@ class RunControl:
     def checkpoint(self) -> None:
         self._running.wait()
         if self._abort.is_set():
-            raise Aborted("aborted by user")
+            raise Aborted(self.reason)
 
 
 @dataclass
@@ -161,18 +172,20 @@ class RunResult:
 
 @contextmanager
 def deferred_interrupts() -> Iterator[list[int]]:
-    """Hold SIGINT (Ctrl-C) while the block runs, so the safe state and the run's record are not
-    cut short; yields the list of signals caught, for the caller to act on afterwards. Outside
-    the main thread (where no signal handler can be set) it holds nothing."""
+    """Hold SIGINT (Ctrl-C) and SIGTERM while the block runs, so the safe state and the run's
+    record are not cut short; yields the list of signals caught, for the caller to act on
+    afterwards. Outside the main thread (where no signal handler can be set) it holds nothing."""
     caught: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield caught
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in held}
     try:
         yield caught
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def get_protocol(name: str) -> Protocol:
@@ -210,6 +223,7 @@ def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | Non
     status, summary, error, interrupt = "failed", {}, "", None
     with DataStore(out) as store:
         writer = store.begin_run(protocol.name, params, station.snapshot())
+        station.run_started(protocol.name, out, writer.run_id)
         ctx = RunContext(params, station, writer, control, [progress] if progress else [], list(subscribers), protocol)
         try:
             summary = protocol.run(ctx)
@@ -217,7 +231,7 @@ def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | Non
         except Aborted as exc:
             status, error = "aborted", str(exc)
         except KeyboardInterrupt as exc:
-            status, error, interrupt = "aborted", "interrupted (Ctrl-C)", exc
+            status, error, interrupt = "aborted", str(exc) or "interrupted (Ctrl-C)", exc
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.exception("run %s failed", writer.run_id)
@@ -228,13 +242,20 @@ def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | Non
                         station.safe_state()
                     except KeyboardInterrupt as exc:  # a Ctrl-C that landed in it: once more, shielded
                         interrupt = interrupt or exc
-                        status, error = "aborted", error or "interrupted (Ctrl-C)"
+                        status, error = "aborted", error or str(exc) or "interrupted (Ctrl-C)"
                         station.safe_state()
                 except Exception as exc:
                     status, error = "failed", (error + "; " if error else "") + f"safe state failed: {exc}"
-                writer.finish(status, summary, error)
+                try:
+                    writer.finish(status, summary, error)
+                except OSError as exc:  # disk full, file gone: the station is safe, the rows flushed
+                    raise OSError(f"{Path(out).resolve()}: the end of run {writer.run_id} ({status}"
+                                  f"{': ' + error if error else ''}) could not be recorded: {exc}; the rows "
+                                  f"flushed before are kept, and the next open of the station marks the run "
+                                  f"interrupted") from exc
+                station.run_ended()
             if deferred and interrupt is None:
-                interrupt = KeyboardInterrupt()
+                interrupt = Terminated() if deferred[0] == signal.SIGTERM else KeyboardInterrupt()
         result = RunResult(protocol.name, writer.run_id, status, str(Path(out).resolve()), summary,
                            error, time.monotonic() - started)
     if interrupt is not None:

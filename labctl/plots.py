@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .engine import get_protocol
 from .params import ParameterError
@@ -90,13 +91,15 @@ def cell_map(fig: Figure, ax: Axes, values: np.ndarray, label: str, cmap: str = 
     values = np.ma.masked_invalid(np.asarray(values, dtype=float))
     rows, cols = values.shape
     colormap = matplotlib.colormaps[cmap].with_extremes(bad=bad_color)
-    aspect = "equal" if max(rows, cols) <= 4 * min(rows, cols) else "auto"
+    aspect: Literal["equal", "auto"] = "equal" if max(rows, cols) <= 4 * min(rows, cols) else "auto"
     image = ax.imshow(values, cmap=colormap, interpolation="nearest", aspect=aspect, origin="upper")
     fig.colorbar(image, ax=ax, label=label, shrink=0.9)
     ax.set_xlabel("column (BL/SL)")
     ax.set_ylabel("row (WL)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    for axis in (ax.xaxis, ax.yaxis):
+        locator = axis.get_major_locator()
+        if isinstance(locator, MaxNLocator):  # a new Axes' AutoLocator is one
+            locator.set_params(integer=True)
     if rows * cols <= ANNOTATE_MAX_CELLS and max(rows, cols) <= 16 and values.count():
         for (r, c), v in np.ndenumerate(values.filled(np.nan)):
             if np.isfinite(v):

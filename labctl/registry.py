@@ -22,7 +22,7 @@ ENTRY_POINT_GROUP = "labctl.protocols"
 log = logging.getLogger(__name__)
 
 
-class ProtocolRegistry(MutableMapping):
+class ProtocolRegistry(MutableMapping[str, "Protocol"]):
     """name -> Protocol instance, loaded from the entry points at the first access: labctl's own
     protocols first, then the plugins, each by name (so a plugin cannot shadow a built-in)."""
 
@@ -33,12 +33,13 @@ class ProtocolRegistry(MutableMapping):
 
     def _loaded(self) -> dict[str, Protocol]:
         if self._protocols is None:
-            self._protocols = {}
+            protocols: dict[str, Protocol] = {}
+            self._protocols = protocols
             for ep in sorted(entry_points(group=self.group), key=lambda ep: (_distribution(ep) != "labctl", ep.name)):
-                self._join(ep)
+                self._join(ep, protocols)
         return self._protocols
 
-    def _join(self, ep: EntryPoint) -> None:
+    def _join(self, ep: EntryPoint, protocols: dict[str, Protocol]) -> None:
         from .engine import Protocol
 
         where = f"{ep.name} = {ep.value!r} ({_distribution(ep) or 'unknown package'})"
@@ -53,10 +54,10 @@ class ProtocolRegistry(MutableMapping):
         elif getattr(protocol, "name", None) != ep.name:
             self._refuse(where, f"names its protocol {getattr(protocol, 'name', None)!r}; the entry point's "
                                 f"name must be the protocol's name")
-        elif ep.name in self._protocols:
-            self._refuse(where, f"the name {ep.name!r} is taken by {type(self._protocols[ep.name]).__module__}")
+        elif ep.name in protocols:
+            self._refuse(where, f"the name {ep.name!r} is taken by {type(protocols[ep.name]).__module__}")
         else:
-            self._protocols[ep.name] = protocol
+            protocols[ep.name] = protocol
 
     def _refuse(self, where: str, why: str) -> None:
         self.errors[where] = why

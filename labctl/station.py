@@ -7,16 +7,20 @@ Resources `sim://NAME` reach the simulated lab in-process; device paths and pyse
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import tomllib
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from labctl.instruments import DRIVERS, driver_class
-from labctl.instruments.fpga import LINK_BAUD, FpgaBoard
+from labctl.instruments.fpga import LINK_BAUD, FpgaBoard, LineMode
 from labctl.instruments.smu import SourceMeter
 from labctl.instruments.transport import (
     InProcessTransport,
@@ -28,8 +32,14 @@ from labctl.instruments.transport import (
 
 from .clocks import Clock, RemoteSimulatedClock, SimulatedClock, WallClock
 from .crossbar import Crossbar
+from .lock import StationLock
 from .safety import SafeOperatingArea
+from .store import mark_interrupted
 
+if TYPE_CHECKING:
+    from labctl.sim.lab import SimLab
+
+log = logging.getLogger(__name__)
 ROLES = ("smu", "board", "pulse")
 REQUIRED_ROLES = ("smu", "board")
 _SIM_SPEC = re.compile(r"^sim(?::(\d+)x(\d+))?$")
@@ -89,7 +99,8 @@ class StationConfig:
                 "safe_operating_area": self.soa.as_dict()}
 
 
-def _table(doc: dict, key: str, where: str, required: set[str], optional: set[str] = frozenset()) -> dict:
+def _table(doc: dict, key: str, where: str, required: AbstractSet[str],
+           optional: AbstractSet[str] = frozenset()) -> dict:
     section = doc.get(key)
     if not isinstance(section, dict):
         raise StationError(f"{where}: missing section [{key}]")
@@ -165,11 +176,26 @@ def load_station(spec: str) -> StationConfig:
     return parse_station(doc, str(path))
 
 
+def _state_dir() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "labctl"
+
+
+def _tag(config: StationConfig) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", config.name)
+
+
 def default_sim_state(config: StationConfig) -> Path:
     """Per-station chip state under the user's state directory."""
-    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.name)
-    return base / "labctl" / f"{tag}-{config.chip.rows}x{config.chip.cols}.npz"
+    return _state_dir() / f"{_tag(config)}-{config.chip.rows}x{config.chip.cols}.npz"
+
+
+def lock_path(config: StationConfig, sim_state: str | os.PathLike | None = None) -> Path:
+    """The station's lock file (labctl/lock.py): beside a simulated chip's state file, else under
+    the user's state directory."""
+    if config.simulated:
+        state = Path(sim_state) if sim_state else default_sim_state(config)
+        return state.with_name(state.name + ".lock")
+    return _state_dir() / f"{_tag(config)}.lock"
 
 
 def _make_driver(role: str, inst: InstrumentConfig, transport: Transport):
@@ -191,16 +217,19 @@ class Station:
     def __init__(self, config: StationConfig, sim_state: str | os.PathLike | None = None,
                  seed: int | None = None):
         self.config = config
-        self.lab = None
+        self.lab: SimLab | None = None
         self.sim_state: Path | None = None
         self.seed = seed
         self.clock: Clock = RemoteSimulatedClock(config.sim_control) if config.sim_control else WallClock()
-        if config.simulated:
-            self.lab, self.sim_state = open_sim_lab(config, sim_state, seed)
-            self.clock = SimulatedClock(self.lab.physics.clock)
         self.drivers: dict[str, Any] = {}
         self.identities: dict[str, str] = {}
+        self.lock = StationLock(lock_path(config, sim_state), config.name)
+        self.lock.acquire()
+        self.interrupted_run: dict[str, Any] | None = self._report_interrupted_run()
         try:
+            if config.simulated:
+                self.lab, self.sim_state = open_sim_lab(config, sim_state, seed)
+                self.clock = SimulatedClock(self.lab.physics.clock)
             for role, inst in config.instruments.items():
                 driver = _make_driver(role, inst, self._transport(inst))
                 self.drivers[role] = driver
@@ -208,6 +237,11 @@ class Station:
             chip = config.chip
             self.board.configure_map(chip.wl_channels, chip.bl_channels, chip.sl_channels)
             self.crossbar = Crossbar(self.smu, self.board, chip, config.soa, self.drivers.get("pulse"))
+            self.found_live = self._live_outputs()
+            if self.found_live:
+                log.warning("station %s: found %s on opening; putting it in the safe state", config.name,
+                            "; ".join(self.found_live))
+                self.safe_state()
         except BaseException:
             self.close()
             raise
@@ -228,6 +262,8 @@ class Station:
 
     def _transport(self, inst: InstrumentConfig) -> Transport:
         if inst.resource.startswith("sim://"):
+            if self.lab is None:
+                raise StationError(f"{inst.resource}: a sim:// instrument needs the simulated lab")
             return InProcessTransport(self.lab.instrument(inst.resource[len("sim://"):]), inst.resource)
         return _open_transport(inst)
 
@@ -243,6 +279,41 @@ class Station:
         """Every source of the station at 0 V with its output off, every board line grounded."""
         self.crossbar.safe_state()
 
+    def run_started(self, protocol: str, file: str | os.PathLike, run_id: str) -> None:
+        """The engine's note of the run in progress (kept in the lock file until run_ended)."""
+        self.lock.run_started(protocol, file, run_id)
+
+    def run_ended(self) -> None:
+        self.lock.run_ended()
+
+    def _report_interrupted_run(self) -> dict[str, Any] | None:
+        """The run a killed holder of this station left unfinished, marked `interrupted` in its file."""
+        run = self.lock.left_behind.get("run")
+        if not run:
+            return None
+        reason = (f"interrupted: process {self.lock.left_behind.get('pid', '?')} ended without closing the "
+                  f"run (killed?); the rows flushed before are kept")
+        try:
+            marked = mark_interrupted(run["file"], run["run_id"], reason)
+        except (OSError, KeyError) as exc:
+            log.warning("station %s: run %s in %s was interrupted, and its file cannot be marked: %s",
+                        self.config.name, run.get("run_id"), run.get("file"), exc)
+            return run
+        if marked:
+            log.warning("station %s: run %s in %s was %s", self.config.name, run["run_id"], run["file"], reason)
+        return run
+
+    def _live_outputs(self) -> list[str]:
+        """What is left on at opening (a killed process's outputs): the SMU's output, routed lines."""
+        found = []
+        if self.smu.output_enabled:
+            found.append(f"the SMU output on at {self.smu.source_voltage:g} V")
+        modes, dac = self.board.status()
+        routed = int(np.count_nonzero(modes != LineMode.GROUND))
+        if routed or np.any(dac != 0):
+            found.append(f"{routed} board lines routed, DACs at up to {np.abs(dac).max():g} V")
+        return found
+
     def snapshot(self) -> dict[str, Any]:
         """Station, chip map, SOA, instrument identities and (if simulated) the simulator's state."""
         snap = self.config.snapshot() | {"identities": dict(self.identities)}
@@ -254,12 +325,15 @@ class Station:
         return snap
 
     def close(self) -> None:
-        """Close every instrument link and save the simulated chip's state."""
-        for driver in self.drivers.values():
-            driver.close()
-        self.drivers.clear()
-        if self.lab is not None and self.sim_state is not None:
-            self.lab.save(self.sim_state)
+        """Close every instrument link, save the simulated chip's state, release the station."""
+        try:
+            for driver in self.drivers.values():
+                driver.close()
+            self.drivers.clear()
+            if self.lab is not None and self.sim_state is not None:
+                self.lab.save(self.sim_state)
+        finally:
+            self.lock.release()
 
     def __enter__(self) -> Station:
         return self
@@ -269,7 +343,8 @@ class Station:
 
 
 def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = None,
-                 seed: int | None = None, smu: str | None = None, pulse: str | None = None):
+                 seed: int | None = None, smu: str | None = None, pulse: str | None = None
+                 ) -> tuple[SimLab, Path]:
     """The simulated lab of a station: its chip from the state file (or new from `seed`), with the
     station's SMU and pulse-generator twins unless `smu` / `pulse` name others. Returns
     (lab, state path)."""

@@ -277,6 +277,19 @@ def load_run(path: str | Path, run_id: str) -> dict[str, Any]:
     return {"attrs": attrs, "data": data, "units": units}
 
 
+def mark_interrupted(path: str | Path, run_id: str, reason: str) -> bool:
+    """Record a run whose process died mid-run (still `running` in its file) as `interrupted`,
+    with `reason` as its error; returns whether it was still marked running."""
+    with h5py.File(path, "r+") as f:
+        group = f["runs"][run_id]
+        if decode_attr(group.attrs.get("status")) != "running":
+            return False
+        group.attrs["status"] = "interrupted"
+        group.attrs["error"] = reason
+        group.attrs["ended"] = _now()
+    return True
+
+
 def export_csv(path: str | Path, run_id: str, out_dir: str | Path) -> list[Path]:
     """Write each dataset of a run as CSV (header `name [unit]`) plus run.json; returns the files."""
     run = load_run(path, run_id)

@@ -2,7 +2,7 @@
 board (docs/fpga-protocol.md) and drives the simulated chip through its physical wiring."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -36,6 +36,7 @@ from labctl.instruments.fpga_wire import (
     Frame,
     FrameDecoder,
     LineMode,
+    MvmSettings,
     encode_frame,
 )
 
@@ -122,8 +123,8 @@ class VirtualBoard:
                  bl_channels: Sequence[int], sl_channels: Sequence[int],
                  n_channels: int | None = None, serial: str = "SIM0001",
                  link_baud: float | None = None):
-        wiring = tuple(np.asarray(c, dtype=np.int64).reshape(-1)
-                       for c in (wl_channels, bl_channels, sl_channels))
+        wl, bl, sl = (np.asarray(c, dtype=np.int64).reshape(-1) for c in (wl_channels, bl_channels, sl_channels))
+        wiring = (wl, bl, sl)
         if (len(wiring[0]), len(wiring[1]), len(wiring[2])) != (physics.rows, physics.cols,
                                                                physics.cols):
             raise ValueError(f"wiring has {len(wiring[0])} WL, {len(wiring[1])} BL, "
@@ -148,14 +149,14 @@ class VirtualBoard:
         self._modes = np.full(n_channels, LineMode.GROUND, np.uint8)
         self._dac = np.zeros(n_channels, np.float32)
         self._map: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._mvm = dict(MVM_DEFAULTS)
+        self._mvm: MvmSettings = MVM_DEFAULTS.copy()
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
         # of every mapped line; MVM batches and PULSE_CELLS lists may fill a whole frame.
         longest = max(DAC_DTYPE.itemsize * n_channels, UPDATE_DTYPE.itemsize + 4 * n_channels)
         self._decoder = FrameDecoder(max_payload=longest, limits={
             Command.MVM_FORWARD: MAX_LONG_PAYLOAD, Command.MVM_BACKWARD: MAX_LONG_PAYLOAD,
             Command.PULSE_CELLS: MAX_PAYLOAD, Command.UPDATE_SEQUENCE: MAX_LONG_PAYLOAD})
-        self._handlers = {
+        self._handlers: dict[int, Callable[[bytes], bytes]] = {
             Command.IDENTIFY: self._identify, Command.STATUS: self._status,
             Command.CONFIGURE_MAP: self._configure_map, Command.ROUTE: self._route,
             Command.SET_DAC: self._set_dac, Command.RELEASE_ALL: self._release_all,
@@ -196,7 +197,8 @@ class VirtualBoard:
 
     def line_modes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(wl_modes, bl_modes, sl_modes): the LineMode value of each chip line's channel."""
-        return tuple(self._modes[ch].astype(int) for ch in self._wiring)
+        wl, bl, sl = self._wiring
+        return self._modes[wl].astype(int), self._modes[bl].astype(int), self._modes[sl].astype(int)
 
     def line_voltages(self, v_smu: float, v_pulse: float = float("nan")
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -206,7 +208,8 @@ class VirtualBoard:
         volts = table[self._modes]
         is_dac = self._modes == LineMode.DAC
         volts[is_dac] = self._dac[is_dac]
-        return tuple(volts[ch] for ch in self._wiring)
+        wl, bl, sl = self._wiring
+        return volts[wl], volts[bl], volts[sl]
 
     def _execute(self, frame: Frame) -> tuple[int, bytes]:
         handler = self._handlers.get(frame.cmd)
@@ -296,7 +299,7 @@ class VirtualBoard:
         t_read = float(req["t_read"])
         if not (np.isfinite(t_read) and t_read > 0):
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"t_read={t_read:g} s must be positive")
-        wl, bl, sl = self._map
+        wl, bl, sl = self._mapped
         r0, c0, n_rows, n_cols = self._block(req)
         if n_rows * n_cols > MAX_BLOCK_CELLS:
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"block of {n_rows * n_cols} cells exceeds "
@@ -404,8 +407,8 @@ class VirtualBoard:
         self._need_map("PARALLEL_UPDATE")
         block = self._block(req)
         trains = np.frombuffer(payload, "<u4", n_rows + n_cols, head_size)[None, :]
-        counts = self._fire_trains(block, trains, *(req[k][None] for k in ("train_length", "polarity",
-                                                                           "amplitude")), req)
+        counts = self._fire_trains(block, trains, req["train_length"][None], req["polarity"][None],
+                                   req["amplitude"][None], req)
         return counts.astype("<u8").tobytes()
 
     def _update_sequence(self, payload: bytes) -> bytes:
@@ -459,7 +462,7 @@ class VirtualBoard:
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"{name} has a pulse after slot {lengths[k] - 1} "
                                                  f"(train length {lengths[k]})")
         r0, c0, n_rows, n_cols = block
-        wl, bl, sl = self._map
+        wl, bl, sl = self._mapped
         # The trains leave the board on the mapped channels and reach whatever chip line each
         # channel is wired to: a column pulse on a BL sets, on an SL resets. Counts are taken on
         # the chip rows and columns the block's channels reach.
@@ -526,7 +529,7 @@ class VirtualBoard:
         _expect_length(payload, head_size + PULSE_CELL_DTYPE.itemsize * n)
         self._need_map("PULSE_CELLS")
         entries = np.frombuffer(payload, PULSE_CELL_DTYPE, n, head_size)
-        wl, bl, sl = self._map
+        wl, bl, sl = self._mapped
         rows, cols = entries["row"].astype(np.int64), entries["col"].astype(np.int64)
         amplitude, width = entries["amplitude"].astype(float), entries["width"].astype(float)
         period = float(req["period"])
@@ -585,7 +588,7 @@ class VirtualBoard:
     def _block_lines(self, r0: int, c0: int, n_rows: int, n_cols: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Channels of the block's WLs, BLs and SLs according to the host's map."""
-        wl, bl, sl = self._map
+        wl, bl, sl = self._mapped
         return wl[r0:r0 + n_rows], bl[c0:c0 + n_cols], sl[c0:c0 + n_cols]
 
     @contextmanager
@@ -597,7 +600,7 @@ class VirtualBoard:
         try:
             self._modes[:] = LineMode.FLOAT
             self._dac[:] = 0.0
-            self._modes[self._map[0]] = LineMode.DAC
+            self._modes[self._mapped[0]] = LineMode.DAC
             self._dac[rows] = self._mvm["v_gate"]
             self._modes[bls] = LineMode.DAC
             self._modes[sls] = LineMode.ADC
@@ -631,9 +634,16 @@ class VirtualBoard:
         if self._map is None:
             raise _Fault(ErrorCode.NOT_CONFIGURED, f"{command} needs CONFIGURE_MAP first")
 
+    @property
+    def _mapped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The host's map (WL, BL, SL channels); each request that uses it checked it with _need_map."""
+        if self._map is None:
+            raise AssertionError("the map is used before _need_map checked that it exists")
+        return self._map
+
     def _block(self, req: np.void) -> tuple[int, int, int, int]:
         """(r0, c0, n_rows, n_cols) of a request, which must lie inside the map."""
-        wl, bl, _ = self._map
+        wl, bl, _ = self._mapped
         r0, c0, n_rows, n_cols = (int(req[k]) for k in ("r0", "c0", "n_rows", "n_cols"))
         if n_rows < 1 or n_cols < 1 or r0 + n_rows > len(wl) or c0 + n_cols > len(bl):
             raise _Fault(ErrorCode.BAD_ARGUMENT,

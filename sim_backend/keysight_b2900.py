@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 from .loads import SmuLoad, compliance_voltage, hold_in_compliance
 from .scpi import (
@@ -36,6 +37,8 @@ from .scpi import (
     to_keyword,
     unquote,
 )
+
+T = TypeVar("T")  # a setting's value: what its parser returns and its formatter takes
 
 MODELS = ("B2901A", "B2902A", "B2911A", "B2912A")
 TWO_CHANNEL_MODELS = ("B2902A", "B2912A")
@@ -170,26 +173,23 @@ class VirtualKeysightB2900(ScpiTwin):
         self._channel_setting(":OUTPut#:PROTection[:STATe]", "protection", to_bool, format_bool)
         self._channel_setting(":OUTPut#:ON:AUTO", "auto_on", to_bool, format_bool)
 
-        for name, attribute, parse, fmt in (
-                ("SOURce[:SIGNal]", "source", lambda p: short_form(to_keyword(p, *SOURCES)), str),
-                ("TIMer", "timer", float_in(1e-5, 1e5), format_number),
-                ("COUNt", "count", lambda p: to_int(p, 1, TRIGGER_COUNT_MAX), str),
-                ("DELay", "delay", float_in(0.0, 100.0), format_number)):
-            self._register_trigger(name, attribute, parse, fmt)
+        self._register_trigger("SOURce[:SIGNal]", "source", lambda p: short_form(to_keyword(p, *SOURCES)), str)
+        self._register_trigger("TIMer", "timer", float_in(1e-5, 1e5), format_number)
+        self._register_trigger("COUNt", "count", lambda p: to_int(p, 1, TRIGGER_COUNT_MAX), str)
+        self._register_trigger("DELay", "delay", float_in(0.0, 100.0), format_number)
 
         self.register(":INITiate[:IMMediate][:ALL]", self._initiate, nargs=(0, 2))
-        self.register(":ABORt[:ALL]", lambda call: self._channel_list(call.params), nargs=(0, 2))
+        self.register(":ABORt[:ALL]", self._abort, nargs=(0, 2))
         self.register(":MEASure?", self._measure, nargs=(0, 2))
         self.register(":FETCh[:SCALar]?", lambda call: self._fetch(call, latest=True), nargs=(0, 2))
         self.register(":FETCh:ARRay?", lambda call: self._fetch(call, latest=False), nargs=(0, 2))
         for element in ("CURRent", "VOLTage"):
-            self.register(f":MEASure:{element}[:DC]?",
-                          lambda call, e=element: self._measure(call, e), nargs=(0, 2))
+            self.register(f":MEASure:{element}[:DC]?", partial(self._measure, element=element), nargs=(0, 2))
         for element in ELEMENTS:
-            self.register(f":FETCh[:SCALar]:{element}?",
-                          lambda call, e=element: self._fetch(call, True, e), nargs=(0, 2))
-            self.register(f":FETCh:ARRay:{element}?",
-                          lambda call, e=element: self._fetch(call, False, e), nargs=(0, 2))
+            self.register(f":FETCh[:SCALar]:{element}?", partial(self._fetch, latest=True, element=element),
+                          nargs=(0, 2))
+            self.register(f":FETCh:ARRay:{element}?", partial(self._fetch, latest=False, element=element),
+                          nargs=(0, 2))
         self.register(":FORMat:ELEMents:SENSe", self._set_elements, nargs=(1, len(ELEMENTS)))
         self.register(":FORMat:ELEMents:SENSe?",
                       lambda call: ",".join(short_form(e) for e in self.elements))
@@ -234,19 +234,19 @@ class VirtualKeysightB2900(ScpiTwin):
                           nargs: int | tuple[int, int] = 0) -> None:
         self.register(pattern, handler, nargs=nargs, suffix_max=self.n_channels)
 
-    def _channel_setting(self, pattern: str, attribute: str, parse: Callable[[str], object],
-                         fmt: Callable[[object], str] = str) -> None:
+    def _channel_setting(self, pattern: str, attribute: str, parse: Callable[[str], T],
+                         fmt: Callable[[T], str] = str) -> None:
         """A command that sets the addressed channel's `attribute` from one parameter, and its
         query."""
         self._register_channel(pattern, lambda call: setattr(self._channel(call), attribute,
                                                              parse(call.params[0])), nargs=1)
         self._channel_query(pattern + "?", attribute, fmt)
 
-    def _channel_query(self, pattern: str, attribute: str, fmt: Callable[[object], str]) -> None:
+    def _channel_query(self, pattern: str, attribute: str, fmt: Callable[[T], str]) -> None:
         self._register_channel(pattern, lambda call: fmt(getattr(self._channel(call), attribute)))
 
-    def _register_trigger(self, name: str, attribute: str, parse: Callable[[str], object],
-                          fmt: Callable[[object], str]) -> None:
+    def _register_trigger(self, name: str, attribute: str, parse: Callable[[str], T],
+                          fmt: Callable[[T], str]) -> None:
         """:TRIG[c][:ALL]:<name> sets both actions (its query answers for ACQuire);
         :TRIG[c]:ACQ:<name> and :TRIG[c]:TRAN:<name> set one."""
         def setter(actions):
@@ -266,6 +266,9 @@ class VirtualKeysightB2900(ScpiTwin):
 
     def _channel(self, call: Call) -> _Channel:
         return self.channels[call.suffixes[0]]
+
+    def _abort(self, call: Call) -> None:
+        self._channel_list(call.params)  # a bad channel list is an error; nothing runs to abort
 
     def _channel_list(self, params: list[str]) -> list[int]:
         """Channels named by a channel list such as (@1), (@1,2) or (@2:1), in order 1, 2."""

@@ -74,7 +74,7 @@ class SimLab:
         """Per column: +1 if its BL is on HI, -1 if its SL is (the current into HI, BL to SL)."""
         return on_smu[1].astype(float) - on_smu[2]
 
-    def _routing(self) -> tuple[list[np.ndarray], np.ndarray, tuple[np.ndarray, ...]]:
+    def _routing(self) -> tuple[list[np.ndarray], np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(lines on the SMU, column weights, line voltages with the SMU input floating) of the
         board's routing now; kept while the board's channel modes and DAC registers are as they
         were (compared byte for byte: however the board changed them)."""
@@ -85,11 +85,11 @@ class SimLab:
             self._routed = key, (on_smu, self._column_weights(on_smu), board.line_voltages(np.nan))
         return self._routed[1]
 
-    def _smu_drive(self, v: float) -> list[np.ndarray]:
+    def _smu_drive(self, v: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The line voltages with the SMU at v (NaN: output off), the pulse input floating: what
         board.line_voltages(v) gives."""
-        on_smu, _, fixed = self._routing()
-        return [np.where(mask, v, line) for mask, line in zip(on_smu, fixed)]
+        (on_wl, on_bl, on_sl), _, (v_wl, v_bl, v_sl) = self._routing()
+        return np.where(on_wl, v, v_wl), np.where(on_bl, v, v_bl), np.where(on_sl, v, v_sl)
 
     def _into_smu(self, cells: np.ndarray) -> float:
         return float(cells.sum(axis=0) @ self._routing()[1])
@@ -172,7 +172,8 @@ class SimLab:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.physics.state())
+                # mypy matches **dict against savez's allow_pickle: bool (python/mypy#5382); state() has no such key
+                np.savez(f, **self.physics.state())  # type: ignore[arg-type]
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

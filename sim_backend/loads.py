@@ -123,6 +123,8 @@ def hold_in_compliance(current: Callable[[float], float], hold: Callable[[float,
             reading = at_level
     tripped = v != level
     if tripped:
+        if at_level is None:  # unreachable: v leaves `level` only through solve(), which sets at_level
+            raise AssertionError("out of compliance without a compliance solution")
         reading = math.copysign(limit, at_level)
     return v, reading, tripped
 

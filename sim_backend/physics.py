@@ -247,11 +247,12 @@ class ArrayPhysics:
         never-cycled cells. A float32 `rel2` is computed in float32 from G (a relative
         rounding of ~1e-7 of the noise variance, where the float32 read state rounds it anyway).
         """
-        n = len(state[0])
+        g, t_prog, z_relax, cycles, g_lo, g_hi, formed = state
+        n = len(g)
         for start in range(0, n, _READ_CHUNK):
             part = slice(start, min(start + _READ_CHUNK, n))
-            self._relaxed_chunk(*(array[part] for array in state), now, out[part],
-                                None if rel2 is None else rel2[part],
+            self._relaxed_chunk(g[part], t_prog[part], z_relax[part], cycles[part], g_lo[part], g_hi[part],
+                                formed[part], now, out[part], None if rel2 is None else rel2[part],
                                 None if expiry is None else expiry[part], fresh)
 
     def _relaxed_chunk(self, g, t_prog, z_relax, cycles, g_lo, g_hi, formed, now: float, out,
@@ -372,7 +373,8 @@ class ArrayPhysics:
                       for i, array in enumerate((g, t_prog, z_relax, cycles, g_lo, g_hi, formed))]
             outputs = [None if array is None else self._work(f"relax_out_{i}", others.size, array.dtype)
                        for i, array in enumerate((out, rel2, expiry))]
-            self._relaxed_chunk(*inputs, now, *outputs, fresh, split=False)
+            # mypy cannot count *inputs' items (python/mypy#14648), so it also maps them onto `split`
+            self._relaxed_chunk(*inputs, now, *outputs, fresh, split=False)  # type: ignore[call-arg,misc]
             for array, values in zip((out, rel2, expiry), outputs):
                 if array is not None:
                     array[others] = values
@@ -636,8 +638,8 @@ class ArrayPhysics:
         gate_pair = v_gate[level if len(v_gate) > 1 else 0, r]
         # the state of each cell once (the block rows x cols), then per (level, cell)
         block = np.ix_(rows, cols)
-        formed, stuck, v_form, t_prog = (a[block][r, c] for a in (self._formed, self._stuck, self._v_form,
-                                                                 self._t_prog))
+        formed, stuck = self._formed[block][r, c], self._stuck[block][r, c]
+        v_form, t_prog = self._v_form[block][r, c], self._t_prog[block][r, c]
         w = np.asarray(weights, dtype=float)[cols[c]]
         bounds = np.searchsorted(level, np.arange(n_levels + 1))  # pairs of level k: bounds[k]:bounds[k + 1]
         chunks, start, size = [], 0, first  # (start, stop) of each chunk
@@ -828,7 +830,8 @@ class ArrayPhysics:
             for start in range(0, n_active, _CHUNK):
                 part = index[start:start + _CHUNK]
                 g_new, z_new, d_cycles = self._train_chunk(
-                    *(array.take(part) for array in (counts, g, t_prog, z_relax, cycles, g_lo, g_hi, span, rate)),
+                    counts.take(part), g.take(part), t_prog.take(part), z_relax.take(part), cycles.take(part),
+                    g_lo.take(part), g_hi.take(part), span.take(part), rate.take(part),
                     None if cached is None else cached.take(part), *args)
                 g[part], t_prog[part], z_relax[part] = g_new, at, z_new
                 cycles[part] += d_cycles

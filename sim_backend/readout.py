@@ -23,6 +23,7 @@ The conductance stays float64 (ArrayPhysics._relaxed, to a few ulp of conductanc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import EllipsisType
 
 import numpy as np
 
@@ -52,7 +53,8 @@ class _View:
     rises: np.ndarray = field(init=False)  # (terms, _GRID - 1) tables[:, i + 1] - tables[:, i]
     rise_at_max: np.ndarray = field(init=False)
     cells: dict[str, np.ndarray] = field(default_factory=dict)  # lazily built per-cell arrays
-    dirty: object = None  # cells refreshed since `cells` were derived: None, a flat mask or ... (all)
+    # cells refreshed since `cells` were derived: None, a flat mask or ... (all)
+    dirty: np.ndarray | EllipsisType | None = None
 
     def __post_init__(self) -> None:
         self.rises, self.rise_at_max = np.diff(self.tables), np.diff(self.at_max)
@@ -71,7 +73,10 @@ class ReadState:
 
     def invalidate(self) -> None:
         """Forget everything (a state array or a parameter may have changed)."""
-        self.g = self.rel2 = self.expiry = None
+        # conductance, relative read-noise variance and expiry of every cell: set together by refresh()
+        self.g: np.ndarray | None = None
+        self.rel2: np.ndarray | None = None
+        self.expiry: np.ndarray | None = None
         self.fresh_until = -np.inf
         self._evaluated_at = -np.inf
         self.views: dict[tuple, _View] = {}
@@ -127,7 +132,8 @@ class ReadState:
             stale = np.flatnonzero(self.expiry < now)
             if stale.size > size // 4:
                 stale = ...
-        outputs = self.g.reshape(-1), self.rel2.reshape(-1), self.expiry.reshape(-1)
+        g, rel2, expiry = self._cells()
+        outputs = g.reshape(-1), rel2.reshape(-1), expiry.reshape(-1)
         state = [chip._flat(name) for name in _RELAX_STATE]
         if stale is ...:
             chip._relaxed(state, now, *outputs, fresh=FRESH)
@@ -141,7 +147,7 @@ class ReadState:
                 chip._relaxed(gathered, now, *values, fresh=FRESH)
                 for array, value in zip(outputs, values):
                     array[part] = value
-        self.fresh_until = float(self.expiry.min())
+        self.fresh_until = float(expiry.min())
         self._evaluated_at = now
         for view in self.views.values():  # derived arrays follow when a read asks for them
             if not view.cells or view.dirty is ...:
@@ -152,6 +158,12 @@ class ReadState:
                 if view.dirty is None:
                     view.dirty = np.zeros(size, dtype=bool)
                 view.dirty[stale] = True
+
+    def _cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(g, rel2, expiry), which the first refresh() allocates."""
+        if self.g is None or self.rel2 is None or self.expiry is None:
+            raise AssertionError("the read state's per-cell arrays are used before refresh()")
+        return self.g, self.rel2, self.expiry
 
     def reram_voltage(self, v_cell: float, v_gate: float, g: np.ndarray) -> np.ndarray:
         """Voltage across the ReRAM of formed cells of conductance g (at the start of a pulse of
@@ -234,7 +246,8 @@ class ReadState:
             cells = ...
         values = view.cells[value_name].reshape(len(tables), -1)
         noise = view.cells[noise_name].reshape(-1)
-        g, rel2, formed = self.g.reshape(-1), self.rel2.reshape(-1), chip._flat("_formed")
+        g, rel2, _ = self._cells()
+        g, rel2, formed = g.reshape(-1), rel2.reshape(-1), chip._flat("_formed")
         n_cells = g.size if cells is ... else cells.size
         scale = (_GRID - 1) / view.g_top
         for start in range(0, n_cells, _DERIVE_CHUNK):

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import TypeVar
 
 ERRORS = {
     -100: "Command error",
@@ -54,6 +55,7 @@ class Call:
 
 
 Handler = Callable[[Call], "str | None"]
+T = TypeVar("T")  # a setting's value: what its parser returns and its formatter takes
 
 _TOKEN = re.compile(r"\[|\]|:?\*?[A-Za-z][A-Za-z0-9]*#?")
 _HEADER = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
@@ -131,7 +133,7 @@ def float_in(low: float, high: float) -> Callable[[str], float]:
     return lambda param: to_float(param, low, high)
 
 
-def to_int(param: str, low: int, high: int) -> int:
+def to_int(param: str, low: float, high: float) -> int:
     value = to_float(param)
     if value != int(value):
         raise ScpiError(-104)
@@ -251,8 +253,8 @@ class ScpiTwin:
                                     suffix_max))
         self._lookup_cache.clear()
 
-    def register_setting(self, pattern: str, attribute: str, parse: Callable[[str], object],
-                         fmt: Callable[[object], str] = str) -> None:
+    def register_setting(self, pattern: str, attribute: str, parse: Callable[[str], T],
+                         fmt: Callable[[T], str] = str) -> None:
         """A command that sets `self.<attribute>` from one parameter, and its query."""
         self.register(pattern, lambda call: setattr(self, attribute, parse(call.params[0])), nargs=1)
         self.register(pattern + "?", lambda call: fmt(getattr(self, attribute)))
@@ -311,7 +313,10 @@ class ScpiTwin:
         return replies
 
     def _dispatch(self, piece: str) -> str | None:
-        header, rest = _HEADER.match(piece).groups()
+        match = _HEADER.match(piece)
+        if match is None:  # unreachable: _execute passes stripped, non-empty pieces
+            raise ScpiError(-113)
+        header, rest = match.groups()
         found = self._lookup(header)
         if found is None:
             raise ScpiError(-113)

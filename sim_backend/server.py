@@ -65,7 +65,10 @@ class InstrumentServer(socketserver.ThreadingTCPServer):
 
     @property
     def address(self) -> tuple[str, int]:
-        return self.server_address[:2]
+        host, port = self.server_address[:2]
+        if not isinstance(host, str):  # unreachable: getsockname() gives the host as a str
+            raise TypeError(f"server host {host!r} is not a str")
+        return host, port
 
     def close(self) -> None:
         """Stop accepting, drop connected clients and free the port; closing twice is harmless."""

@@ -88,9 +88,13 @@ class _Parser:
     """One chunk to a list of statements; nodes are tuples ``(kind, ...)``."""
 
     def __init__(self, text: str):
-        self.tokens = [("keyword" if m.lastgroup == "name" and m.group() in KEYWORDS
-                        else m.lastgroup, m.group())
-                       for m in _TOKEN.finditer(text) if m.lastgroup != "skip"]
+        self.tokens: list[tuple[str, str]] = []
+        for m in _TOKEN.finditer(text):
+            kind = m.lastgroup
+            if kind is None:  # unreachable: every alternative of _TOKEN is a named group
+                raise AssertionError(f"unnamed token {m.group()!r}")
+            if kind != "skip":
+                self.tokens.append(("keyword" if kind == "name" and m.group() in KEYWORDS else kind, m.group()))
         self.tokens.append(("eof", "<eof>"))
         self.pos = 0
         self.loops = 0

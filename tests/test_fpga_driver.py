@@ -131,6 +131,23 @@ def test_a_late_reply_after_a_timeout_is_discarded():
     fpga.release_all()
 
 
+def test_a_reply_left_by_a_ctrl_c_is_skipped_by_the_next_request(monkeypatch):
+    """Ctrl-C while a reply is on its way (found by tests/faults: the safe state's RELEASE_ALL
+    then read that stale reply and failed on its sequence number)."""
+    fpga, transport = board((encode_frame(0, 0x13), b""),
+                            (encode_frame(1, 0x13), ack(0, 0x13) + ack(1, 0x13)))
+
+    def interrupted(n):
+        monkeypatch.undo()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transport, "read", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fpga.release_all()
+    fpga.release_all()  # drops the reply to seq 0, reads its own
+    assert not transport.script
+
+
 def test_garbage_is_skipped_after_a_frame_error():
     fpga, _ = board((encode_frame(0, 0x13), b"\x00\x01\x02\x03\x04"),
                     (encode_frame(1, 0x13), b"\x05\x06" + ack(1, 0x13)))

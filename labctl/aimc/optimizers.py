@@ -101,7 +101,7 @@ class TikiTakaV2(Algorithm):
         self.next_row[k] = int((self.next_row[k] + count) % n_rows)
         pulses = np.zeros((count, A.cells.n_out), dtype=np.int64)
         values = A.read_rows(rows)
-        for m, (row, v) in enumerate(zip(rows, values)):
+        for m, (row, v) in enumerate(zip(rows.tolist(), values)):
             signal = self.transfer_signal(k, row, v)
             H = self.H[k][row]
             if signal is not None:
