@@ -95,7 +95,7 @@ def cmd_run(args) -> int:
     out = args.out or Path("labctl_data") / f"{date.today():%Y%m%d}.h5"
     config = _station_config(args)
     prepare(protocol, values, config)  # bad input fails here, before any instrument is touched
-    control, signals = RunControl(), []
+    control, signals = RunControl(), list[int]()
 
     def stop(signum, frame) -> None:
         """The first Ctrl-C / SIGTERM ends the run at its next checkpoint (a KeyboardInterrupt
