@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .keithley2600b_model import MODELS, Instrument2600B
 from .loads import SmuLoad
+from .scpi import ERRORS, MAX_INPUT
 from .tsp_lua import Interpreter, TspError
 
 FIRMWARE = "4.0.0"
@@ -76,6 +77,9 @@ class VirtualKeithley2600B:
             line = self._rx[:end].decode("latin-1").strip()
             del self._rx[: end + 1]
             self._run(line)
+        if len(self._rx) > MAX_INPUT:  # no terminator in sight: drop it, as a full input buffer does
+            self._rx.clear()
+            self.instrument.errors.push(-363, ERRORS[-363], self.instrument.elapsed)
         out = self.instrument.out
         reply = "".join(line + "\n" for line in out).encode("latin-1")
         out.clear()

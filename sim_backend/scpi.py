@@ -34,7 +34,9 @@ ERRORS = {
     -223: "Too much data",
     -224: "Illegal parameter value",
     -350: "Queue overflow",
+    -363: "Input buffer overrun",
 }
+MAX_INPUT = 1 << 20  # bytes of one unterminated message a twin buffers (a 2500-point list is ~40 kB)
 
 
 class ScpiError(Exception):
@@ -269,6 +271,9 @@ class ScpiTwin:
             replies = self._execute(line)
             if replies:
                 out.append(";".join(replies) + "\n")
+        if len(self._rx) > MAX_INPUT:  # no terminator in sight: drop it, as a full input buffer does
+            self._rx.clear()
+            self.push_error(-363)
         return "".join(out).encode("latin-1")
 
     def device_clear(self) -> None:

@@ -10,6 +10,7 @@ import weakref
 from labctl.instruments.transport import VirtualInstrument
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+MAX_CLIENTS = 8  # connections one instrument port serves at once; more are closed at accept
 _locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
@@ -42,16 +43,22 @@ class _Connection(socketserver.BaseRequestHandler):
             with server.lock:
                 getattr(server.instrument, "device_clear", lambda: None)()
 
+    def finish(self) -> None:  # called however handle() ended
+        self.server.slots.release()
+
 
 class InstrumentServer(socketserver.ThreadingTCPServer):
     """Serves one instrument to its clients, one after another or at once.
 
     The instrument parses one byte stream, so clients at once must each send whole messages (as
     VISA and the drivers do); a client that disconnects mid-message has its partial input dropped.
+    At most MAX_CLIENTS connections are served at once (one thread each): a connection beyond
+    them is closed as soon as it is accepted, so churn or a flood cannot grow the server.
     """
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64  # listen backlog: a burst of connects must not wait out a SYN retry (1 s)
 
     def __init__(self, instrument: VirtualInstrument, host: str, port: int,
                  lock: threading.Lock | None = None):
@@ -59,9 +66,13 @@ class InstrumentServer(socketserver.ThreadingTCPServer):
         self.instrument = instrument
         self.lock = lock or instrument_lock(instrument)
         self.clients: set[socket.socket] = set()
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"instrument-server-{self.address[1]}", daemon=True)
         self._thread.start()
+
+    def verify_request(self, request, client_address) -> bool:
+        return self.slots.acquire(blocking=False)  # released when its connection ends
 
     @property
     def address(self) -> tuple[str, int]:
