@@ -1,0 +1,1 @@
+"""An example labctl protocol package (docs/writing-a-protocol.md)."""
