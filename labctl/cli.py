@@ -155,8 +155,17 @@ def cmd_data_ls(args) -> int:
 
 
 def cmd_data_export(args) -> int:
-    for path in export_csv(args.file, args.run_id, args.csv):
-        print(path)
+    if not (args.csv or args.netcdf):
+        raise CliError("data export: give --csv DIR and/or --netcdf FILE.nc", EXIT_USAGE)
+    if args.csv:
+        for path in export_csv(args.file, args.run_id, args.csv):
+            print(path)
+    if args.netcdf:
+        try:
+            from .analysis import export_netcdf
+            print(export_netcdf(args.file, args.run_id, args.netcdf))
+        except ImportError as exc:
+            raise CliError(f"--netcdf needs xarray and h5netcdf (pip install 'labctl[analysis]'): {exc}") from None
     return 0
 
 
@@ -325,10 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_ls)
-    p = data.add_parser("export", help="export a run's datasets as CSV")
+    p = data.add_parser("export", help="export a run's datasets as CSV files and/or one netCDF file")
     p.add_argument("file")
     p.add_argument("run_id")
-    p.add_argument("--csv", required=True, metavar="DIR")
+    p.add_argument("--csv", metavar="DIR", help="one CSV per dataset (header `name [unit]`) and run.json")
+    p.add_argument("--netcdf", metavar="FILE.nc", help="the run as an xarray Dataset in netCDF-4 (labctl.analysis)")
     p.set_defaults(func=cmd_data_export)
     p = data.add_parser("plot", help="draw a run's standard figure as PNG")
     p.add_argument("file")
