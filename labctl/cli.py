@@ -272,12 +272,16 @@ def cmd_station_check(args) -> int:
     report = check_station(load_station(args.file))
     if args.json:
         print(json.dumps(report))
-    for entry in report if not args.json else ():
-        state = entry["identity"] if entry["ok"] else f"FAILED {entry['error']}"
-        print(f"{entry['role']:<6} {entry['driver']:<16} {entry['resource']}  {state}")
-    failed = [e["role"] for e in report if not e["ok"]]
+    else:
+        color = sys.stdout.isatty()
+        mark = {True: "\033[32mok\033[0m" if color else "ok", False: "\033[31mFAIL\033[0m" if color else "FAIL"}
+        width = max(len(e["check"]) for e in report)
+        for e in report:
+            print(f"{mark[e['ok']]:<4} {e['role']:<6} {e['driver']:<16} {e['check']:<{width}}  {e['resource']}  "
+                  f"{e['detail']}")
+    failed = sorted({e["role"] for e in report if not e["ok"]})
     if failed:
-        raise CliError(f"not reachable: {', '.join(failed)}")
+        raise CliError(f"station check failed for: {', '.join(failed)}")
     return 0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from labctl.instruments import DRIVERS, driver_class
 from labctl.instruments.fpga import LINK_BAUD, FpgaBoard, LineMode
+from labctl.instruments.fpga_wire import DAC_LIMIT
 from labctl.instruments.smu import SourceMeter
 from labctl.instruments.transport import (
     InProcessTransport,
@@ -390,22 +391,75 @@ def station_toml(config: StationConfig, instruments: dict[str, tuple[str, str]],
 
 
 def check_station(config: StationConfig) -> list[dict[str, Any]]:
-    """Connect to every instrument and read its identity, applying no voltage; one dict per role."""
-    report = []
+    """Check a station file against the bench, applying no voltage: per instrument, that it
+    answers at its address with the declared model (*IDN?), that its error queue is empty; for
+    the board, that the chip map fits its channels and that it accepts the map; that the safe
+    operating area lies within what the instruments can source. One dict per check: role,
+    driver, resource, check, ok, detail. A failed connection fails that instrument's checks only."""
+    report: list[dict[str, Any]] = []
+
+    def add(role: str, check: str, ok: bool, detail: str) -> None:
+        inst = config.instruments[role]
+        report.append({"role": role, "driver": inst.driver, "resource": inst.resource, "check": check,
+                       "ok": ok, "detail": detail})
+
+    soa = config.soa
     for role, inst in config.instruments.items():
-        entry = {"role": role, "driver": inst.driver, "resource": inst.resource, "ok": False}
         try:
             if inst.resource.startswith("sim://"):
                 raise StationError("simulated instrument: use `labctl sim serve` to check over the network")
             driver = _make_driver(role, inst, _open_transport(inst))
-            try:
-                entry["identity"], entry["ok"] = driver.check_identity(), True
-            finally:
-                driver.close()
         except Exception as exc:  # report every instrument, whatever failed
-            entry["error"] = f"{type(exc).__name__}: {exc}"
-        report.append(entry)
+            add(role, "reachable", False, f"{type(exc).__name__}: {exc}")
+            continue
+        try:
+            for check, run in _instrument_checks(role, driver, config):
+                try:
+                    add(role, check, True, run())
+                except Exception as exc:
+                    add(role, check, False, f"{type(exc).__name__}: {exc}")
+        finally:
+            driver.close()
+    for limit in ("max_v_bl", "max_v_sl", "max_v_wl"):
+        if "board" in config.instruments:
+            value = getattr(soa, limit)
+            add("board", f"SOA {limit}", value <= DAC_LIMIT,
+                f"{value:g} V {'within' if value <= DAC_LIMIT else 'beyond'} the board's ±{DAC_LIMIT:g} V lines")
     return report
+
+
+def _instrument_checks(role: str, driver, config: StationConfig):
+    """(name, check) pairs for one connected instrument; a check returns its detail or raises."""
+    yield "identity", driver.check_identity
+    if hasattr(driver, "next_error"):
+        def errors() -> str:
+            queued = []
+            for _ in range(64):
+                code, message = driver.next_error()
+                if code == 0:
+                    break
+                queued.append(f"{code}: {message}")
+            if queued:
+                raise StationError("error queue not empty: " + "; ".join(queued))
+            return "error queue empty"
+        yield "error queue", errors
+    if role == "smu":
+        def smu_range() -> str:
+            soa = config.soa
+            driver.check_settings(source_voltage=soa.max_v_bl, current_limit=soa.max_current)
+            return f"sources the SOA's {soa.max_v_bl:g} V at up to {soa.max_current:g} A"
+        yield "SOA max_v_bl, max_current", smu_range
+    if role == "board":
+        def chip_map() -> str:
+            chip = config.chip
+            modes, _ = driver.status()
+            used = [*chip.wl_channels, *chip.bl_channels, *chip.sl_channels]
+            beyond = sorted(c for c in used if c >= len(modes))
+            if beyond:
+                raise StationError(f"the chip map uses channels {beyond[:5]}; the board has {len(modes)}")
+            driver.configure_map(chip.wl_channels, chip.bl_channels, chip.sl_channels)
+            return f"{chip.rows} WL + {chip.cols} BL/SL pairs on {len(set(used))} of {len(modes)} channels"
+        yield "chip map", chip_map
 
 
 def reset_sim_state(config: StationConfig, sim_state: str | os.PathLike | None = None) -> Path:

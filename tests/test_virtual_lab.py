@@ -166,3 +166,18 @@ def test_every_protocol_runs_over_the_virtual_lab(virtual_lab, tmp_path):
             result = run_protocol(station, name, params, out=out)
             assert result.status == "completed", f"{name}: {result.error}"
     assert server.lab.physics.clock.now - t0 > 3600.0  # retention waited in the server's virtual time
+
+
+def test_station_check_compares_the_soa_and_the_map_with_the_instruments(virtual_lab, tmp_path, capsys):
+    server, station_file = virtual_lab
+    assert main(["station", "check", str(station_file), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {(e["role"], e["check"]) for e in report} >= {("smu", "identity"), ("smu", "error queue"),
+                                                         ("board", "chip map"), ("board", "SOA max_v_wl")}
+    beyond = tmp_path / "beyond.toml"
+    beyond.write_text(station_file.read_text().replace("max_v_wl = 2.5", "max_v_wl = 7.5")
+                      .replace("max_current = 0.001", "max_current = 3.0"))
+    assert main(["station", "check", str(beyond), "--json"]) == 1
+    failed = {(e["role"], e["check"]): e["detail"] for e in json.loads(capsys.readouterr().out) if not e["ok"]}
+    assert set(failed) == {("smu", "SOA max_v_bl, max_current"), ("board", "SOA max_v_wl")}
+    assert "1.05" in failed[("smu", "SOA max_v_bl, max_current")] and "7.5 V" in failed[("board", "SOA max_v_wl")]
