@@ -33,6 +33,7 @@ from .scpi import (
     short_form,
     to_bool,
     to_float,
+    to_index,
     to_int,
     to_keyword,
     unquote,
@@ -278,7 +279,7 @@ class VirtualKeysightB2900(ScpiTwin):
         if not match:
             raise ScpiError(-224)
         first, separator, last = match.groups()
-        chosen = {int(first)} | ({int(last)} if last else set())
+        chosen = {to_index(first)} | ({to_index(last)} if last else set())
         if separator == ":":
             chosen = set(range(min(chosen), max(chosen) + 1))
         if not chosen <= self.channels.keys():

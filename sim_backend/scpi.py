@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,6 +154,13 @@ def to_number(param: str, low: float, high: float, integer: bool = False) -> flo
     if word in ("MAX", "MAXIMUM"):
         return high
     return to_int(param, low, high) if integer else to_float(param, low, high)
+
+
+def to_index(digits: str) -> int:
+    """A header suffix or channel number from its digits; more than 18 (int() refuses over 4300) are
+    beyond any instrument's range: sys.maxsize."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else sys.maxsize
 
 
 def to_bool(param: str) -> bool:
@@ -346,6 +354,6 @@ class ScpiTwin:
             if match:
                 if len(self._lookup_cache) >= 4096:  # bound it against endless suffix variants
                     self._lookup_cache.clear()
-                found = self._lookup_cache[key] = (entry, tuple(int(s or 1) for s in match.groups()))
+                found = self._lookup_cache[key] = (entry, tuple(to_index(s) if s else 1 for s in match.groups()))
                 return found
         return None
