@@ -108,7 +108,7 @@ def cmd_run(args) -> int:
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Station(config, sim_state=args.sim_state, seed=args.seed) as station:
+        with Station(config, sim_state=args.sim_state, seed=args.seed, record=args.record) as station:
             result = run_protocol(station, protocol, values, out=out, progress=_progress(protocol.name),
                                   control=control)
     finally:
@@ -125,6 +125,22 @@ def cmd_run(args) -> int:
                 print(f"  {key} = {value}")
     if result.status != "completed":
         raise CliError(f"run {result.run_id} {result.status}: {result.error} (data kept in {result.file})")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    import tempfile
+
+    from .record import ReplayMismatch, replay
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = replay(args.recording, args.out or Path(tmp) / "replay.h5")
+        except ReplayMismatch as exc:
+            raise CliError(f"replay of {args.recording} differs: {exc}") from None
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+    print(f"{args.recording}: {result.protocol} replayed, the same bytes and result ({result.status})")
     return 0
 
 
@@ -314,7 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="simulator seed (deterministic runs)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="parameter value (JSON or text)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.add_argument("--record", metavar="FILE.jsonl", help="record every byte exchanged with the instruments "
+                   "(labctl/record.py); `labctl replay FILE` turns it into a test")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="run a recorded protocol again on its recording: same bytes out, same result")
+    p.add_argument("recording", type=Path)
+    p.add_argument("--out", metavar="FILE.h5", type=Path, help="HDF5 file of the replayed run (default: a temp file)")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("gui", help="the Qt GUI: station, protocols with live plots, chip map, data browser")
     station_options(p)

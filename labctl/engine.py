@@ -223,7 +223,7 @@ def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | Non
     status, summary, error, interrupt = "failed", {}, "", None
     with DataStore(out) as store:
         writer = store.begin_run(protocol.name, params, station.snapshot())
-        station.run_started(protocol.name, out, writer.run_id)
+        station.run_started(protocol.name, out, writer.run_id, params)
         ctx = RunContext(params, station, writer, control, [progress] if progress else [], list(subscribers), protocol)
         try:
             summary = protocol.run(ctx)
@@ -253,7 +253,7 @@ def run_protocol(station, protocol: str | Protocol, values: dict[str, Any] | Non
                                   f"{': ' + error if error else ''}) could not be recorded: {exc}; the rows "
                                   f"flushed before are kept, and the next open of the station marks the run "
                                   f"interrupted") from exc
-                station.run_ended()
+                station.run_ended(status, summary, error)
             if deferred and interrupt is None:
                 interrupt = Terminated() if deferred[0] == signal.SIGTERM else KeyboardInterrupt()
         result = RunResult(protocol.name, writer.run_id, status, str(Path(out).resolve()), summary,

@@ -7,12 +7,14 @@ Resources `sim://NAME` reach the simulated lab in-process; device paths and pyse
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import re
 import tomllib
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,7 @@ from labctl.instruments.transport import (
 from .clocks import Clock, RemoteSimulatedClock, SimulatedClock, WallClock
 from .crossbar import Crossbar
 from .lock import StationLock
+from .record import Recorder, RecordingClock, RecordingTransport
 from .safety import SafeOperatingArea
 from .store import mark_interrupted
 
@@ -213,11 +216,17 @@ def _open_transport(inst: InstrumentConfig) -> Transport:
 
 
 class Station:
-    """Connected instruments plus the crossbar built on them. Use as a context manager."""
+    """Connected instruments plus the crossbar built on them. Use as a context manager.
+
+    `record`: a file that receives every byte exchanged with the instruments (labctl/record.py);
+    `transports`: {role: Transport} to use instead of opening the configured resources (a replay)."""
 
     def __init__(self, config: StationConfig, sim_state: str | os.PathLike | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, record: str | os.PathLike | None = None,
+                 transports: dict[str, Transport] | None = None):
         self.config = config
+        self.recorder: Recorder | None = None
+        self._given = transports
         self.lab: SimLab | None = None
         self.sim_state: Path | None = None
         self.seed = seed
@@ -228,11 +237,18 @@ class Station:
         self.lock.acquire()
         self.interrupted_run: dict[str, Any] | None = self._report_interrupted_run()
         try:
-            if config.simulated:
+            if config.simulated and transports is None:
                 self.lab, self.sim_state = open_sim_lab(config, sim_state, seed)
                 self.clock = SimulatedClock(self.lab.physics.clock)
+            if record is not None:
+                self.recorder = Recorder(record, {"station_toml": config_toml(config),
+                                                  "started": datetime.now(UTC).isoformat(timespec="seconds")})
+                self.clock = RecordingClock(self.clock, self.recorder)
             for role, inst in config.instruments.items():
-                driver = _make_driver(role, inst, self._transport(inst))
+                transport = self._transport(role, inst)
+                if self.recorder is not None:
+                    transport = RecordingTransport(transport, role, self.recorder)
+                driver = _make_driver(role, inst, transport)
                 self.drivers[role] = driver
                 self.identities[role] = driver.check_identity()
             chip = config.chip
@@ -261,7 +277,9 @@ class Station:
     def board(self) -> FpgaBoard:
         return self.drivers["board"]
 
-    def _transport(self, inst: InstrumentConfig) -> Transport:
+    def _transport(self, role: str, inst: InstrumentConfig) -> Transport:
+        if self._given is not None:
+            return self._given[role]
         if inst.resource.startswith("sim://"):
             if self.lab is None:
                 raise StationError(f"{inst.resource}: a sim:// instrument needs the simulated lab")
@@ -280,12 +298,17 @@ class Station:
         """Every source of the station at 0 V with its output off, every board line grounded."""
         self.crossbar.safe_state()
 
-    def run_started(self, protocol: str, file: str | os.PathLike, run_id: str) -> None:
-        """The engine's note of the run in progress (kept in the lock file until run_ended)."""
+    def run_started(self, protocol: str, file: str | os.PathLike, run_id: str, parameters: dict[str, Any]) -> None:
+        """The engine's note of the run in progress (kept in the lock file until run_ended, and
+        in the recording if there is one)."""
         self.lock.run_started(protocol, file, run_id)
+        if self.recorder is not None:
+            self.recorder.run(protocol, parameters)
 
-    def run_ended(self) -> None:
+    def run_ended(self, status: str, summary: dict[str, Any], error: str) -> None:
         self.lock.run_ended()
+        if self.recorder is not None:
+            self.recorder.result(status, summary, error)
 
     def _report_interrupted_run(self) -> dict[str, Any] | None:
         """The run a killed holder of this station left unfinished, marked `interrupted` in its file."""
@@ -334,6 +357,8 @@ class Station:
             if self.lab is not None and self.sim_state is not None:
                 self.lab.save(self.sim_state)
         finally:
+            if self.recorder is not None:
+                self.recorder.close()
             self.lock.release()
 
     def __enter__(self) -> Station:
@@ -373,6 +398,18 @@ def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = No
                  pulse=pulse or (configured.driver if configured else None),
                  link_baud=float(config.instruments["board"].options.get("baudrate", LINK_BAUD)))
     return lab, path
+
+
+def config_toml(config: StationConfig) -> str:
+    """The whole station file of `config` (instruments with their options, chip, SOA)."""
+    snap = config.snapshot()
+    lines = [f"[station]\nname = {json.dumps(config.name)}\n"]
+    for role, inst in snap["instruments"].items():
+        lines.append(f"[instruments.{role}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in inst.items()))
+    chip = snap["chip"]
+    lines.append("[chip]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in chip.items()))
+    lines.append("[safe_operating_area]\n" + "".join(f"{k} = {v!r}\n" for k, v in config.soa.as_dict().items()))
+    return "\n".join(lines)
 
 
 def station_toml(config: StationConfig, instruments: dict[str, tuple[str, str]], name: str,

@@ -68,3 +68,15 @@ def _form(lab) -> None:
     physics = lab.physics
     physics.formed[:] = True
     physics.g[:] = physics.g_formed
+
+
+@pytest.fixture
+def labctl_replay(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Replays a recording made with `labctl run --record` (labctl/record.py): call it with the
+    recording's path; it returns the RunResult and fails the test (ReplayMismatch) when a byte
+    sent or the result differs from the recording."""
+    from .record import replay
+
+    tmp = tmp_path_factory.mktemp("labctl_replay")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp / "state"))
+    return lambda recording: replay(recording, tmp / "replay.h5")
