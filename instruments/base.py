@@ -9,15 +9,22 @@ In the spirit of PyMeasure's property factories::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from .transport import Transport
+from .transport import InstrumentTimeout, Transport, TransportError, exchange, named
 
 Validator = Callable[[str, Any], Any]
+T = TypeVar("T")
+RESYNC_LINES = 64  # at most this many stale lines are skipped while resynchronising on *IDN?
 
 
 class InstrumentError(RuntimeError):
     """The instrument reported an error; the message is the instrument's own."""
+
+
+class UnreadableReply(InstrumentError):
+    """A reply that cannot be what the query asked for (garbage, not ASCII, not a number...);
+    names the instrument, the query and the reply."""
 
 
 def in_range(low: float, high: float, unit: str = "") -> Validator:
@@ -67,7 +74,7 @@ class control:
     def __get__(self, instrument: SCPIInstrument | None, owner: type | None = None) -> Any:
         if instrument is None:
             return self
-        return self.cast(instrument.ask(self.get_cmd))
+        return instrument.ask_as(self.get_cmd, self.cast, idempotent=True)
 
     def validate(self, instrument: SCPIInstrument, value: Any) -> Any:
         """The value as it will be sent; raises (naming the property) if it is not acceptable."""
@@ -87,33 +94,121 @@ class measurement:
     def __get__(self, instrument: SCPIInstrument | None, owner: type | None = None) -> Any:
         if instrument is None:
             return self
-        return self.cast(instrument.ask(self.get_cmd))
+        return instrument.ask_as(self.get_cmd, self.cast, idempotent=True)
+
+
+def _floats(reply: str) -> list[float]:
+    return [float(x) for x in reply.split(",")] if reply else []
+
+
+def _error_entry(reply: str) -> tuple[int, str]:
+    code, _, message = reply.partition(",")
+    return int(code), message.strip().strip('"')
 
 
 class SCPIInstrument:
-    """A message-based instrument: newline-terminated commands and replies."""
+    """A message-based instrument: newline-terminated commands and replies.
+
+    Every query goes through the retry policy (instruments/transport.py `exchange`): stale
+    replies are flushed before it is sent; a query declared idempotent (a setting or a buffer
+    read, `*IDN?`, `*OPC?`; never a new measurement, never an error-queue pop) whose reply is lost
+    or unreadable is asked once more, followed by `*IDN?`, and the reply is the line before the
+    identity (what came before it were stale replies). A command is never repeated.
+    """
 
     #: the model field of *IDN? that the driver accepts (substring match, case-insensitive)
     models: tuple[str, ...] = ()
+    _idn: str | None = None  # the identity read by `identity`: the resynchronisation marker
 
     def __init__(self, transport: Transport, name: str = "instrument"):
         self.transport = transport
         self.name = name
 
+    @property
+    def _where(self) -> str:
+        return f"{self.name} at {self.transport.resource}"
+
     def write(self, command: str) -> None:
-        self.transport.write(command.encode("ascii") + b"\n")
+        try:
+            self.transport.write(command.encode("ascii") + b"\n")
+        except TransportError as exc:
+            raise named(exc, f"{self._where}: {command!r}", self.transport.resource) from exc
 
-    def ask(self, query: str) -> str:
-        self.write(query)
-        return self.transport.read_line(b"\n").decode("ascii").strip()
+    def ask(self, query: str, idempotent: bool = False) -> str:
+        """The reply to `query`; `idempotent`: asking twice changes nothing, so a lost reply may
+        be asked for again."""
+        return self.ask_as(query, str, idempotent)
 
-    def ask_values(self, query: str) -> list[float]:
-        reply = self.ask(query)
-        return [float(x) for x in reply.split(",")] if reply else []
+    def ask_as(self, query: str, cast: Callable[[str], T], idempotent: bool = False) -> T:
+        """`cast(reply)`; a reply `cast` cannot take raises UnreadableReply (after one more try
+        if the query is idempotent)."""
+        transport = self.transport
+
+        def attempt() -> T:
+            transport.flush_input()  # a duplicate or a late reply must not answer this query
+            self.write(query)
+            return self._parse(query, self._read_line(query), cast)
+
+        def retry() -> T:
+            transport.flush_input()
+            self.write(query)
+            marker = self._idn
+            if marker is None or query.strip().upper() == "*IDN?":
+                return self._parse(query, self._read_line(query), cast)
+            self.write("*IDN?")
+            lines = []
+            for _ in range(RESYNC_LINES):
+                line = self._read_line(query, marker=True)
+                if line == marker:
+                    break
+                lines.append(line)
+            else:
+                raise UnreadableReply(f"{self._where}: no identity among {RESYNC_LINES} lines after {query!r} "
+                                      f"and *IDN? (last {lines[-1][:60]!r})")
+            if not lines:
+                raise InstrumentTimeout(f"{transport.resource}: no reply before the identity")
+            return self._parse(query, lines[-1], cast)
+
+        return exchange(transport, f"{self._where}: {query!r}", attempt, retry if idempotent else None,
+                        (InstrumentTimeout, UnreadableReply))
+
+    def _read_line(self, query: str, marker: bool = False) -> str:
+        raw = self.transport.read_line(b"\n")
+        try:
+            return raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            if marker:  # a stale line of garbage before the identity: skipped like any stale line
+                return raw.decode("latin-1").strip()
+            raise UnreadableReply(f"{self._where}: unreadable reply {raw[:60]!r} to {query!r} "
+                                  f"(not ASCII)") from None
+
+    def _parse(self, query: str, reply: str, cast: Callable[[str], T]) -> T:
+        try:
+            return cast(reply)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise UnreadableReply(f"{self._where}: unreadable reply {reply[:60]!r} to {query!r} ({exc})") from None
+
+    def ask_values(self, query: str, idempotent: bool = False) -> list[float]:
+        return self.ask_as(query, _floats, idempotent)
+
+    def confirm(self) -> None:
+        """After a link failure (the link has not answered since), the commands just sent may
+        not have arrived: ask *OPC? (one attempt within the retry grace); raises if unanswered.
+        A link in good health sends nothing."""
+        if self.transport.failed is None:
+            return
+        try:
+            self.ask("*OPC?", idempotent=True)
+        except TransportError as exc:
+            detail = str(exc).removeprefix(f"{self._where}: ")
+            error = type(exc)(f"{self._where}: the safe state went out unconfirmed: {detail}")
+            error.named = True  # type: ignore[attr-defined]
+            raise error from exc
 
     @property
     def identity(self) -> str:
-        return self.ask("*IDN?")
+        self._idn = self.ask("*IDN?", idempotent=True)
+        return self._idn
 
     def check_identity(self) -> str:
         """Read *IDN? and fail clearly if the instrument is not a model this driver supports."""
@@ -140,8 +235,7 @@ class SCPIInstrument:
 
     def next_error(self) -> tuple[int, str]:
         """Pop one entry of the error queue: (code, message); code 0 means empty."""
-        code, _, message = self.ask(":SYST:ERR?").partition(",")
-        return int(code), message.strip().strip('"')
+        return self.ask_as(":SYST:ERR?", _error_entry)  # pops the queue: never asked twice
 
     def check_errors(self) -> None:
         """Drain the error queue; raise InstrumentError with the instrument's own messages."""

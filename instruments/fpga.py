@@ -45,7 +45,7 @@ from .fpga_wire import (
     LineMode,
     encode_frame,
 )
-from .transport import InstrumentTimeout, Transport, TransportError
+from .transport import InstrumentTimeout, Transport, TransportError, exchange, retry_grace
 
 # Re-exported: labctl.station, labctl.crossbar and labctl.cli take the link rate and line modes from here.
 __all__ = ["LINK_BAUD", "BoardError", "FpgaBoard", "FrameError", "LineMode"]
@@ -133,6 +133,9 @@ class FpgaBoard:
         self._frames: deque[Frame] = deque()
         # Requests whose reply never came: a late reply with one of these seqs is dropped.
         self._abandoned: set[int] = set()
+        # The last request answered: a second reply to it (a duplicate, or the reply to its
+        # resend) is dropped too.
+        self._answered: int | None = None
         self._resync = False
 
     @property
@@ -204,7 +207,7 @@ class FpgaBoard:
         for r in range(0, n_rows, step):
             k = min(step, n_rows - r)
             request = np.array([(v_read, v_gate, t_read, r0 + r, c0, k, n_cols)], READ_DTYPE)
-            data = self._transact(Command.READ_BLOCK, request.tobytes())
+            data = self._transact(Command.READ_BLOCK, request.tobytes(), 8 * k * n_cols, k * t_read)
             out[r:r + k] = self._array(data, "<f8", k * n_cols).reshape(k, n_cols)
         return out
 
@@ -279,7 +282,7 @@ class FpgaBoard:
         head = np.array([(r0, c0, n_rows, n_cols, length, polarity, amplitude, width, period,
                           v_gate)], UPDATE_DTYPE)
         data = self._transact(Command.PARALLEL_UPDATE,
-                              head.tobytes() + rows.tobytes() + cols.tobytes())
+                              head.tobytes() + rows.tobytes() + cols.tobytes(), 8, length * period)
         return int(self._array(data, "<u8", 1)[0])
 
     def update_sequence(self, row_trains: np.ndarray, col_trains: np.ndarray,
@@ -320,7 +323,8 @@ class FpgaBoard:
             head = np.array([(r0, c0, n_rows, n_cols, len(entries[part]), width, period, v_gate)],
                             SEQUENCE_DTYPE)
             data = self._transact(Command.UPDATE_SEQUENCE,
-                                  head.tobytes() + entries[part].tobytes() + bits[part].tobytes())
+                                  head.tobytes() + entries[part].tobytes() + bits[part].tobytes(),
+                                  8 * len(entries[part]), float(entries[part]["train_length"].sum()) * period)
             counts[part] = self._array(data, "<u8", len(entries[part]))
         return counts
 
@@ -370,7 +374,7 @@ class FpgaBoard:
             entries["row"], entries["col"] = rows[part], cols[part]
             entries["amplitude"], entries["width"] = amplitudes[part], widths[part]
             head = np.array([(len(entries), v_gate, period)], PULSES_DTYPE)
-            self._transact(Command.PULSE_CELLS, head.tobytes() + entries.tobytes())
+            self._transact(Command.PULSE_CELLS, head.tobytes() + entries.tobytes(), 0, len(entries) * period)
 
     def status(self) -> tuple[np.ndarray, np.ndarray]:
         """(mode per channel as uint8 LineMode values, DAC volts per channel)."""
@@ -429,7 +433,7 @@ class FpgaBoard:
         for b in range(0, len(batch), per_frame):
             chunk = batch[b:b + per_frame]
             head = np.array([(r0, c0, n_rows, n_cols, len(chunk))], MVM_DTYPE)
-            data = self._transact(cmd, head.tobytes() + chunk.astype("<f4").tobytes())
+            data = self._transact(cmd, head.tobytes() + chunk.astype("<f4").tobytes(), 8 * len(chunk) * n_out)
             out[b:b + len(chunk)] = self._array(data, "<f8", chunk.size // n_in * n_out
                                                 ).reshape(len(chunk), n_out)
         return out[0] if values.ndim == 1 else out
@@ -454,22 +458,48 @@ class FpgaBoard:
                                   f"{count} x {dtype}")
         return np.frombuffer(data, dtype)
 
-    def _transact(self, cmd: Command, payload: bytes = b"") -> bytes:
-        """Send one request; return the reply's data after an ACK status."""
+    def _transact(self, cmd: Command, payload: bytes = b"", reply_bytes: int = 0, busy: float = 0.0) -> bytes:
+        """Send one request; return the reply's data after an ACK status.
+
+        Retry policy (docs/fpga-protocol.md, "Retry"; instruments/transport.py `exchange`): when
+        no reply comes within the timeout the same frame, with the same sequence number, is sent
+        once more; the board executes a request it has not executed and answers a duplicate of
+        the last one from its last reply, so the request is executed exactly once either way.
+        The resend waits the retry grace plus its link time (`reply_bytes` expected back) and
+        the request's duration (`busy` s). A corrupt reply or a BAD_CRC status is not retried.
+        """
         seq = self._seq
         frame = encode_frame(seq, cmd, payload)
         self._seq = (seq + 1) % 256
         self._abandoned.discard(seq)
-        try:
+        if self._answered == seq:
+            self._answered = None
+
+        def attempt() -> bytes:
             self.transport.write(frame)
-            reply = self._reply(seq, cmd)
+            return self._reply(seq, cmd)
+
+        def retry() -> bytes:
+            # The timed-out read may have lost bytes: a half-decoded frame is now meaningless,
+            # and what comes now may be garbage or the late reply (to this same seq).
+            self._decoder = self._new_decoder()
+            self._resync = True
+            self.transport.write(frame)
+            return self._reply(seq, cmd)
+
+        baud = float(getattr(self.transport, "baudrate", LINK_BAUD) or LINK_BAUD)
+        link = 10 * (len(frame) + reply_bytes + 12) / baud
+        try:
+            reply = exchange(self.transport, f"{self._where}: {cmd.name} (seq {seq})", attempt, retry,
+                             grace=retry_grace(self.transport, link + busy))
         except BaseException as exc:  # a transport error, or Ctrl-C while the reply was on its way
             self._abandoned.add(seq)  # its reply, if it comes, is skipped by the next request
             self._resync = True
             if isinstance(exc, InstrumentTimeout):
                 # A timed-out read may have lost bytes: a half-decoded frame is now meaningless.
-                self._decoder = FrameDecoder()
+                self._decoder = self._new_decoder()
             raise
+        self._answered = seq
         status, data = reply[0], reply[1:]
         if status == ACK:
             return data
@@ -482,9 +512,9 @@ class FpgaBoard:
     def _reply(self, seq: int, cmd: Command) -> bytes:
         while True:
             frame = self._next_frame()
-            if self._resync and (not frame.crc_ok or frame.seq in self._abandoned):
-                if frame.crc_ok:
-                    self._abandoned.discard(frame.seq)
+            if frame.crc_ok and frame.seq != seq and (frame.seq in self._abandoned or frame.seq == self._answered):
+                continue  # a late or second reply to an earlier request (its seq, not this one's)
+            if self._resync and not frame.crc_ok:
                 continue
             if not frame.crc_ok:
                 raise FrameError(f"{self._where}: CRC mismatch in the reply to {cmd.name}")

@@ -207,6 +207,11 @@ class FrameDecoder:
             del buf[:end if ok else 1]
             self._in_sync = ok
 
+    @property
+    def pending(self) -> int:
+        """Bytes held of a frame not yet complete (0: between frames)."""
+        return len(self._buf)
+
     def limit(self, cmd: int) -> int:
         """Largest payload accepted for command code `cmd`."""
         return self.limits.get(cmd, self.max_payload)

@@ -12,12 +12,16 @@ again.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
 from .base import InstrumentError, SCPIInstrument, boolean, control, in_range, measurement, num, parse_bool
 from .smu import sweep_levels
 
+T = TypeVar("T")
 V_MAX = 210.0
 BUFFER = "defbuffer1"
 BUFFER_SIZE = 100_000  # default capacity of defbuffer1
@@ -34,6 +38,10 @@ def _on_off(flag: bool) -> str:
 # not part of a list sweep (each point recalls its own level).
 _KEEP_ALL = frozenset({":SOUR:VOLT", ":OUTP", ":INIT", ":TRAC:CLE", "*OPC", "*WAI"})
 _SWEEP_DEFINITION = (":SOUR:LIST:", ":SOUR:SWE:")  # replace the sweep, keep the setup
+
+
+def _readings(reply: str) -> np.ndarray:
+    return np.array(reply.split(","), dtype=float)
 
 
 def _check_sweep_delay(delay: float) -> None:
@@ -81,9 +89,9 @@ class Keithley2450(SCPIInstrument):
             self._setup = self._armed = None
             raise
 
-    def ask(self, query: str) -> str:
+    def ask_as(self, query: str, cast: Callable[[str], T], idempotent: bool = False) -> T:
         try:
-            return super().ask(query)
+            return super().ask_as(query, cast, idempotent)
         except BaseException:
             self._setup = self._armed = None
             raise
@@ -91,7 +99,7 @@ class Keithley2450(SCPIInstrument):
     def check_identity(self) -> str:
         """Check *IDN? is a 2450 and that it runs the SCPI command set (not TSP or SCPI2400)."""
         idn = super().check_identity()
-        language = self.ask("*LANG?")
+        language = self.ask("*LANG?", idempotent=True)
         if language.upper() != "SCPI":
             raise InstrumentError(
                 f"{self.name} at {self.transport.resource}: command set is {language}; select "
@@ -124,7 +132,7 @@ class Keithley2450(SCPIInstrument):
 
     def measure_current(self) -> float:
         """One measurement at the present source level (A); the output must be on to source."""
-        return float(self.ask(":READ?"))
+        return self.ask_as(":READ?", float)  # a new measurement: never asked twice
 
     def sweep_linear(self, start: float, stop: float, points: int, delay: float,
                      fail_abort: bool = False, dual: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -168,22 +176,18 @@ class Keithley2450(SCPIInstrument):
 
     def _run_sweep(self) -> tuple[np.ndarray, np.ndarray]:
         self.write(":INIT")
-        self.ask("*OPC?")
-        taken = int(self.ask(f':TRAC:ACT? "{BUFFER}"'))
+        self.ask("*OPC?", idempotent=True)
+        taken = self.ask_as(f':TRAC:ACT? "{BUFFER}"', int, idempotent=True)
         if taken == 0:
             return np.empty(0), np.empty(0)
-        reply = self.ask(f':TRAC:DATA? 1, {taken}, "{BUFFER}", SOUR, READ')
-        try:
-            data = np.array(reply.split(","), dtype=float)
-        except ValueError:
-            raise InstrumentError(f"{self.name} at {self.transport.resource}: unreadable "
-                                  f":TRAC:DATA? reply {reply[:80]!r}") from None
+        data = self.ask_as(f':TRAC:DATA? 1, {taken}, "{BUFFER}", SOUR, READ', _readings, idempotent=True)
         if data.size != 2 * taken:
             raise InstrumentError(f"{self.name} at {self.transport.resource}: expected "
                                   f"{2 * taken} values from :TRAC:DATA?, got {data.size}")
         return data[0::2].copy(), data[1::2].copy()
 
     def source_off(self) -> None:
-        """The safe state: source at 0 V, then output off."""
+        """The safe state: source at 0 V, then output off (confirmed if the link had failed)."""
         self.source_voltage = 0
         self.output_enabled = False
+        self.confirm()

@@ -43,6 +43,15 @@ def _lua_bool(reply: str) -> bool:
 check_sweep_delay = in_range(0, 10_000, " s")
 
 
+def _error_entry(reply: str) -> tuple[int, str]:
+    fields = reply.split("\t")
+    return int(float(fields[0])), fields[1] if len(fields) > 1 else ""
+
+
+def _buffer_values(reply: str) -> np.ndarray:
+    return np.array(reply.split(","), dtype=float) if reply else np.empty(0)
+
+
 class tsp_attribute:
     """An attribute of the driver's channel, e.g. ``source.levelv``: read with
     ``print(smua.source.levelv)``, written as ``smua.source.levelv = 0.1``.
@@ -71,7 +80,7 @@ class tsp_attribute:
     def __get__(self, instrument: Keithley2600B | None, owner: type | None = None) -> Any:
         if instrument is None:
             return self
-        return self.cast(instrument.ask(f"print({instrument.smu}.{self.path})"))
+        return instrument.ask_as(f"print({instrument.smu}.{self.path})", self.cast, idempotent=True)
 
     def __set__(self, instrument: Keithley2600B, value: Any) -> None:
         value = self.validate(instrument, value)
@@ -141,8 +150,7 @@ class Keithley2600B(SCPIInstrument):
 
     def next_error(self) -> tuple[int, str]:
         """Pop one error: (code, message), dropping severity and node; code 0 means empty."""
-        fields = self.ask("print(errorqueue.next())").split("\t")
-        return int(float(fields[0])), fields[1] if len(fields) > 1 else ""
+        return self.ask_as("print(errorqueue.next())", _error_entry)  # pops the queue: never asked twice
 
     def configure_voltage_source(self, current_limit: float, nplc: float = 1.0,
                                  source_delay: float = 0.0) -> None:
@@ -161,7 +169,7 @@ class Keithley2600B(SCPIInstrument):
 
     def measure_current(self) -> float:
         """One measurement at the present source level (A); the output must be on to source."""
-        return float(self.ask(f"print({self.smu}.measure.i())"))
+        return self.ask_as(f"print({self.smu}.measure.i())", float)  # a new measurement: never asked twice
 
     def sweep_linear(self, start: float, stop: float, points: int, delay: float,
                      fail_abort: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -229,8 +237,8 @@ class Keithley2600B(SCPIInstrument):
         """Restore the measure delay, then read (source values, readings) in one reply."""
         buffer = f"{self.smu}.{BUFFER}"
         self.write(f"{self.smu}.measure.delay = {self.smu}.DELAY_OFF")
-        reply = self.ask(f"printbuffer(1, {buffer}.n, {buffer}.sourcevalues, {buffer}.readings)")
-        data = np.array(reply.split(","), dtype=float) if reply else np.empty(0)
+        data = self.ask_as(f"printbuffer(1, {buffer}.n, {buffer}.sourcevalues, {buffer}.readings)",
+                           _buffer_values, idempotent=True)
         if data.size == 0 or data.size % 2:
             raise InstrumentError(f"{self.name} at {self.transport.resource}: printbuffer gave "
                                   f"{data.size} values, expected (source, reading) pairs")
@@ -240,3 +248,4 @@ class Keithley2600B(SCPIInstrument):
         """The safe state: source at 0 V, then output off."""
         self.source_voltage = 0
         self.output_enabled = False
+        self.confirm()

@@ -124,7 +124,7 @@ class Keysight33500B(SCPIInstrument):
         """Bus trigger, then wait until every armed burst has been delivered; the transport
         timeout must exceed the burst (count x period)."""
         self.write("*TRG")
-        self.ask("*OPC?")
+        self.ask("*OPC?", idempotent=True)
 
     def safe_state(self) -> None:
         """Every output off, then each channel a 0 V DC level (burst off, DC function)."""
@@ -135,3 +135,4 @@ class Keysight33500B(SCPIInstrument):
             self.write(f"SOUR{n}:BURS:STAT OFF")
             self.write(f"SOUR{n}:FUNC DC")
             self.write(f"SOUR{n}:VOLT:OFFS 0")
+        self.confirm()

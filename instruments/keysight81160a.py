@@ -146,7 +146,7 @@ class Keysight81160A(SCPIInstrument):
         """Bus trigger, then wait until the burst has been delivered (the transport's timeout must
         exceed the burst)."""
         self.write("*TRG")
-        self.ask("*OPC?")
+        self.ask("*OPC?", idempotent=True)
 
     def safe_state(self) -> None:
         """Both outputs off, then both channels at 0 V (DC function, zero offset)."""
@@ -155,3 +155,4 @@ class Keysight81160A(SCPIInstrument):
         for ch in CHANNELS:
             self.write(f":FUNC{ch} DC")
             self.write(f":VOLT{ch}:OFFS 0")
+        self.confirm()

@@ -104,7 +104,7 @@ class KeysightB2900(SCPIInstrument):
 
     def measure_current(self) -> float:
         """One spot measurement at the present source level (A); the output must be on."""
-        return float(self.ask(":MEAS:CURR? (@[c])"))
+        return self.ask_as(":MEAS:CURR? (@[c])", float)  # a new measurement: never asked twice
 
     def sweep_linear(self, start: float, stop: float, points: int, delay: float,
                      fail_abort: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -149,9 +149,9 @@ class KeysightB2900(SCPIInstrument):
         self.check_errors()
         self.write(":OUTP[c] ON")
         self.write(":INIT (@[c])")
-        self.ask("*OPC?")
+        self.ask("*OPC?", idempotent=True)
         self.check_errors()
-        data = np.array(self.ask_values(":FETC:ARR? (@[c])"))
+        data = np.array(self.ask_values(":FETC:ARR? (@[c])", idempotent=True))
         if fail_abort:
             self.write(":OUTP[c]:PROT OFF")
         if data.size == 0 or data.size % VALUES_PER_POINT:
@@ -173,3 +173,4 @@ class KeysightB2900(SCPIInstrument):
         self.source_voltage = 0
         self.write(":SOUR[c]:VOLT:MODE FIX")
         self.output_enabled = False
+        self.confirm()

@@ -301,6 +301,137 @@ def cmd_station_check(args) -> int:
     return 0
 
 
+def _study_progress():
+    """The study's progress: one refreshed line on a terminal, a line per finished point otherwise;
+    the Dask dashboard's address once, when there is one."""
+    shown = {"dashboard": False, "finished": -1}
+    tty = sys.stderr.isatty()
+    clear = "\r\033[K" if tty else ""
+
+    def show(progress) -> None:
+        if progress.dashboard and not shown["dashboard"]:
+            shown["dashboard"] = True
+            sys.stderr.write(f"{clear}Dask dashboard: {progress.dashboard}\n")
+        finished = progress.completed + progress.failed
+        if tty:
+            sys.stderr.write(f"{clear}[study] {progress.line()}")
+        elif finished != shown["finished"]:
+            sys.stderr.write(f"[study] {progress.line()}\n")
+        shown["finished"] = finished
+        sys.stderr.flush()
+
+    return show
+
+
+def _study_call(run, args, out) -> int:
+    """Run a study into results file `out` (`run` calls run_study or resume_study) and report it;
+    the exit code is 1 when a point failed, 130 / 143 when interrupted (what finished is kept)."""
+    from .study import StudyError
+
+    try:  # Dask's own INFO lines (cluster start and stop) only with -v
+        import distributed  # noqa: F401
+
+        logging.getLogger("distributed").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    except ImportError:
+        pass
+    try:
+        result = run(scheduler=args.scheduler, workers=args.workers, serial=args.serial,
+                     processes=not args.threads, progress=_study_progress())
+    except StudyError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except KeyboardInterrupt as exc:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        raise CliError(f"study interrupted; the points that finished are kept in {out}: `labctl study "
+                       f"resume {out}` runs the rest", code) from None
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"study {result.name}: {result.total} points, {result.completed} completed, {result.failed} failed, "
+              f"{result.pending} pending ({result.ran} run now on {result.scheduler}, {result.skipped} finished "
+              f"before) in {result.wall_s:.1f} s: {result.file}")
+    if result.failed:
+        raise CliError(f"{result.failed} of {result.total} points failed (labctl study status {result.file})")
+    return 0
+
+
+def cmd_study_run(args) -> int:
+    from .study import StudyError, load_study, run_study
+    from .study.runner import default_out
+
+    try:
+        study = load_study(args.study)
+    except StudyError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    out = Path(args.out) if args.out else default_out(study)
+    return _study_call(lambda **kw: run_study(study, out, overwrite=args.overwrite, data_dir=args.data_dir, **kw),
+                       args, out)
+
+
+def cmd_study_resume(args) -> int:
+    from .study import resume_study
+
+    return _study_call(lambda **kw: resume_study(args.file, retry_failed=args.retry_failed, **kw), args, args.file)
+
+
+def cmd_study_check(args) -> int:
+    from .study import StudyError, load_study
+
+    try:
+        study = load_study(args.study)
+    except StudyError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    axes = {axis.name: list(axis.values) for axis in study.axes}
+    if args.json:
+        print(json.dumps({"name": study.name, "station": study.station, "points": len(study.points),
+                          "steps": [s.name for s in study.steps], "axes": axes, "listed": study.listed}))
+        return 0
+    print(f"study {study.name}: {len(study.points)} points on {study.station}, steps "
+          f"{' -> '.join(s.name for s in study.steps)}")
+    for axis in study.axes:
+        sets = ", ".join(m for m in axis.members if m != axis.name)
+        print(f"  {axis.name}: {', '.join(map(str, axis.values))}" + (f" (sets {sets})" if sets else ""))
+    if study.listed:
+        print(f"  listed points set: {', '.join(study.listed)}")
+    return 0
+
+
+def cmd_study_status(args) -> int:
+    from .study import StudyError, study_status
+
+    try:
+        status = study_status(args.file)
+    except StudyError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if args.json:
+        print(json.dumps(status))
+        return 0
+    print(f"study {status['name']} ({status['file']}, started {status['created']}): {status['total']} points, "
+          f"{status['completed']} completed, {status['failed']} failed, {status['pending']} pending")
+    for failure in status["failures"]:
+        print(f"  point {failure['index']} {failure['coords']}: {failure['error']}")
+    if status["pending"] or status["failed"]:
+        print(f"`labctl study resume {args.file}` runs the pending points"
+              f"{' (--retry-failed: the failed ones too)' if status['failed'] else ''}")
+    return 0
+
+
+def cmd_study_plot(args) -> int:
+    from .params import parse_cli_value
+    from .study import StudyError
+    from .study.plots import plot_study
+
+    try:
+        select = {name: parse_cli_value(text) for name, _, text in (pair.partition("=") for pair in args.sel or [])}
+        print(plot_study(args.file, args.out, args.metric, args.x, args.hue, select, "map" if args.map else "lines"))
+    except StudyError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labctl", description="Control suite for an analog ReRAM AI chip "
                                      "(1T1R CMO/HfOx array on an FPGA board), on a bench or simulated.")
@@ -407,6 +538,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_station_check)
+    study = sub.add_parser("study", help="device studies: a grid of simulated chips and protocols, on Dask "
+                           "(docs/studies/README.md)").add_subparsers(dest="study_command", required=True)
+
+    def dask_options(p):
+        p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="an existing Dask cluster's scheduler "
+                       "(default: a LocalCluster on this machine)")
+        p.add_argument("--workers", type=int, metavar="N", help="LocalCluster workers (default: the cores)")
+        p.add_argument("--threads", action="store_true", help="LocalCluster workers as threads of this process")
+        p.add_argument("--serial", action="store_true", help="run the points one after another here, without Dask")
+        p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+
+    p = study.add_parser("run", help="run every point of a study file into one HDF5 results file")
+    p.add_argument("study", metavar="STUDY.toml")
+    p.add_argument("--out", metavar="FILE.h5", help="results file (default labctl_data/<study>.h5)")
+    p.add_argument("--data-dir", metavar="DIR", help="each point's run data (default: the results file's name "
+                   "with .runs; on a cluster, a folder every worker can write)")
+    p.add_argument("--overwrite", action="store_true", help="start again over an existing results file")
+    dask_options(p)
+    p.set_defaults(func=cmd_study_run)
+    p = study.add_parser("resume", help="run the points a results file lacks (after an interruption)")
+    p.add_argument("file", metavar="FILE.h5")
+    p.add_argument("--retry-failed", action="store_true", help="run the failed points again too")
+    dask_options(p)
+    p.set_defaults(func=cmd_study_resume)
+    p = study.add_parser("check", help="check a study file and count its points; nothing runs")
+    p.add_argument("study", metavar="STUDY.toml")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_study_check)
+    p = study.add_parser("status", help="points completed, failed and pending in a results file")
+    p.add_argument("file", metavar="FILE.h5")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_study_status)
+    p = study.add_parser("plot", help="a metric against one or two axes, mean and spread over seeds, as PNG")
+    p.add_argument("file", metavar="FILE.h5")
+    p.add_argument("--metric", action="append", required=True, help="a summary column, e.g. mvm_1s.rmse_forward "
+                   "(repeat for one panel each)")
+    p.add_argument("--x", required=True, metavar="AXIS", help="the axis along x")
+    p.add_argument("--hue", metavar="AXIS", help="one line per value of this axis")
+    p.add_argument("--map", action="store_true", help="a map over --x and --hue instead of lines")
+    p.add_argument("--sel", action="append", metavar="AXIS=VALUE", help="fix another axis at one value")
+    p.add_argument("--out", required=True, metavar="FIG.png")
+    p.set_defaults(func=cmd_study_plot)
     return parser
 
 

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+_FLOAT_MAX = sys.float_info.max
 _KINDS = {"float": float, "int": int, "bool": bool, "str": str, "floats": list}
 
 
@@ -53,14 +56,20 @@ class Parameter:
     def _number(self, value: Any, cast: type) -> float | int:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParameterError(f"{self.name} must be a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every limit, inf a missing one
+            raise ParameterError(f"{self.name} must be a finite number, got {value!r}")
+        if cast is float and not abs(value) <= _FLOAT_MAX:  # float(10**400): OverflowError
+            raise ParameterError(f"{self.name} must lie within +-{_FLOAT_MAX:g}, got an integer of "
+                                 f"{int(value).bit_length()} bits")
         if cast is int and value != int(value):
             raise ParameterError(f"{self.name} must be an integer, got {value!r}")
         value = cast(value)
         unit = f" {self.unit}" if self.unit else ""
+        shown = f"{value:g}" if isinstance(value, float) else str(value)  # :g of an int of 400 digits: OverflowError
         if self.minimum is not None and value < self.minimum:
-            raise ParameterError(f"{self.name}={value:g}{unit} is below its minimum {self.minimum:g}{unit}")
+            raise ParameterError(f"{self.name}={shown}{unit} is below its minimum {self.minimum:g}{unit}")
         if self.maximum is not None and value > self.maximum:
-            raise ParameterError(f"{self.name}={value:g}{unit} is above its maximum {self.maximum:g}{unit}")
+            raise ParameterError(f"{self.name}={shown}{unit} is above its maximum {self.maximum:g}{unit}")
         return value
 
     def describe(self) -> dict[str, Any]:
@@ -84,7 +93,7 @@ def parse_cli_value(text: str) -> Any:
     """A --set value: JSON when it parses as JSON (numbers, booleans, lists), else the string."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError; > 4300 digits; too deeply nested
         return text
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
@@ -118,6 +119,25 @@ def _table(doc: dict, key: str, where: str, required: AbstractSet[str],
     return section
 
 
+def _checked(value: Any, kind: str, where: str) -> Any:
+    """`value` if it is a TOML value of `kind` (string, integer >= 0, integer >= 1, positive number),
+    else a StationError naming the key (`where`: file, section and key)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {"string": isinstance(value, str),
+          "integer >= 0": number and isinstance(value, int) and value >= 0,
+          "integer >= 1": number and isinstance(value, int) and value >= 1,
+          "positive number": number and 0 < value <= sys.float_info.max}[kind]  # not NaN, inf nor 10**400
+    if not ok:
+        raise StationError(f"{where} must be a {kind}, got {value!r}")
+    return value
+
+
+def _channels(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise StationError(f"{where} must be a list of board channels (integers >= 0), got {value!r}")
+    return tuple(_checked(c, "integer >= 0", f"{where} entry") for c in value)
+
+
 def parse_station(doc: dict, where: str) -> StationConfig:
     """Validate a parsed station TOML document; errors name the key and the file."""
     for name in doc.keys() - {"station", "instruments", "chip", "safe_operating_area", "simulator"}:
@@ -133,17 +153,26 @@ def parse_station(doc: dict, where: str) -> StationConfig:
         entry = _table(instruments_doc, role, f"{where}: [instruments]", {"driver", "resource"},
                        {"timeout", "baudrate", "channel"})
         known = [name for name, (_, _, kind) in DRIVERS.items() if kind == role]
-        if entry["driver"] not in known:
+        section = f"{where}: [instruments.{role}]"
+        if not isinstance(entry["driver"], str) or entry["driver"] not in known:
             raise StationError(f"{where}: [instruments.{role}] driver '{entry['driver']}' is unknown "
                                f"(known: {', '.join(known)})")
+        if not _checked(entry["resource"], "string", f"{section} resource"):
+            raise StationError(f"{section} resource is empty")
+        for key in ("timeout", "baudrate"):
+            if key in entry:
+                _checked(entry[key], "positive number", f"{section} {key}")
+        if "channel" in entry and not isinstance(entry["channel"], str):
+            _checked(entry["channel"], "integer >= 1", f"{section} channel")
         options = {k: v for k, v in entry.items() if k not in ("driver", "resource")}
         instruments[role] = InstrumentConfig(entry["driver"], entry["resource"], options)
     for role in instruments_doc.keys() - set(ROLES):
         raise StationError(f"{where}: unknown instrument [instruments.{role}] (roles: {', '.join(ROLES)})")
     chip_doc = _table(doc, "chip", where, {"rows", "cols", "wl_channels", "bl_channels", "sl_channels"},
                       {"name"})
-    chip = ChipMap(chip_doc.get("name", ""), int(chip_doc["rows"]), int(chip_doc["cols"]),
-                   *(tuple(int(c) for c in chip_doc[k]) for k in ("wl_channels", "bl_channels", "sl_channels")))
+    chip = ChipMap(_checked(chip_doc.get("name", ""), "string", f"{where}: [chip] name"),
+                   *(_checked(chip_doc[k], "integer >= 1", f"{where}: [chip] {k}") for k in ("rows", "cols")),
+                   *(_channels(chip_doc[k], f"{where}: [chip] {k}") for k in ("wl_channels", "bl_channels", "sl_channels")))
     for key, n in (("wl_channels", chip.rows), ("bl_channels", chip.cols), ("sl_channels", chip.cols)):
         if len(getattr(chip, key)) != n:
             raise StationError(f"{where}: [chip] {key} must list {n} channels, has {len(getattr(chip, key))}")
@@ -152,10 +181,13 @@ def parse_station(doc: dict, where: str) -> StationConfig:
         raise StationError(f"{where}: [chip] a board channel is assigned to two lines")
     soa_doc = _table(doc, "safe_operating_area", where, set(SafeOperatingArea.REQUIRED),
                      set(SafeOperatingArea.DESCRIPTIONS) - set(SafeOperatingArea.REQUIRED))
-    soa = SafeOperatingArea(**{k: float(v) for k, v in soa_doc.items()})
+    soa = SafeOperatingArea(**{k: float(_checked(v, "positive number", f"{where}: [safe_operating_area] {k}"))
+                               for k, v in soa_doc.items()})
     sim = _table(doc, "simulator", where, set(), {"device", "control"}) if "simulator" in doc else {}
-    return StationConfig(station["name"], where, instruments, chip, soa, sim.get("device", ""),
-                         sim.get("control", ""))
+    for key in sim:
+        _checked(sim[key], "string", f"{where}: [simulator] {key}")
+    return StationConfig(_checked(station["name"], "string", f"{where}: [station] name"), where, instruments, chip,
+                         soa, sim.get("device", ""), sim.get("control", ""))
 
 
 def load_station(spec: str) -> StationConfig:
@@ -174,8 +206,10 @@ def load_station(spec: str) -> StationConfig:
     if not path.is_file():
         raise StationError(f"station {spec!r}: no such file (use sim, sim:ROWSxCOLS or a .toml file)")
     try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))  # TOML is UTF-8, whatever the locale
+    except UnicodeDecodeError as exc:
+        raise StationError(f"{path}: not a UTF-8 text file ({exc})") from exc
+    except ValueError as exc:  # TOMLDecodeError, and tomllib's ValueError for an integer of > 4300 digits
         raise StationError(f"{path}: not valid TOML ({exc})") from exc
     return parse_station(doc, str(path))
 
@@ -384,7 +418,10 @@ def open_sim_lab(config: StationConfig, sim_state: str | os.PathLike | None = No
         raise StationError(f"device file: {exc}") from exc
     path = Path(sim_state) if sim_state else default_sim_state(config)
     if path.exists():
-        physics = SimLab.load_physics(path, params)
+        try:
+            physics = SimLab.load_physics(path, params)
+        except ValueError as exc:  # names the file and the entry
+            raise StationError(f"simulator state {exc} (`labctl sim reset` makes the chip pristine)") from exc
         if (physics.rows, physics.cols) != (chip.rows, chip.cols):
             raise StationError(f"simulator state {path} holds a {physics.rows}x{physics.cols} "
                                f"chip, station {config.name} has {chip.rows}x{chip.cols}")

@@ -2,6 +2,7 @@
 board (docs/fpga-protocol.md) and drives the simulated chip through its physical wiring."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
@@ -44,6 +45,9 @@ from .clock import VirtualClock
 
 FIRMWARE = "1.0"
 MAX_CHANNELS = (MAX_PAYLOAD - 3) // 5  # the STATUS reply must fit in one frame
+# A partial frame is dropped after this much line silence (docs/fpga-protocol.md): the firmware's
+# 20 ms, raised for a loopback TCP stream, whose pieces can lie that far apart on a loaded machine.
+LINE_SILENCE = 0.25  # s
 
 
 class ChipModel(Protocol):
@@ -117,12 +121,16 @@ class VirtualBoard:
     link_baud: the UART's rate; when given, every byte in and out costs 10 bits (8N1) of the
     chip's virtual time, as on the bench (a 512-input batch of 64 f4 vectors is 1.4 s at
     921600 baud). None: the link takes no time.
+
+    A request with the sequence number and the bytes of the last one executed is a duplicate
+    (the host resent it after losing the reply): it is answered with the last reply and not
+    executed again. `executed` and `duplicates` count both kinds.
     """
 
     def __init__(self, physics: ChipModel, wl_channels: Sequence[int],
                  bl_channels: Sequence[int], sl_channels: Sequence[int],
                  n_channels: int | None = None, serial: str = "SIM0001",
-                 link_baud: float | None = None):
+                 link_baud: float | None = None, line_silence: float | None = LINE_SILENCE):
         wl, bl, sl = (np.asarray(c, dtype=np.int64).reshape(-1) for c in (wl_channels, bl_channels, sl_channels))
         wiring = (wl, bl, sl)
         if (len(wiring[0]), len(wiring[1]), len(wiring[2])) != (physics.rows, physics.cols,
@@ -152,10 +160,14 @@ class VirtualBoard:
         self._mvm: MvmSettings = MVM_DEFAULTS.copy()
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
         # of every mapped line; MVM batches and PULSE_CELLS lists may fill a whole frame.
-        longest = max(DAC_DTYPE.itemsize * n_channels, UPDATE_DTYPE.itemsize + 4 * n_channels)
-        self._decoder = FrameDecoder(max_payload=longest, limits={
-            Command.MVM_FORWARD: MAX_LONG_PAYLOAD, Command.MVM_BACKWARD: MAX_LONG_PAYLOAD,
-            Command.PULSE_CELLS: MAX_PAYLOAD, Command.UPDATE_SEQUENCE: MAX_LONG_PAYLOAD})
+        self._longest = max(DAC_DTYPE.itemsize * n_channels, UPDATE_DTYPE.itemsize + 4 * n_channels)
+        self._decoder = self._new_decoder()
+        self.line_silence = line_silence
+        self._quiet_since = time.monotonic()  # when the last bytes were taken in
+        # (seq, cmd, payload) of the last request executed and the reply frame it got
+        self._last: tuple[int, int, bytes, bytes] | None = None
+        self.executed = 0
+        self.duplicates = 0
         self._handlers: dict[int, Callable[[bytes], bytes]] = {
             Command.IDENTIFY: self._identify, Command.STATUS: self._status,
             Command.CONFIGURE_MAP: self._configure_map, Command.ROUTE: self._route,
@@ -170,25 +182,51 @@ class VirtualBoard:
     def n_channels(self) -> int:
         return len(self._modes)
 
+    def _new_decoder(self) -> FrameDecoder:
+        # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
+        # of every mapped line; MVM batches and PULSE_CELLS lists may fill a whole frame.
+        return FrameDecoder(max_payload=self._longest, limits={
+            Command.MVM_FORWARD: MAX_LONG_PAYLOAD, Command.MVM_BACKWARD: MAX_LONG_PAYLOAD,
+            Command.PULSE_CELLS: MAX_PAYLOAD, Command.UPDATE_SEQUENCE: MAX_LONG_PAYLOAD})
+
+    def device_clear(self) -> None:
+        """The host's link went away (the server calls this when a client disconnects): a
+        partial frame is dropped, as the firmware drops one after line silence. The last
+        request and reply are kept (a duplicate is still recognised)."""
+        self._decoder = self._new_decoder()
+
     def handle(self, data: bytes) -> bytes:
         """Bytes from the host in (any chunking), reply frames out.
 
         A corrupt frame that starts where the previous valid frame ended gets a BAD_CRC reply;
-        garbage and corrupt candidates met while resynchronising are skipped silently.
+        garbage and corrupt candidates met while resynchronising are skipped silently. A partial
+        frame followed by `line_silence` seconds without bytes is dropped. A duplicate of the last
+        request executed gets the last reply, unexecuted.
         """
+        now = time.monotonic()
+        if self.line_silence is not None and self._decoder.pending and now - self._quiet_since > self.line_silence:
+            self._decoder = self._new_decoder()
         self._on_link(len(data))
         out = bytearray()
         for frame in self._decoder.feed(data):
             if frame.crc_ok:
+                last = self._last
+                if last is not None and last[:3] == (frame.seq, frame.cmd, frame.payload):
+                    self.duplicates += 1
+                    out += last[3]
+                    continue
                 status, body = self._execute(frame)
+                reply = encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body)
+                self._last = (frame.seq, frame.cmd, frame.payload, reply)
+                self.executed += 1
+                out += reply
             elif frame.in_sync:
                 status, body = ErrorCode.BAD_CRC, (
                     f"corrupt frame (CRC mismatch or length over "
                     f"{self._decoder.limit(frame.cmd)} bytes)").encode()
-            else:
-                continue
-            out += encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body)
+                out += encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body)
         self._on_link(len(out))
+        self._quiet_since = time.monotonic()
         return bytes(out)
 
     def _on_link(self, n_bytes: int) -> None:

@@ -109,8 +109,8 @@ class VirtualKeithley2450(ScpiTwin):
         self.sense_autorange = True
         self.nplc = 1.0
         self.source_list: list[float] = []
-        # levels, delay, fail_abort, buffer, and the source configuration: limit, source delay
-        self._sweep: tuple[list[float], float, bool, _Buffer, float, float] | None = None
+        # levels, count, delay, fail_abort, buffer, and the source configuration: limit, source delay
+        self._sweep: tuple[list[float], int, float, bool, _Buffer, float, float] | None = None
         for buffer in self.buffers.values():
             buffer.rows.clear()
 
@@ -196,14 +196,22 @@ class VirtualKeithley2450(ScpiTwin):
         count = to_int(options.get("count", "1"), 1, 268_435_455)
         fail_abort = to_bool(options.get("fail_abort", "ON"))
         buffer = self._buffer([options["buffer"]] if "buffer" in options else [])
-        self._sweep = (levels * count, delay, fail_abort, buffer, self.current_limit, self.source_delay)
+        # the levels once and the count (levels * count: 10^6 x 268435455 points, a MemoryError)
+        self._sweep = (levels, count, delay, fail_abort, buffer, self.current_limit, self.source_delay)
 
     def _initiate(self, call: Call) -> None:
         if self._sweep is None:
             raise ScpiError(-221, "Settings conflict; trigger model is empty")
-        levels, delay, fail_abort, buffer, self.current_limit, self.source_delay = self._sweep
+        levels, count, delay, fail_abort, buffer, self.current_limit, self.source_delay = self._sweep
         self.output_on = True  # the sweep's trigger model turns the output on and leaves it on
         point = delay + self.source_delay + self.nplc / LINE_FREQUENCY
+        for _ in range(count):
+            if not self._run_sweep(levels, delay, point, fail_abort, buffer):
+                break
+
+    def _run_sweep(self, levels: list[float], delay: float, point: float, fail_abort: bool,
+                   buffer: _Buffer) -> bool:
+        """One pass of the sweep's levels; False if fail-abort ended it."""
         k = 0
         while k < len(levels):
             readings = quiet_readings(self.load, levels[k:], point, self.current_limit)
@@ -222,7 +230,8 @@ class VirtualKeithley2450(ScpiTwin):
             buffer.append(source, reading, self.elapsed)
             k += 1
             if fail_abort and self.tripped:
-                break
+                return False
+        return True
 
     # -- reading buffers
 

@@ -39,7 +39,7 @@ CONSTANTS = dict(OUTPUT_OFF=0.0, OUTPUT_ON=1.0, OUTPUT_DCAMPS=0.0, OUTPUT_DCVOLT
 
 def _checked(value: Any, name: str, low: float, high: float) -> float:
     value = number_argument(value, name)
-    if value > high:
+    if value > high or value == math.inf:  # inf: a delay of `1e400` (high is inf) made time infinite
         raise TspError(1101, "Parameter too big")
     if value < low:
         raise TspError(1102, "Parameter too small")
@@ -67,6 +67,20 @@ def _delay(value: float) -> float:
     return 0.0 if value == DELAY_AUTO else value
 
 
+class _LinearLevels:
+    """The levels of linearv(start, stop, n) as a sequence, computed per point."""
+
+    def __init__(self, start: float, stop: float, n: int):
+        self.start, self.stop, self.n = start, stop, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> float:
+        k = range(self.n)[k]
+        return self.stop if k == self.n - 1 else self.start + (self.stop - self.start) * k / (self.n - 1)
+
+
 class _Buffer(Object):
     """A dedicated reading buffer (smuX.nvbufferY): readings and the source values they were
     taken at; ``buffer[k]`` is reading k."""
@@ -85,7 +99,7 @@ class _Buffer(Object):
 
     def get(self, key: Any) -> Any:
         if is_number(key):
-            return self.readings[int(key) - 1] if key == int(key) and \
+            return self.readings[int(key) - 1] if float(key).is_integer() and \
                 1 <= key <= len(self.readings) else None
         return super().get(key)
 
@@ -120,7 +134,7 @@ class _Channel:
         self.source_autorange = self.measure_autorange = 1.0
         self.source_delay, self.measure_delay = 0.0, measure_delay
         self.count, self.source_action, self.measure_action, self.endsweep = 1.0, 0.0, 0.0, 0.0
-        self.sweep: list[float] | None = None
+        self.sweep: list[float] | _LinearLevels | None = None
         self.sweep_buffer: _Buffer | None = None
 
     def _object(self) -> Object:
@@ -221,8 +235,8 @@ class _Channel:
         start = number_argument(start, "linearv", 1)
         stop = number_argument(stop, "linearv", 2)
         n = int(_checked(number_argument(points, "linearv", 3), "linearv", 2, 2 ** 31 - 1))
-        self.sweep = self._levels([start + (stop - start) * k / (n - 1) for k in range(n - 1)]
-                                  + [stop], "linearv")
+        self._levels([start, stop], "linearv")  # the levels lie between: checked at the ends
+        self.sweep = _LinearLevels(start, stop, n)  # not a list: n may be 2^31 - 1
 
     def _listv(self, levels: Any = None) -> None:
         if not isinstance(levels, list):
@@ -243,7 +257,14 @@ class _Channel:
         buffer = self.sweep_buffer if self.measure_action else None
         if buffer is not None:
             buffer.begin()
-        for k in range(int(self.count)):
+        count = int(self.count)
+        if not (self.output or buffer is not None or (levels and _delay(self.source_delay) > 0)):
+            # no point holds the output or stores a reading: the count only picks the last level
+            # (a count of 2^31 - 1 of such points would spin for half an hour)
+            if levels:
+                self.applied = levels[(count - 1) % len(levels)]
+            count = 0
+        for k in range(count):
             if levels:  # a list shorter than the count starts over (reference manual)
                 self.applied = levels[k % len(levels)]
             measuring = buffer is not None
@@ -309,7 +330,8 @@ class Instrument2600B:
                 raise runtime_error(f"bad argument #{position} to `printbuffer' (table expected, "
                                     f"got {type_name(table)})")
             columns.append(table)
-        rows = range(max(int(first), 1) - 1, min(int(last), *map(len, columns)))
+        n = min(map(len, columns))  # the bounds clamped before int(): they may be +-inf
+        rows = range(int(min(max(first, 1), n + 1)) - 1, int(max(min(last, n), 0)))
         self.out.append(", ".join(self._format(column[k]) for k in rows for column in columns))
 
     def _next_error(self) -> tuple[float, str, float, float]:

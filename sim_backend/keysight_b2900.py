@@ -280,10 +280,10 @@ class VirtualKeysightB2900(ScpiTwin):
             raise ScpiError(-224)
         first, separator, last = match.groups()
         chosen = {to_index(first)} | ({to_index(last)} if last else set())
+        if not chosen <= self.channels.keys():  # a range's ends first: (@1:999999999) is no set to build
+            raise ScpiError(-224, "Illegal parameter value; no such channel")
         if separator == ":":
             chosen = set(range(min(chosen), max(chosen) + 1))
-        if not chosen <= self.channels.keys():
-            raise ScpiError(-224, "Illegal parameter value; no such channel")
         return sorted(chosen)
 
     # -- settings with more than one effect

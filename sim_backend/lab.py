@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from importlib import import_module
 from pathlib import Path
@@ -181,5 +183,14 @@ class SimLab:
 
     @staticmethod
     def load_physics(path: str | os.PathLike, params: DeviceParams | None = None) -> ArrayPhysics:
-        with np.load(path, allow_pickle=False) as state:
-            return ArrayPhysics.from_state(dict(state), params)
+        """The chip saved in `path`; ValueError naming the file (and the entry) if it is none."""
+        try:
+            with np.load(path, allow_pickle=False) as state:
+                arrays = dict(state)
+        # what numpy and zipfile raise on a damaged file (RuntimeError: a member flagged encrypted)
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
+            raise ValueError(f"{path}: not a chip state file ({type(exc).__name__}: {exc})") from exc
+        try:
+            return ArrayPhysics.from_state(arrays, params)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc

@@ -11,9 +11,11 @@ carries 1/f noise that grows with the time since programming; cycling closes the
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,13 +123,52 @@ class DeviceParams:
         """Read a device file: sections of `name = {value, unit, source}` entries."""
         path = Path(path) if path else DEFAULT_DEVICE_FILE
         with open(path, "rb") as f:
-            doc = tomllib.load(f)
-        values = {name: entry["value"] for section in doc.values() for name, entry in section.items()}
+            try:
+                doc = tomllib.load(f)
+            except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer of > 4300 digits
+                raise ValueError(f"{path}: not a valid TOML file ({exc})") from exc
+        values = {}
+        for section_name, section in doc.items():  # every entry checked: errors name file and key
+            if not isinstance(section, dict):
+                raise ValueError(f"{path}: {section_name} must be a [section] of entries, got {section!r}")
+            for name, entry in section.items():
+                value = entry.get("value") if isinstance(entry, dict) else None
+                # not NaN, inf, nor an integer beyond a float (10**400: OverflowError)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= _FLOAT_MAX:
+                    raise ValueError(f"{path}: [{section_name}] {name} must be {{value = <finite number>, ...}}, "
+                                     f"got {entry!r}")
+                if name in values:
+                    raise ValueError(f"{path}: [{section_name}] {name} is defined twice")
+                values[name] = value
         expected = {f.name for f in fields(cls)}
         missing, unknown = expected - values.keys(), values.keys() - expected
         if missing or unknown:
             raise ValueError(f"{path}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
         return cls(**{k: float(v) for k, v in values.items()})
+
+
+_FLOAT_MAX = sys.float_info.max
+
+
+def _state_meta(state: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The 'meta' entry of a chip state: rows, cols, seed, now and rng, each checked."""
+    if "meta" not in state:
+        raise ValueError("chip state has no 'meta'")
+    try:
+        meta = json.loads(str(state["meta"]))
+    except ValueError as exc:
+        raise ValueError(f"chip state 'meta' is not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"chip state 'meta' must be a JSON object, got {type(meta).__name__}")
+    for key, low in (("rows", 1), ("cols", 1), ("seed", 0)):
+        if type(meta.get(key)) is not int or meta[key] < low:
+            raise ValueError(f"chip state 'meta' {key} must be an integer >= {low}, got {meta.get(key)!r}")
+    now = meta.get("now")
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not 0 <= now <= _FLOAT_MAX:
+        raise ValueError(f"chip state 'meta' now must be a finite time >= 0, got {now!r}")
+    if not isinstance(meta.get("rng"), dict):
+        raise ValueError(f"chip state 'meta' rng must be a bit generator state, got {meta.get('rng')!r}")
+    return meta
 
 
 class ArrayPhysics:
@@ -1005,14 +1046,26 @@ class ArrayPhysics:
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray], params: DeviceParams | None = None) -> ArrayPhysics:
-        meta = json.loads(str(state["meta"]))
+        """The chip of a state() dict; ValueError naming the entry if one is missing or not what
+        state() writes (a corrupted or edited file)."""
+        meta = _state_meta(state)
         chip = cls.__new__(cls)  # no fresh device-to-device draws: the state replaces them all
         chip._configure(meta["rows"], meta["cols"], params, meta["seed"], VirtualClock(meta["now"]))
         for key in cls.STATE_KEYS:
+            if key not in state:
+                raise ValueError(f"chip state has no {key!r}")
             value = np.array(state[key])
             if value.shape != chip.shape:
                 raise ValueError(f"chip state {key!r} has shape {value.shape}, expected {chip.shape}")
+            boolean = key in ("formed", "stuck")
+            if value.dtype.kind != ("b" if boolean else "f"):
+                raise ValueError(f"chip state {key!r} has dtype {value.dtype}, expected {'bool' if boolean else 'float'}")
+            if not boolean and (np.isnan(value).any() or np.isinf(value[value != np.inf] if key == "v_form" else value).any()):
+                raise ValueError(f"chip state {key!r} holds NaN or infinite values")  # v_form: inf = unformable
             setattr(chip, key, value)
         chip.rng = np.random.default_rng(meta["seed"])
-        chip.rng.bit_generator.state = meta["rng"]
+        try:
+            chip.rng.bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"chip state 'meta' has a bad rng state ({type(exc).__name__}: {exc})") from exc
         return chip

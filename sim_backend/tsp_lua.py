@@ -13,8 +13,10 @@ callables.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 
@@ -82,6 +84,10 @@ _TOKEN = re.compile(r"(?P<skip>\s+|--[^\n]*)|(?P<number>(?:\d+\.?\d*|\.\d+)(?:[e
 KEYWORDS = frozenset("and break do else elseif end false for function if in local nil not or "
                      "repeat return then true until while".split())
 LITERALS = {"true": True, "false": False, "nil": None}
+SYNTAX_LEVELS = 200  # nested blocks, expressions and suffixes a chunk may hold (Lua's LUAI_MAXCCALLS)
+# `for' iterations one chunk may run: the instrument runs an endless loop until aborted, which the twin
+# (holding its server's lock) cannot be; 200x the driver's longest loop (5000 points)
+LOOP_ITERATIONS = 1_000_000
 
 
 class _Parser:
@@ -98,6 +104,7 @@ class _Parser:
         self.tokens.append(("eof", "<eof>"))
         self.pos = 0
         self.loops = 0
+        self.levels = 0
 
     def chunk(self) -> list[tuple]:
         body = self.block()
@@ -129,7 +136,21 @@ class _Parser:
     def error(self, what: str) -> TspError:
         return _syntax(f"{what} near `{self.peek()[1]}'")
 
+    def nested(self, parse: Callable[[], Any]) -> Any:
+        """parse() one syntax level deeper; past SYNTAX_LEVELS a syntax error, as Lua gives (the
+        recursive descent would reach Python's recursion limit)."""
+        self.levels += 1
+        try:
+            if self.levels > SYNTAX_LEVELS:
+                raise self.error("chunk has too many syntax levels")
+            return parse()
+        finally:
+            self.levels -= 1
+
     def block(self) -> list[tuple]:
+        return self.nested(self._block)
+
+    def _block(self) -> list[tuple]:
         body = []
         while not (self.peek()[0] == "eof" or self.peek() in (("keyword", "end"),
                                                               ("keyword", "else"))):
@@ -173,6 +194,9 @@ class _Parser:
         return ("do", target)
 
     def expression(self) -> tuple:
+        return self.nested(self._expression)
+
+    def _expression(self) -> tuple:
         kind, value = self.peek()
         if (kind, value) in (("symbol", "-"), ("keyword", "not")):
             self.pos += 1
@@ -200,7 +224,12 @@ class _Parser:
             self.expect(")")
         else:
             raise self.error("unexpected symbol")
+        levels = self.levels  # a suffix chain parses in a loop but evaluates recursively: a level each
         while True:
+            if self.peek() in (("symbol", "."), ("symbol", "["), ("symbol", "(")):
+                self.levels += 1
+                if self.levels > SYNTAX_LEVELS:
+                    raise self.error("chunk has too many syntax levels")
             if self.accept("."):
                 node = ("field", node, self.name())
             elif self.accept("["):
@@ -215,7 +244,29 @@ class _Parser:
                     self.expect(")")
                 node = ("call", node, args)
             else:
+                self.levels = levels
                 return node
+
+
+def _arity(function: Callable) -> tuple[int, int | None]:
+    """(required, most) positional arguments of a host function; most is None for *args or when
+    the signature is unknown."""
+    try:
+        return _cached_arity(function)
+    except TypeError:  # unhashable (a method of an unhashable object): not cached
+        return _cached_arity.__wrapped__(function)
+
+
+@lru_cache(maxsize=1024)
+def _cached_arity(function: Callable) -> tuple[int, int | None]:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return 0, None
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return 0, None
+    return sum(p.default is p.empty for p in positional), len(positional)
 
 
 # -- host objects
@@ -252,9 +303,11 @@ class Interpreter:
     def __init__(self, globals: dict[str, Any]):
         self.globals = globals
         self.locals: dict[str, float] = {}
+        self.iterations = 0  # `for' iterations of the chunk running
 
     def run(self, text: str) -> None:
         """Parse the chunk `text` whole, then run it; raises `TspError`."""
+        self.iterations = 0
         self._exec(_Parser(text).chunk())
 
     def _exec(self, body: list[tuple]) -> None:
@@ -282,6 +335,10 @@ class Interpreter:
         saved = self.locals.get(name)
         try:
             while k <= stop if step > 0 else k >= stop:
+                self.iterations += 1
+                if self.iterations > LOOP_ITERATIONS:
+                    raise runtime_error(f"more than {LOOP_ITERATIONS} loop iterations in one chunk "
+                                        "(the simulator's limit)")
                 self.locals[name] = k
                 self._exec(body)
                 k += step
@@ -320,7 +377,7 @@ class Interpreter:
         if isinstance(table, Object):
             return table.get(key)
         if isinstance(table, list):
-            valid = is_number(key) and key == int(key) and 1 <= key <= len(table)
+            valid = is_number(key) and float(key).is_integer() and 1 <= key <= len(table)
             return table[int(key) - 1] if valid else None
         raise runtime_error(f"attempt to index {_describe(node, table)}")
 
@@ -329,7 +386,11 @@ class Interpreter:
         function = self._eval(node[1])
         if not callable(function):
             raise runtime_error(f"attempt to call {_describe(node[1], function)}")
-        result = function(*self._args(node[2]))
+        args = self._args(node[2])
+        fewest, most = _arity(function)
+        if most is not None:  # Lua drops extra arguments and passes nil for missing ones
+            args = args[:most] + [None] * (fewest - len(args))
+        result = function(*args)
         return [] if result is None else list(result) if isinstance(result, tuple) else [result]
 
     def _args(self, nodes: list[tuple]) -> list[Any]:
