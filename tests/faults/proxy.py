@@ -22,6 +22,12 @@ caller. Kinds:
 partial message held while it completes is at most `MAX_MESSAGE` bytes (beyond that the bytes
 are forwarded unframed), and a frozen connection stops reading, so the kernel's socket buffers
 push back on the sender.
+
+The harness below it: `FaultLab` (the 4x8 virtual lab served in this process, a proxy in front of
+each instrument, station files through the proxies and direct, short timeouts), `run_with_fault`
+(one protocol run with one fault armed after the station opened: status, error, rows reported
+and in the file, time from the fault to the end) and `unsafe_at` (each instrument asked over its
+own protocol on its own port). tests/faults/test_injected_faults.py and bench/faults.py use it.
 """
 from __future__ import annotations
 
