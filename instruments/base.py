@@ -191,11 +191,11 @@ class SCPIInstrument:
     def ask_values(self, query: str, idempotent: bool = False) -> list[float]:
         return self.ask_as(query, _floats, idempotent)
 
-    def confirm(self) -> None:
-        """After a link failure (the link has not answered since), the commands just sent may
-        not have arrived: ask *OPC? (one attempt within the retry grace); raises if unanswered.
-        A link in good health sends nothing."""
-        if self.transport.failed is None:
+    def confirm(self, always: bool = False) -> None:
+        """Ask *OPC? (one attempt within the retry grace) so that the commands just sent are
+        known to have arrived; raises if unanswered. Unless `always`, only after a link failure
+        (the link has not answered since): a link in good health then sends nothing."""
+        if not always and self.transport.failed is None:
             return
         try:
             self.ask("*OPC?", idempotent=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from numbers import Integral
 
-from .base import InstrumentError, SCPIInstrument, boolean, in_range
+from .base import InstrumentError, SCPIInstrument, boolean, in_range, parse_bool
 from .keysight33500b_spec import (
     AMPLITUDE_OPEN_MIN,
     BURST_MAX,
@@ -119,6 +119,11 @@ class Keysight33500B(SCPIInstrument):
         """Switch the channel's output on (True) or off."""
         state = boolean("Keysight33500B.set_output on", on)
         self.write(f"OUTP{self._channel(channel)} {'ON' if state else 'OFF'}")
+
+    def outputs_on(self) -> list[int]:
+        """The channels whose output the instrument reports on."""
+        return [n for n in range(1, self.spec.channels + 1)
+                if self.ask_as(f"OUTP{n}?", parse_bool, idempotent=True)]
 
     def fire(self) -> None:
         """Bus trigger, then wait until every armed burst has been delivered; the transport

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Integral
 
-from .base import SCPIInstrument, in_range, num
+from .base import SCPIInstrument, in_range, num, parse_bool
 from .transport import Transport
 
 CHANNELS = (1, 2)
@@ -141,6 +141,10 @@ class Keysight81160A(SCPIInstrument):
         if on not in (True, False):
             raise TypeError(f"{where} on must be True or False, got {on!r}")
         self.write(f":OUTP{ch} {'ON' if on else 'OFF'}")
+
+    def outputs_on(self) -> list[int]:
+        """The channels whose output the instrument reports on."""
+        return [ch for ch in CHANNELS if self.ask_as(f":OUTP{ch}?", parse_bool, idempotent=True)]
 
     def fire(self) -> None:
         """Bus trigger, then wait until the burst has been delivered (the transport's timeout must

@@ -27,4 +27,10 @@ class PulseGenerator(Protocol):
     def safe_state(self) -> None:
         """Every channel's output off and its levels at 0 V."""
 
+    def confirm(self, always: bool = False) -> None:
+        """*OPC?: the commands sent so far have arrived (unless `always`, only after a link failure)."""
+
+    def outputs_on(self) -> list[int]:
+        """The channels whose output is on, as the instrument reports them (:OUTPn?)."""
+
     def close(self) -> None: ...

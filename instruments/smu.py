@@ -38,6 +38,9 @@ class SourceMeter(Protocol):
     def source_off(self) -> None:
         """The safe state: source at 0 V, then output off."""
 
+    def confirm(self, always: bool = False) -> None:
+        """*OPC?: the commands sent so far have arrived (unless `always`, only after a link failure)."""
+
     def close(self) -> None: ...
 
 

@@ -5,7 +5,7 @@ routing and order of operations that keep unselected cells unbiased live here an
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -275,17 +275,23 @@ class Crossbar:
 
     def safe_state(self) -> None:
         """SMU to 0 V and output off, pulse outputs off, then every board line grounded with
-        DACs at 0 V. Every step is tried even if one fails; the first error is raised afterwards.
-        """
+        DACs at 0 V; each source then confirms (*OPC?) that it received it, so a source that
+        froze on its last commands is found (the board's reply is its confirmation). Every step
+        is tried even if one fails; the first error is raised afterwards."""
         errors, self._burst = [], None
-        steps = [self.smu.source_off, self.board.release_all]
+        sources: list[tuple[SourceMeter | PulseGenerator, Callable[[], None]]] = [(self.smu, self.smu.source_off)]
         if self.pulse_generator is not None:
-            steps.insert(1, self.pulse_generator.safe_state)
-        for step in steps:
+            sources.append((self.pulse_generator, self.pulse_generator.safe_state))
+        for source, off in sources:
             try:
-                step()
+                off()
+                source.confirm(always=True)
             except Exception as exc:  # keep going: the next step still makes the bench safer
                 errors.append(exc)
+        try:
+            self.board.release_all()
+        except Exception as exc:
+            errors.append(exc)
         if errors:
             raise errors[0]
 

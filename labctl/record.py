@@ -75,6 +75,7 @@ class RecordingTransport(Transport):
 
     def __init__(self, inner: Transport, role: str, recorder: Recorder):
         self.inner, self.role, self.recorder, self.resource = inner, role, recorder, inner.resource
+        self.timeout = inner.timeout
 
     def _failed(self, exc: Exception) -> None:
         kind = type(exc).__name__ if type(exc).__name__ in ERRORS else "TransportError"
@@ -105,6 +106,12 @@ class RecordingTransport(Transport):
             raise
         self.recorder.event(self.role, "read_line", terminator=_text(terminator), data=_text(data))
         return data
+
+    def flush_input(self) -> None:
+        self.inner.flush_input()
+
+    def limit(self, seconds: float):
+        return self.inner.limit(seconds)  # the inner transport's reads are the ones to bound
 
     def close(self) -> None:
         self.inner.close()

@@ -362,10 +362,14 @@ class Station:
         return run
 
     def _live_outputs(self) -> list[str]:
-        """What is left on at opening (a killed process's outputs): the SMU's output, routed lines."""
+        """What is left on at opening (a killed process's outputs): the SMU's output, the pulse
+        generator's outputs, routed lines."""
         found = []
         if self.smu.output_enabled:
             found.append(f"the SMU output on at {self.smu.source_voltage:g} V")
+        pulse = self.drivers.get("pulse")
+        if pulse is not None and (channels := pulse.outputs_on()):
+            found.append(f"the pulse generator's output {', '.join(map(str, channels))} on")
         modes, dac = self.board.status()
         routed = int(np.count_nonzero(modes != LineMode.GROUND))
         if routed or np.any(dac != 0):

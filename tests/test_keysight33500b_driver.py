@@ -160,3 +160,11 @@ def test_safe_state_turns_every_output_off_then_sets_0_v(idn, channels):
     g, t = generator(*script, idn=idn)
     g.safe_state()
     assert not t.script
+
+
+@pytest.mark.parametrize("idn, replies, on", [(IDN_33522B, (b"1", b"0"), [1]), (IDN_33522B, (b"0", b"1"), [2]),
+                                              (IDN_33511B, (b"0",), [])])
+def test_outputs_on_asks_each_channel_of_the_model(idn, replies, on):
+    g, t = generator(*[(f"OUTP{n}?\n".encode(), r + b"\n") for n, r in enumerate(replies, 1)], idn=idn)
+    assert g.outputs_on() == on
+    assert not t.script

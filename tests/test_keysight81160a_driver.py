@@ -148,3 +148,10 @@ def test_safe_state_is_outputs_off_then_zero_volts():
         b":VOLT2:OFFS 0")])
     pg.safe_state()
     assert not t.script
+
+
+@pytest.mark.parametrize("states, on", [((b"0", b"0"), []), ((b"1", b"0"), [1]), ((b"0", b"1"), [2])])
+def test_outputs_on_asks_each_channel(states, on):
+    pg, t = generator((b":OUTP1?\n", states[0] + b"\n"), (b":OUTP2?\n", states[1] + b"\n"))
+    assert pg.outputs_on() == on
+    assert not t.script

@@ -3,9 +3,10 @@ import json
 from pathlib import Path
 
 import pytest
+from labctl.instruments.transport import InProcessTransport, InstrumentTimeout, Transport
 
 from labctl.cli import main
-from labctl.record import Recording, ReplayMismatch, replay
+from labctl.record import Recorder, Recording, RecordingTransport, ReplayMismatch, replay
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "docs" / "recordings"
 
@@ -57,3 +58,43 @@ def test_a_different_result_is_a_mismatch(tmp_path, capsys):
         replay(rec, tmp_path / "r.h5")
     assert main(["replay", str(rec)]) == 1
     assert "differs" in capsys.readouterr().err
+
+
+class _Twice:
+    """A twin that answers every query twice (a duplicated reply)."""
+
+    def handle(self, data: bytes) -> bytes:
+        return b"1\n1\n"
+
+
+class _Slow(Transport):
+    """Answers a read only if its deadline allows waiting (as a socket read would)."""
+    resource, timeout = "slow://", 5.0
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def read(self, size: int) -> bytes:
+        self._time_left()
+        return b"x" * size
+
+    def read_line(self, terminator: bytes = b"\n") -> bytes:
+        self._time_left()
+        return b"late"
+
+
+def test_a_recorded_link_flushes_and_bounds_its_reads_through_the_instruments_transport(tmp_path):
+    recorder = Recorder(tmp_path / "r.jsonl", {})
+    try:
+        link = RecordingTransport(InProcessTransport(_Twice()), "smu", recorder)
+        link.write(b"*OPC?\n")
+        assert link.read_line() == b"1"
+        link.flush_input()  # the duplicate goes
+        with pytest.raises(InstrumentTimeout):
+            link.read_line()
+        slow = RecordingTransport(_Slow(), "pulse", recorder)
+        assert slow.timeout == 5.0 and slow.read_line() == b"late"
+        with slow.limit(0), pytest.raises(InstrumentTimeout):
+            slow.read_line()
+    finally:
+        recorder.close()

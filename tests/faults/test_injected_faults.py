@@ -140,9 +140,6 @@ def test_smu_closed_mid_sweep(lab, tmp_path, clean):
     assert set(lab.unsafe()) <= {"smu"}
 
 
-@pytest.mark.xfail(strict=True, reason="labctl/station.py Station._live_outputs checks the SMU and the board, "
-                   "not the pulse generator (found by bench/faults.py: a generator whose link died mid-burst "
-                   "stays on after the next open); remove this mark with the fix")
 def test_the_next_open_turns_off_a_pulse_generator_left_on(lab):
     assert ask_scpi(lab.direct["pulse"], ":OUTP1 ON;:OUTP1?") == ["1"]
     with Station(load_station(str(lab.station_file_direct))) as station:
@@ -177,10 +174,6 @@ def test_pulse_generator_frozen_mid_pulse_response(lab, tmp_path, clean):
     assert set(lab.unsafe()) <= {"pulse"}
 
 
-@pytest.mark.xfail(strict=True, reason="the safe state is confirmed (*OPC?) only on a link that already failed: an "
-                   "SMU that freezes on the last writes of a run, with no query after them, is reported completed "
-                   "while its output stays on (found by bench/faults.py); the fix, a confirmation at the end of "
-                   "Crossbar/Station.safe_state, changes every run's bytes (tests/smu_spec.py, docs/recordings)")
 def test_an_smu_frozen_on_the_last_writes_of_a_run_is_reported(lab, tmp_path, clean):
     smu = lab.proxies["smu"]
     before = smu.messages["request"]
