@@ -1,18 +1,27 @@
 """Virtual Keithley 2450 SourceMeter in its native SCPI command set, sourcing voltage into a load.
 
-It follows the 2450 Reference Manual for the subset labctl uses: source level, current limit
-(and its trip flag), NPLC, source delay, output, :READ?, linear and list sweeps that :INIT runs
-point by point into a reading buffer, :TRAC:ACT?/:TRAC:CLE/:TRAC:DATA? and the event-log format of
-:SYST:ERR?. A sweep command builds the trigger model with a source configuration list that stores
-the source settings of that moment (current limit, source delay); every :INIT runs it again,
-recalling them, until another sweep command or *RST replaces it. Simplifications: the source function is voltage only, auto delay counts as 0 s, the
-line frequency is 60 Hz, and an infinite sweep count is refused.
+It follows the 2450 Reference Manual for the subset written down in docs/instruments/keithley2450.md
+("Supported subset"): source level, range, limit (and its trip flag), delays and read-back per
+source function; range, NPLC, autozero, 4-wire sense, user delays and averaging per measure
+function; :MEASure?/:READ?/:FETCh? with a buffer name and buffer elements; linear and list sweeps
+that :INIT runs point by point into a reading buffer; reading buffers (:TRAC:MAKE, :POIN,
+:ACT, :CLE, :DATA?, :TRIG); and the event-log format of :SYST:ERR?. Numeric queries take
+MINimum / MAXimum / DEFault. A sweep command builds the trigger model with a source configuration
+list that stores the source settings of that moment (current limit, source delay); every :INIT
+runs it again, recalling them, until another sweep command or *RST replaces it.
+
+Simplifications: only the voltage source drives the load (the current source's settings are kept
+and reported, :SOUR:FUNC CURR gives -221), resistance is not measured (-221), auto delay counts
+as 0 s, ranges are reported but do not limit a reading, averaging is not applied, the line
+frequency is 60 Hz, and an infinite sweep count is refused.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
 from itertools import accumulate, islice, repeat
 
 from .loads import SmuLoad, hold_in_compliance, quiet_readings
@@ -20,21 +29,77 @@ from .scpi import (
     Call,
     ScpiError,
     ScpiTwin,
-    float_in,
     format_bool,
     format_number,
+    query_number,
+    short_form,
     to_bool,
+    to_bound,
     to_float,
     to_int,
     to_keyword,
+    to_number,
     unquote,
 )
 
 V_MAX = 210.0
+I_MAX = 1.05
 LINE_FREQUENCY = 60.0
-BUFFER_CAPACITY = 100_000
+BUFFER_CAPACITY = 100_000  # defbuffer1 and defbuffer2 at *RST
+BUFFER_MAX = 6_875_000  # the largest :TRAC:POIN / :TRAC:MAKE size (standard style)
 LIST_MAX = 2500
+COUNT_MAX = 300_000  # [:SENSe]:COUNt
+DELAY_MAX = 10_000.0
+USER_DELAYS = 5  # :DELay:USER1..5
 ELEMENTS = ("READing", "SOURce", "RELative")
+NOT_SIMULATED_ELEMENTS = ("DATE", "FORMatted", "FRACtional", "SEConds", "SOURFORMatted",
+                          "SOURSTATus", "SOURUNIT", "STATus", "TIME", "TSTamp", "UNIT")
+# The ranges of each function (manual, :RANGe); a value picks the smallest range that holds it.
+SENSE_RANGES = {"CURR": (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+                "VOLT": (0.02, 0.2, 2.0, 20.0, 200.0),
+                "RES": (20.0, 200.0, 2e3, 2e4, 2e5, 2e6, 2e7, 2e8)}
+SOURCE_RANGES = {"VOLT": SENSE_RANGES["VOLT"], "CURR": SENSE_RANGES["CURR"]}
+SENSE_FUNCTIONS = {"CURR": "CURRent[:DC]", "VOLT": "VOLTage[:DC]", "RES": "RESistance"}
+SOURCE_FUNCTIONS = {"VOLT": "VOLTage", "CURR": "CURRent"}
+# Per source function: its level's bound, the limit's keyword, the limit's range and *RST value.
+SOURCE_LIMITS = {"VOLT": (V_MAX, "ILIMit", (1e-9, I_MAX), 1.05e-4),
+                 "CURR": (I_MAX, "VLIMit", (0.02, V_MAX), 21.0)}
+# *RST ranges (assumed, not from the manual): what the twin reports until a range is set.
+RESET_SENSE_RANGE = {"CURR": 1e-4, "VOLT": 0.02, "RES": 2e5}
+RESET_SOURCE_RANGE = {"VOLT": 0.02, "CURR": 1e-8}
+OFF_MODES = ("NORMal", "HIMPedance", "ZERO", "GUARd")
+FILTER_TYPES = ("REPeat", "MOVing")
+FORMATS = ("ASCii", "REAL", "SREal")
+
+
+@dataclass
+class _Sense:
+    """One measure function's settings, at their *RST values."""
+
+    range: float
+    autorange: bool = True
+    nplc: float = 1.0
+    autozero: bool = True
+    four_wire: bool = False
+    average: bool = False
+    average_type: str = "REPeat"
+    average_count: float = 10
+    user_delays: list[float] = field(default_factory=lambda: [0.0] * USER_DELAYS)
+
+
+@dataclass
+class _Source:
+    """One source function's settings, at their *RST values."""
+
+    range: float
+    limit: float
+    level: float = 0.0
+    autorange: bool = True
+    delay: float = 0.0
+    auto_delay: bool = True
+    read_back: bool = True
+    off_mode: str = "NORMal"
+    user_delays: list[float] = field(default_factory=lambda: [0.0] * USER_DELAYS)
 
 
 class _Buffer:
@@ -43,6 +108,14 @@ class _Buffer:
     def __init__(self, capacity: int):
         self.rows: deque[tuple[float, float, float]] = deque(maxlen=capacity)
         self.t0 = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return self.rows.maxlen or 0
+
+    def resize(self, capacity: int) -> None:
+        """A new size empties the buffer."""
+        self.rows = deque(maxlen=capacity)
 
     def append(self, source: float, reading: float, t: float) -> None:
         if not self.rows:
@@ -58,32 +131,36 @@ class _Buffer:
 class VirtualKeithley2450(ScpiTwin):
     """A 2450 whose output drives `load`; its time (`elapsed`, s) passes only through the load.
 
-    `output_on` and `source_level` (the programmed level, V) are plain attributes so tests and the
-    bench can check the safe state (0 V, output off).
+    `output_on` and `source_level` (the programmed voltage, V) read and set as plain attributes so
+    tests and the bench can check the safe state (0 V, output off); `sense` and `source` hold each
+    measure and source function's settings.
     """
 
     def __init__(self, load: SmuLoad, serial: str = "04000001"):
         super().__init__(f"KEITHLEY INSTRUMENTS,MODEL 2450,{serial},1.7.12b")
         self.load = load
         self.elapsed = 0.0
-        self.buffers = {name: _Buffer(BUFFER_CAPACITY) for name in ("defbuffer1", "defbuffer2")}
-        src, sense = ":SOURce#:VOLTage", "[:SENSe#]:CURRent[:DC]"
+        self.buffers: dict[str, _Buffer] = {}
+        self.sense: dict[str, _Sense] = {}
+        self.source: dict[str, _Source] = {}
         self.register("*LANG?", lambda call: "SCPI")
+        self.register("*TRG", lambda call: None)  # a bus trigger: no trigger model waits for it here
+        self.register(":ABORt", lambda call: None)  # a trigger model runs to its end before the next command
         self.register(":SOURce#:FUNCtion[:MODE]", self._set_source_function, nargs=1)
         self.register(":SOURce#:FUNCtion[:MODE]?", lambda call: "VOLT")
-        self.register_setting(src + "[:LEVel][:IMMediate][:AMPLitude]", "source_level",
-                              float_in(-V_MAX, V_MAX), format_number)
-        self.register_setting(src + ":ILIMit[:LEVel]", "current_limit", float_in(1e-9, 1.05),
-                              format_number)
-        self.register(src + ":ILIMit[:LEVel]:TRIPped?", lambda call: format_bool(self.tripped))
-        self.register_setting(src + ":DELay", "source_delay", float_in(0.0, 10_000.0), format_number)
-        self.register_setting(src + ":RANGe:AUTO", "source_autorange", to_bool, format_bool)
+        for key, name in SOURCE_FUNCTIONS.items():
+            self._register_source(key, ":SOURce#:" + name)
         self.register_setting(":OUTPut#[:STATe]", "output_on", to_bool, format_bool)
         self.register("[:SENSe#]:FUNCtion[:ON]", self._set_sense_function, nargs=1)
         self.register("[:SENSe#]:FUNCtion[:ON]?", lambda call: f'"{self.sense_function}:DC"')
-        self.register_setting(sense + ":NPLCycles", "nplc", float_in(0.01, 10.0), format_number)
-        self.register_setting(sense + ":RANGe:AUTO", "sense_autorange", to_bool, format_bool)
+        for key, name in SENSE_FUNCTIONS.items():
+            self._register_sense(key, "[:SENSe#]:" + name)
+            self.register(f":MEASure:{name}?", partial(self._measure, key), nargs=(0, 1 + 14))
+        self.register_number("[:SENSe#]:COUNt", "count", 1, COUNT_MAX, 1, fmt=str, integer=True)
+        self.register("[:SENSe#]:AZERo:ONCE", lambda call: None)
         self.register(":READ?", self._read, nargs=(0, 1 + 14))
+        self.register(":MEASure?", self._read, nargs=(0, 1 + 14))
+        self.register(":FETCh?", self._fetch, nargs=(0, 1 + 14))
         self.register(":SOURce#:LIST:VOLTage", self._set_list, nargs=(1, 100))
         self.register(":SOURce#:LIST:VOLTage:APPend", self._append_list, nargs=(1, 100))
         self.register(":SOURce#:LIST:VOLTage?",
@@ -91,28 +168,152 @@ class VirtualKeithley2450(ScpiTwin):
         self.register(":SOURce#:SWEep:VOLTage:LINear", self._sweep_linear, nargs=(3, 9))
         self.register(":SOURce#:SWEep:VOLTage:LIST", self._sweep_list, nargs=(1, 5))
         self.register(":INITiate[:IMMediate]", self._initiate)
+        self._register_buffers()
+        self.register_setting(":ROUTe:TERMinals", "terminals",
+                              lambda p: to_keyword(p, "FRONt", "REAR"), short_form)
+        self.register_setting(":FORMat[:DATA]", "data_format", self._set_format, short_form)
+        self.register(":SYSTem:LFRequency?", lambda call: format_number(LINE_FREQUENCY))
+        self.register(":SYSTem:BEEPer[:IMMediate]", lambda call: None, nargs=2)
+        self.register(":SYSTem:CLEar", lambda call: self.errors.clear())
+        self.register(":STATus:CLEar", lambda call: None)  # status registers are not simulated
+        self.register(":SYSTem:EVENtlog:NEXT?", lambda call: self._next_error(), nargs=(0, 1))
+        self.register(":SYSTem:EVENtlog:COUNt?", lambda call: str(len(self.errors)), nargs=(0, 1))
+        self.reset()
+
+    def _register_source(self, key: str, root: str) -> None:
+        """The settings of one source function, in `self.source[key]`."""
+        level_max, limit_name, (limit_low, limit_high), limit_default = SOURCE_LIMITS[key]
+
+        def owner() -> _Source:  # looked up per command: *RST replaces the settings
+            return self.source[key]
+        self.register_number(root + "[:LEVel][:IMMediate][:AMPLitude]", "level", -level_max,
+                             level_max, 0.0, owner=owner)
+        self._range(root + ":RANGe", owner, SOURCE_RANGES[key], RESET_SOURCE_RANGE[key])
+        self._flag(root + ":RANGe:AUTO", "autorange", owner)
+        self.register_number(f"{root}:{limit_name}[:LEVel]", "limit", limit_low, limit_high,
+                             limit_default, owner=owner)
+        self.register(f"{root}:{limit_name}[:LEVel]:TRIPped?",
+                      lambda call: format_bool(self.tripped and key == "VOLT"))
+        self.register_number(root + ":DELay", "delay", 0.0, DELAY_MAX, 0.0, owner=owner,
+                             after=lambda s: setattr(s, "auto_delay", False))  # a delay ends auto delay
+        self._flag(root + ":DELay:AUTO", "auto_delay", owner)
+        self._user_delays(root + ":DELay:USER#", owner)
+        self._flag(root + ":READ:BACK", "read_back", owner)
+        self.register_setting(f":OUTPut#:{SOURCE_FUNCTIONS[key]}:SMODe", "off_mode",
+                              lambda p: to_keyword(p, *OFF_MODES), short_form, owner=owner)
+
+    def _register_sense(self, key: str, root: str) -> None:
+        """The settings of one measure function, in `self.sense[key]`."""
+        def owner() -> _Sense:
+            return self.sense[key]
+        self._range(root + ":RANGe[:UPPer]", owner, SENSE_RANGES[key], RESET_SENSE_RANGE[key])
+        self._flag(root + ":RANGe:AUTO", "autorange", owner)
+        self.register_number(root + ":NPLCycles", "nplc", 0.01, 10.0, 1.0, owner=owner)
+        self._flag(root + ":AZERo[:STATe]", "autozero", owner)
+        self._flag(root + ":RSENse", "four_wire", owner)
+        self._user_delays(root + ":DELay:USER#", owner)
+        self._flag(root + ":AVERage[:STATe]", "average", owner)
+        self.register_setting(root + ":AVERage:TCONtrol", "average_type",
+                              lambda p: to_keyword(p, *FILTER_TYPES), short_form, owner=owner)
+        self.register_number(root + ":AVERage:COUNt", "average_count", 1, 100, 10, fmt=str,
+                             integer=True, owner=owner)
+
+    def _flag(self, pattern: str, attribute: str, owner: Callable[[], object]) -> None:
+        self.register_setting(pattern, attribute, to_bool, format_bool, owner=owner)
+
+    def _range(self, pattern: str, owner: Callable[[], _Sense | _Source], ranges: tuple[float, ...],
+               default: float) -> None:
+        """A range: a value selects the smallest range that holds it (up to 105 % of the top one)
+        and ends autorange."""
+        def put(call: Call) -> None:
+            top = ranges[-1] * 1.05
+            bound = to_bound(call.params[0], ranges[0], ranges[-1], default)
+            value = abs(to_float(call.params[0], -top, top)) if bound is None else bound
+            settings = owner()
+            settings.range = next(r for r in ranges if value <= r * 1.05)
+            settings.autorange = False
+        self.register(pattern, put, nargs=1)
+        self.register(pattern + "?", lambda call: format_number(query_number(
+            call.params, owner().range, ranges[0], ranges[-1], default)), nargs=(0, 1))
+
+    def _user_delays(self, pattern: str, owner: Callable[[], _Sense | _Source]) -> None:
+        """:DELay:USER<n>, n = 1..5, 0 to 10 ks."""
+        def index(call: Call) -> int:
+            if call.suffixes[0] != 1:  # the first suffix is SOURce# / SENSe#: there is one channel
+                raise ScpiError(-114)
+            return call.suffixes[-1] - 1
+
+        def put(call: Call) -> None:
+            owner().user_delays[index(call)] = to_number(call.params[0], 0.0, DELAY_MAX, default=0.0)
+        self.register(pattern, put, nargs=1, suffix_max=USER_DELAYS)
+        self.register(pattern + "?", lambda call: format_number(query_number(
+            call.params, owner().user_delays[index(call)], 0.0, DELAY_MAX, 0.0)),
+            nargs=(0, 1), suffix_max=USER_DELAYS)
+
+    def _register_buffers(self) -> None:
+        self.register(":TRACe:MAKE", self._make_buffer, nargs=(2, 3))
+        self.register(":TRACe:DELete", self._delete_buffer, nargs=1)
+        self.register(":TRACe:POINts", self._resize_buffer, nargs=(1, 2))
+        self.register(":TRACe:POINts?", lambda call: str(self._buffer(call.params).capacity),
+                      nargs=(0, 1))
         self.register(":TRACe:CLEar", lambda call: self._buffer(call.params).rows.clear(),
                       nargs=(0, 1))
         self.register(":TRACe:ACTual?", lambda call: str(len(self._buffer(call.params).rows)),
                       nargs=(0, 1))
+        self.register(":TRACe:ACTual:STARt?", lambda call: str(min(1, len(self._buffer(call.params).rows))),
+                      nargs=(0, 1))
+        self.register(":TRACe:ACTual:END?", lambda call: str(len(self._buffer(call.params).rows)),
+                      nargs=(0, 1))
         self.register(":TRACe:DATA?", self._trace_data, nargs=(2, 3 + 14))
-        self.reset()
+        self.register(":TRACe:TRIGger", lambda call: self._measure_into(self._buffer(call.params)),
+                      nargs=(0, 1))
 
     def reset(self) -> None:
-        self.source_level = 0.0
         self.output_on = False
-        self.current_limit = 105e-6
         self.tripped = False
-        self.source_delay = 0.0
-        self.source_autorange = True
         self.sense_function = "CURR"
-        self.sense_autorange = True
-        self.nplc = 1.0
+        self.sense = {key: _Sense(range=RESET_SENSE_RANGE[key]) for key in SENSE_FUNCTIONS}
+        self.source = {key: _Source(range=RESET_SOURCE_RANGE[key], limit=SOURCE_LIMITS[key][3])
+                       for key in SOURCE_FUNCTIONS}
+        self.count = 1
+        self.terminals = "FRONt"
+        self.data_format = "ASCii"
         self.source_list: list[float] = []
         # levels, count, delay, fail_abort, buffer, and the source configuration: limit, source delay
         self._sweep: tuple[list[float], int, float, bool, _Buffer, float, float] | None = None
-        for buffer in self.buffers.values():
-            buffer.rows.clear()
+        self.buffers = {name: _Buffer(BUFFER_CAPACITY) for name in ("defbuffer1", "defbuffer2")}
+
+    # The voltage source's settings, which drive the load, as plain attributes.
+
+    @property
+    def source_level(self) -> float:
+        return self.source["VOLT"].level
+
+    @source_level.setter
+    def source_level(self, value: float) -> None:
+        self.source["VOLT"].level = value
+
+    @property
+    def current_limit(self) -> float:
+        return self.source["VOLT"].limit
+
+    @current_limit.setter
+    def current_limit(self, value: float) -> None:
+        self.source["VOLT"].limit = value
+
+    @property
+    def source_delay(self) -> float:
+        """The source delay in effect (s): the programmed one, 0 under auto delay."""
+        volt = self.source["VOLT"]
+        return 0.0 if volt.auto_delay else volt.delay
+
+    @source_delay.setter
+    def source_delay(self, value: float) -> None:
+        self.source["VOLT"].delay = value
+
+    @property
+    def nplc(self) -> float:
+        return self.sense[self.sense_function].nplc
 
     def now(self) -> float:
         return self.elapsed
@@ -143,9 +344,27 @@ class VirtualKeithley2450(ScpiTwin):
         return v, (current if self.sense_function == "CURR" else v)
 
     def _read(self, call: Call) -> str:
+        """:READ? / :MEASure? ["<buffer>"[, <elements>]]: `count` readings into the buffer; the
+        last one is the reply."""
         buffer, names = self._buffer(call.params[:1]), _elements(call.params[1:])
-        source, reading = self._source_point(self.source_level, self.source_delay)
-        buffer.append(source, reading, self.elapsed)
+        self._measure_into(buffer)
+        return _format(buffer, [buffer.rows[-1]], names)
+
+    def _measure(self, function: str, call: Call) -> str:
+        """:MEASure:<function>? selects the function, then reads."""
+        self._select_sense(function)
+        return self._read(call)
+
+    def _measure_into(self, buffer: _Buffer) -> None:
+        for _ in range(self.count):
+            source, reading = self._source_point(self.source_level, self.source_delay)
+            buffer.append(source, reading, self.elapsed)
+
+    def _fetch(self, call: Call) -> str:
+        """:FETCh? ["<buffer>"[, <elements>]]: the buffer's latest reading, measuring nothing."""
+        buffer, names = self._buffer(call.params[:1]), _elements(call.params[1:])
+        if not buffer.rows:
+            raise ScpiError(-230, "Data corrupt or stale; reading buffer is empty")
         return _format(buffer, [buffer.rows[-1]], names)
 
     def _set_source_function(self, call: Call) -> None:
@@ -153,8 +372,20 @@ class VirtualKeithley2450(ScpiTwin):
             raise ScpiError(-221, "Settings conflict; current source not simulated")
 
     def _set_sense_function(self, call: Call) -> None:
-        name = to_keyword(unquote(call.params[0]), "CURRent[:DC]", "VOLTage[:DC]")
-        self.sense_function = name[:4].upper()
+        name = to_keyword(unquote(call.params[0]), *SENSE_FUNCTIONS.values())
+        self._select_sense(next(key for key, pattern in SENSE_FUNCTIONS.items() if pattern == name))
+
+    def _select_sense(self, function: str) -> None:
+        if function == "RES":
+            raise ScpiError(-221, "Settings conflict; resistance measurement not simulated")
+        self.sense_function = function
+
+    @staticmethod
+    def _set_format(param: str) -> str:
+        name = to_keyword(param, *FORMATS)
+        if name != "ASCii":
+            raise ScpiError(-221, "Settings conflict; binary data formats not simulated")
+        return name
 
     # -- sweeps
 
@@ -241,6 +472,28 @@ class VirtualKeithley2450(ScpiTwin):
             raise ScpiError(-224, "Illegal parameter value; reading buffer not found")
         return self.buffers[name]
 
+    def _make_buffer(self, call: Call) -> None:
+        """:TRACe:MAKE "<name>", <size>[, <style>]; only the STANdard style is simulated."""
+        name = unquote(call.params[0])
+        if name in self.buffers or not name:
+            raise ScpiError(-224, "Illegal parameter value; reading buffer exists")
+        size = to_int(call.params[1], 1, BUFFER_MAX)
+        if call.params[2:] and to_keyword(call.params[2], "STANdard", "FULL", "COMPact",
+                                          "WRITable", "FULLWRITable") != "STANdard":
+            raise ScpiError(-221, "Settings conflict; only standard buffers are simulated")
+        self.buffers[name] = _Buffer(size)
+
+    def _delete_buffer(self, call: Call) -> None:
+        name = unquote(call.params[0])
+        self._buffer([name])
+        if name.startswith("defbuffer"):
+            raise ScpiError(-224, "Illegal parameter value; a default buffer cannot be deleted")
+        del self.buffers[name]
+
+    def _resize_buffer(self, call: Call) -> None:
+        """:TRACe:POINts <size>[, "<name>"]; a new size empties the buffer."""
+        self._buffer(call.params[1:]).resize(to_int(call.params[0], 1, BUFFER_MAX))
+
     def _trace_data(self, call: Call) -> str:
         buffer, names = self._buffer(call.params[2:3]), _elements(call.params[3:])
         n = len(buffer.rows)
@@ -250,7 +503,10 @@ class VirtualKeithley2450(ScpiTwin):
 
 
 def _elements(params: list[str]) -> list[str]:
-    return [to_keyword(p, *ELEMENTS) for p in params] or ["READing"]
+    names = [to_keyword(p, *ELEMENTS, *NOT_SIMULATED_ELEMENTS) for p in params] or ["READing"]
+    if any(name not in ELEMENTS for name in names):
+        raise ScpiError(-221, "Settings conflict; buffer element not simulated")
+    return names
 
 
 _NUMBERS: dict[float, str] = {}  # "%+.6E" % x of nonzero numbers met (bounded): sweep levels and

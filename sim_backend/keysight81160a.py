@@ -17,7 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .loads import PulseLoad, open_circuit_gain
-from .scpi import Call, ScpiError, ScpiTwin, format_number, short_form, to_bool, to_float, to_int, to_keyword, to_number
+from .scpi import (
+    Call,
+    ScpiError,
+    ScpiTwin,
+    format_number,
+    query_number,
+    short_form,
+    to_bool,
+    to_float,
+    to_keyword,
+    to_number,
+)
 
 # The source impedance is 50 ohm (sim_backend.loads); the 81150A's optional 5 ohm is not simulated.
 V_OC_MAX = 10.0  # open-circuit level window +-10 V (+-5 V into 50 ohm)
@@ -90,29 +101,35 @@ class VirtualKeysight81160A(ScpiTwin):
         volt, pulse = "[:SOURce]:VOLTage#[:LEVel][:IMMediate]", "[:SOURce]:PULSe"
         self._channel_setting("[:SOURce]:FUNCtion#[:SHAPe]", self._set_function,
                               lambda s: short_form(s.function))
-        self._channel_setting(volt + "[:AMPLitude]", self._set_amplitude,
-                              lambda s: format_number(s.amplitude))
+        self._channel_number(volt + "[:AMPLitude]", self._set_amplitude, lambda s: s.amplitude,
+                             self._amplitude_range)
         self._channel_setting(volt + ":OFFSet", self._set_offset,
                               lambda s: format_number(s.offset))
         self._channel_setting(volt + ":HIGH", self._set_high, lambda s: format_number(s.high))
         self._channel_setting(volt + ":LOW", self._set_low, lambda s: format_number(s.low))
-        self._channel_setting(pulse + ":PERiod#", self._set_period,
-                              lambda s: format_number(s.period))
-        self._channel_setting(pulse + ":WIDTh#", self._set_width, lambda s: format_number(s.width))
-        self._channel_setting(pulse + ":DELay#", self._set_delay, lambda s: format_number(s.delay))
-        self._channel_setting(pulse + ":TRANsition#[:LEADing]", self._set_leading,
-                              lambda s: format_number(s.leading))
-        self._channel_setting(pulse + ":TRANsition#:TRAiling", self._set_trailing,
-                              lambda s: format_number(s.trailing))
+        self._channel_number(pulse + ":PERiod#", self._set_period, lambda s: s.period,
+                             lambda s: (self.period_min, PERIOD_MAX))
+        for frequency in (pulse + ":FREQuency#", "[:SOURce]:FREQuency#[:CW]", "[:SOURce]:FREQuency#:FIXed"):
+            self._channel_number(frequency, lambda state, f: self._set_period(state, 1 / f),
+                                 lambda s: 1 / s.period, lambda s: (1 / PERIOD_MAX, 1 / self.period_min))
+        self._channel_number(pulse + ":WIDTh#", self._set_width, lambda s: s.width,
+                             lambda s: (self.width_min, PERIOD_MAX))
+        self._channel_number(pulse + ":DELay#", self._set_delay, lambda s: s.delay,
+                             lambda s: (0.0, DELAY_MAX))
+        self._channel_number(pulse + ":TRANsition#[:LEADing]", self._set_leading,
+                             lambda s: s.leading, lambda s: (self.edge_min, EDGE_MAX))
+        self._channel_number(pulse + ":TRANsition#:TRAiling", self._set_trailing,
+                             lambda s: s.trailing, lambda s: (self.edge_min, EDGE_MAX))
         self._channel_setting(":OUTPut#[:STATe]", self._set_output, lambda s: str(int(s.output)))
-        self._channel_setting(":OUTPut#:IMPedance:EXTernal", self._set_load,
-                              lambda s: format_number(s.load))
+        self._channel_number(":OUTPut#:IMPedance:EXTernal", self._set_load, lambda s: s.load,
+                             lambda s: LOAD_RANGE)
         self._channel_setting(":OUTPut#:POLarity", self._set_polarity,
                               lambda s: short_form(s.polarity))
         self._channel_setting(":ARM:SOURce#", self._set_arm_source,
                               lambda s: short_form(s.arm_source))
         self._channel_setting(":ARM:SENSe#", self._set_arm_sense, lambda s: short_form(s.arm_sense))
-        self._channel_setting(":TRIGger#:COUNt", self._set_count, lambda s: str(s.count))
+        self._channel_number(":TRIGger#:COUNt", self._set_count, lambda s: s.count,
+                             lambda s: (1, COUNT_MAX), fmt=lambda n: str(int(n)), integer=True)
         self.register("*TRG", self._trigger)
         self.reset()
 
@@ -122,6 +139,22 @@ class VirtualKeysight81160A(ScpiTwin):
         self.register(pattern, lambda call: setter(self._channel(call), call.params[0]), nargs=1,
                       suffix_max=2)
         self.register(pattern + "?", lambda call: fmt(self._channel(call)), suffix_max=2)
+
+    def _channel_number(self, pattern: str, setter: Callable[[ChannelState, float], None],
+                        value: Callable[[ChannelState], float],
+                        bounds: Callable[[ChannelState], tuple[float, float]],
+                        fmt: Callable[[float], str] = format_number, integer: bool = False) -> None:
+        """A per-channel number within `bounds(state)`: the command takes a number or MINimum /
+        MAXimum (User's Guide: `{<value>|MINimum|MAXimum}`), and so does the query."""
+        def put(call: Call) -> None:
+            state = self._channel(call)
+            setter(state, to_number(call.params[0], *bounds(state), integer=integer))
+
+        def get(call: Call) -> str:
+            state = self._channel(call)
+            return fmt(query_number(call.params, value(state), *bounds(state)))
+        self.register(pattern, put, nargs=1, suffix_max=2)
+        self.register(pattern + "?", get, nargs=(0, 1), suffix_max=2)
 
     def _channel(self, call: Call) -> ChannelState:
         return self.channels[call.suffixes[0]]
@@ -165,8 +198,8 @@ class VirtualKeysight81160A(ScpiTwin):
         scale = open_circuit_gain(state.load, LOAD_RANGE[1])
         return AMPLITUDE_OC[0] / scale, AMPLITUDE_OC[1] / scale
 
-    def _set_amplitude(self, state: ChannelState, param: str) -> None:
-        self._apply_levels(state, to_number(param, *self._amplitude_range(state)), state.offset)
+    def _set_amplitude(self, state: ChannelState, amplitude: float) -> None:
+        self._apply_levels(state, amplitude, state.offset)
 
     def _set_offset(self, state: ChannelState, param: str) -> None:
         self._apply_levels(state, state.amplitude, to_float(param))
@@ -183,8 +216,7 @@ class VirtualKeysight81160A(ScpiTwin):
             raise ScpiError(-222)
         self._apply_levels(state, high - low, (high + low) / 2)
 
-    def _set_load(self, state: ChannelState, param: str) -> None:
-        load = to_number(param, *LOAD_RANGE)
+    def _set_load(self, state: ChannelState, load: float) -> None:
         # The programmed levels are kept; they must still fit the window for the new load.
         self._check_levels(state.function, state.amplitude, state.offset, load)
         state.load = load
@@ -199,28 +231,24 @@ class VirtualKeysight81160A(ScpiTwin):
         if width + EDGE_FACTOR * max(leading, trailing) > period * (1 + 1e-12):
             raise ScpiError(-222)
 
-    def _set_period(self, state: ChannelState, param: str) -> None:
-        period = to_number(param, self.period_min, PERIOD_MAX)
+    def _set_period(self, state: ChannelState, period: float) -> None:
         self._check_timing(period, state.width, state.leading, state.trailing)
         state.period = period
 
-    def _set_width(self, state: ChannelState, param: str) -> None:
-        width = to_number(param, self.width_min, PERIOD_MAX)
+    def _set_width(self, state: ChannelState, width: float) -> None:
         self._check_timing(state.period, width, state.leading, state.trailing)
         state.width = width
 
-    def _set_leading(self, state: ChannelState, param: str) -> None:
-        leading = to_number(param, self.edge_min, EDGE_MAX)
+    def _set_leading(self, state: ChannelState, leading: float) -> None:
         self._check_timing(state.period, state.width, leading, state.trailing)
         state.leading = leading
 
-    def _set_trailing(self, state: ChannelState, param: str) -> None:
-        trailing = to_number(param, self.edge_min, EDGE_MAX)
+    def _set_trailing(self, state: ChannelState, trailing: float) -> None:
         self._check_timing(state.period, state.width, state.leading, trailing)
         state.trailing = trailing
 
-    def _set_delay(self, state: ChannelState, param: str) -> None:
-        state.delay = to_number(param, 0.0, DELAY_MAX)
+    def _set_delay(self, state: ChannelState, delay: float) -> None:
+        state.delay = delay
 
     # -- arming, output, trigger
 
@@ -230,8 +258,8 @@ class VirtualKeysight81160A(ScpiTwin):
     def _set_arm_sense(self, state: ChannelState, param: str) -> None:
         state.arm_sense = to_keyword(param, *ARM_SENSES)
 
-    def _set_count(self, state: ChannelState, param: str) -> None:
-        state.count = to_int(param, 1, COUNT_MAX)
+    def _set_count(self, state: ChannelState, count: float) -> None:
+        state.count = int(count)
 
     def _set_output(self, state: ChannelState, param: str) -> None:
         state.output = to_bool(param)

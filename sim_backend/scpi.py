@@ -145,15 +145,38 @@ def to_int(param: str, low: float, high: float) -> int:
     return int(value)
 
 
-def to_number(param: str, low: float, high: float, integer: bool = False) -> float:
-    """A number within [low, high] (-222 outside), or MINimum / MAXimum for the bounds; with
-    `integer` the number must be whole."""
+def to_number(param: str, low: float, high: float, integer: bool = False,
+              default: float | None = None) -> float:
+    """A number within [low, high] (-222 outside), or MINimum / MAXimum for the bounds (and
+    DEFault for `default`, where the instrument has it); with `integer` the number must be whole."""
+    bound = to_bound(param, low, high, default)
+    if bound is not None:
+        return bound
+    return to_int(param, low, high) if integer else to_float(param, low, high)
+
+
+def query_number(params: list[str], value: float, low: float, high: float,
+                 default: float | None = None) -> float:
+    """What a numeric setting's query replies: the setting, or with a MINimum / MAXimum (/ DEFault)
+    argument the bound (the *RST value) it names; any other argument is -224."""
+    if not params:
+        return value
+    bound = to_bound(params[0], low, high, default)
+    if bound is None:
+        raise ScpiError(-224)
+    return bound
+
+
+def to_bound(param: str, low: float, high: float, default: float | None = None) -> float | None:
+    """`low` for MINimum, `high` for MAXimum, `default` for DEFault (where given); else None."""
     word = param.upper()
     if word in ("MIN", "MINIMUM"):
         return low
     if word in ("MAX", "MAXIMUM"):
         return high
-    return to_int(param, low, high) if integer else to_float(param, low, high)
+    if default is not None and word in ("DEF", "DEFAULT"):
+        return default
+    return None
 
 
 def to_index(digits: str) -> int:
@@ -264,10 +287,31 @@ class ScpiTwin:
         self._lookup_cache.clear()
 
     def register_setting(self, pattern: str, attribute: str, parse: Callable[[str], T],
-                         fmt: Callable[[T], str] = str) -> None:
-        """A command that sets `self.<attribute>` from one parameter, and its query."""
-        self.register(pattern, lambda call: setattr(self, attribute, parse(call.params[0])), nargs=1)
-        self.register(pattern + "?", lambda call: fmt(getattr(self, attribute)))
+                         fmt: Callable[[T], str] = str,
+                         owner: Callable[[], object] | None = None) -> None:
+        """A command that sets `<attribute>` of this twin (or of the object `owner()` returns, e.g.
+        one function's settings) from one parameter, and its query."""
+        target = owner or (lambda: self)
+        self.register(pattern, lambda call: setattr(target(), attribute, parse(call.params[0])), nargs=1)
+        self.register(pattern + "?", lambda call: fmt(getattr(target(), attribute)))
+
+    def register_number(self, pattern: str, attribute: str, low: float, high: float,
+                        default: float | None = None, fmt: Callable[[float], str] = format_number,
+                        integer: bool = False, owner: Callable[[], object] | None = None,
+                        after: Callable[[object], None] | None = None) -> None:
+        """A numeric setting within [low, high], stored as register_setting does: the command takes
+        a number or MINimum / MAXimum (/ DEFault: `default`), the query optionally the same words;
+        `after(target)` runs after each set (a coupled setting)."""
+        target = owner or (lambda: self)
+
+        def put(call: Call) -> None:
+            obj = target()
+            setattr(obj, attribute, to_number(call.params[0], low, high, integer, default))
+            if after:
+                after(obj)
+        self.register(pattern, put, nargs=1)
+        self.register(pattern + "?", lambda call: fmt(
+            query_number(call.params, getattr(target(), attribute), low, high, default)), nargs=(0, 1))
 
     def handle(self, data: bytes) -> bytes:
         """Feed received bytes; return the replies to every line they completed."""
