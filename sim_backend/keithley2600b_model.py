@@ -34,7 +34,14 @@ MODELS: dict[str, tuple[int, float, tuple[float, float], float, float]] = {
 }
 CONSTANTS = dict(OUTPUT_OFF=0.0, OUTPUT_ON=1.0, OUTPUT_DCAMPS=0.0, OUTPUT_DCVOLTS=1.0,
                  AUTORANGE_OFF=0.0, AUTORANGE_ON=1.0, AUTORANGE_FOLLOW_LIMIT=2.0, DISABLE=0.0,
-                 ENABLE=1.0, SOURCE_IDLE=0.0, SOURCE_HOLD=1.0, DELAY_OFF=0.0, DELAY_AUTO=DELAY_AUTO)
+                 ENABLE=1.0, SOURCE_IDLE=0.0, SOURCE_HOLD=1.0, DELAY_OFF=0.0, DELAY_AUTO=DELAY_AUTO,
+                 SENSE_LOCAL=0.0, SENSE_REMOTE=1.0, SENSE_CALA=3.0)
+# Voltage and current ranges by family (the model number's third digit), per the reference
+# manual's range tables; a range setting selects the smallest range that holds the value.
+RANGES = {"0": ((0.1, 1.0, 6.0, 40.0), (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 3.0)),
+          "1": ((0.2, 2.0, 20.0, 200.0), (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 1.5)),
+          "3": ((0.2, 2.0, 20.0, 200.0), (1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 1.5))}
+RESET_LIMITV = 20.0  # V, smuX.source.limitv after reset() (assumed for every model)
 
 
 def _checked(value: Any, name: str, low: float, high: float) -> float:
@@ -50,6 +57,15 @@ def _setting(owner: Any, attribute: str, low: float, high: float) -> Attribute:
     """A numeric attribute stored as `owner.<attribute>`, checked against [low, high]."""
     def store(value: Any) -> None:
         setattr(owner, attribute, _checked(value, attribute, low, high))
+
+    return Attribute(lambda: getattr(owner, attribute), store)
+
+
+def _range_setting(owner: Any, attribute: str, ranges: tuple[float, ...]) -> Attribute:
+    """A range attribute: the smallest of `ranges` that holds |value| (1101 above the top one)."""
+    def store(value: Any) -> None:
+        magnitude = abs(_checked(value, attribute, -ranges[-1], ranges[-1]))
+        setattr(owner, attribute, next(r for r in ranges if magnitude <= r))
 
     return Attribute(lambda: getattr(owner, attribute), store)
 
@@ -131,7 +147,12 @@ class _Channel:
         self.level = self.applied = 0.0  # programmed level, and the level at the terminals
         self.output = False
         self.limit, self.nplc = limit, 1.0
-        self.source_autorange = self.measure_autorange = 1.0
+        self.source_autorange = self.measure_autorange = 1.0  # the voltage source, current measure
+        self.source_autorangei = self.measure_autorangev = 1.0
+        volts, amps = RANGES[self.instrument.model[2]]
+        self.source_rangev = self.measure_rangev = volts[0]
+        self.source_rangei = self.measure_rangei = amps[0]
+        self.leveli, self.limitv, self.sense = 0.0, RESET_LIMITV, CONSTANTS["SENSE_LOCAL"]
         self.source_delay, self.measure_delay = 0.0, measure_delay
         self.count, self.source_action, self.measure_action, self.endsweep = 1.0, 0.0, 0.0, 0.0
         self.sweep: list[float] | _LinearLevels | None = None
@@ -139,17 +160,28 @@ class _Channel:
 
     def _object(self) -> Object:
         _, v_max, limits, _, _ = MODELS[self.instrument.model]
+        volts, amps = RANGES[self.instrument.model[2]]
         source = Object(
             func=Attribute(lambda: 1.0, self._set_function),
             levelv=Attribute(lambda: self.level, self._set_level),
+            leveli=_setting(self, "leveli", -limits[1], limits[1]),  # kept: the current source is not simulated
             limiti=_setting(self, "limit", *limits),
+            limitv=_setting(self, "limitv", 0.01, v_max),
             output=Attribute(lambda: float(self.output), self._set_output),
             compliance=Attribute(self.in_compliance),
             autorangev=_setting(self, "source_autorange", 0, 1),
+            autorangei=_setting(self, "source_autorangei", 0, 1),
+            rangev=_range_setting(self, "source_rangev", volts),
+            rangei=_range_setting(self, "source_rangei", amps),
             delay=_delay_setting(self, "source_delay"))
         measure = Object(nplc=_setting(self, "nplc", 0.001, 25),
                          autorangei=_setting(self, "measure_autorange", 0, 2),
-                         delay=_delay_setting(self, "measure_delay"), i=self._measure_i)
+                         autorangev=_setting(self, "measure_autorangev", 0, 1),
+                         rangev=_range_setting(self, "measure_rangev", volts),
+                         rangei=_range_setting(self, "measure_rangei", amps),
+                         delay=_delay_setting(self, "measure_delay"), i=self._measure_i,
+                         v=self._measure_v, iv=self._measure_iv, r=self._measure_r,
+                         p=self._measure_p)
         trigger = Object(
             count=_setting(self, "count", 1, 2 ** 31 - 1),
             source=Object(action=_setting(self, "source_action", 0, 1),
@@ -159,7 +191,8 @@ class _Channel:
             endsweep=Object(action=_setting(self, "endsweep", 0, 1)),
             initiate=self._initiate)
         return Object(source=source, measure=measure, trigger=trigger, nvbuffer1=self.buffers[0],
-                      nvbuffer2=self.buffers[1], reset=self.reset, **CONSTANTS)
+                      nvbuffer2=self.buffers[1], reset=self.reset,
+                      sense=_setting(self, "sense", 0, 3), **CONSTANTS)
 
     # -- settings
 
@@ -216,14 +249,45 @@ class _Channel:
         return level, current if current is not None and v == level else self.load.current(level)
 
     def _measure_i(self, buffer: Any = None) -> float:
-        if buffer is not None and not isinstance(buffer, _Buffer):
-            raise runtime_error(f"bad argument #1 to `i' (reading buffer expected, got "
-                                f"{type_name(buffer)})")
+        return self._measure("i", buffer)[0]
+
+    def _measure_v(self, buffer: Any = None) -> float:
+        return self._measure("v", buffer)[1]
+
+    def _measure_iv(self, ibuffer: Any = None, vbuffer: Any = None) -> tuple[float, float]:
+        """measure.iv([ibuffer[, vbuffer]]): the current, then the voltage."""
+        current, voltage = self._measure("iv", ibuffer, vbuffer)
+        return current, voltage
+
+    def _measure_r(self, buffer: Any = None) -> float:
+        current, voltage = self._measure("r", None)
+        value = voltage / current if current else 9.91e37  # the instrument's NaN
+        self._store(buffer, "r", voltage, value)
+        return value
+
+    def _measure_p(self, buffer: Any = None) -> float:
+        current, voltage = self._measure("p", None)
+        self._store(buffer, "p", voltage, voltage * current)
+        return voltage * current
+
+    def _measure(self, name: str, ibuffer: Any, vbuffer: Any = None) -> tuple[float, float]:
+        """One measurement (the measure delay, then NPLC): (current, voltage) at its end; the
+        current goes to `ibuffer` (for `iv`; for `v`, the voltage), the voltage to `vbuffer`."""
+        for position, buffer in enumerate((ibuffer, vbuffer), 1):
+            if buffer is not None and not isinstance(buffer, _Buffer):
+                raise runtime_error(f"bad argument #{position} to `{name}' (reading buffer "
+                                    f"expected, got {type_name(buffer)})")
         source, current = self._point(_delay(self.measure_delay), self.nplc / LINE_FREQUENCY)
+        voltage = self._limited(self.applied) if self.output else 0.0
+        self._store(ibuffer, name, source, voltage if name == "v" else current)
+        self._store(vbuffer, name, source, voltage)
+        return current, voltage
+
+    @staticmethod
+    def _store(buffer: _Buffer | None, name: str, source: float, value: float) -> None:
         if buffer is not None:
             buffer.begin()
-            buffer.store(source, current)
-        return current
+            buffer.store(source, value)
 
     # -- trigger model
 

@@ -37,7 +37,7 @@ def test_errors_carry_the_instruments_messages():
     smu.write("smua.source.limiti = 0")
     smu.write("smuc.source.levelv = 1")
     smu.write("smua.source.levelvv = 1")
-    smu.write("smua.measure.v()")
+    smu.write("smua.measure.q()")  # no such function (measure.i, v, iv, r and p exist)
     assert twin.source_level == 0.0 and smu.ask("print(errorqueue.count)") == "7.00000e+00"
     assert [smu.next_error() for _ in range(8)] == [
         (-285, "TSP Syntax error at line 1: unexpected symbol near `:'"),
@@ -46,7 +46,7 @@ def test_errors_carry_the_instruments_messages():
         (1102, "Parameter too small"),
         (-286, "TSP Runtime error at line 1: attempt to index global `smuc' (a nil value)"),
         (-286, "TSP Runtime error at line 1: attempt to set unknown attribute `levelvv'"),
-        (-286, "TSP Runtime error at line 1: attempt to call field `v' (a nil value)"),
+        (-286, "TSP Runtime error at line 1: attempt to call field `q' (a nil value)"),
         (0, "Queue Is Empty")]
 
 

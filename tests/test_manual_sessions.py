@@ -325,6 +325,35 @@ def test_2600b_tsp_session_from_the_reference_manual():
     assert not twin.output_on
 
 
+# PyMeasure pymeasure/instruments/keithley/keithley2600.py (0.16), Channel 'a': apply_voltage(),
+# measure_current(), source_voltage, source_output, current, voltage, resistance, the range and
+# sense properties, then shutdown() (ramp_to_voltage: the level, then np.linspace to 0 V as
+# 'smua.source.levelv=%f', output off); check_errors reads print(errorqueue.next()).
+def test_2600b_pymeasure_session_and_shutdown_leave_no_error():
+    twin = VirtualKeithley2600B(Resistor(1e4), model="2636B")
+    empty = "0.00000e+00\tQueue Is Empty\t0.00000e+00\t0.00000e+00"
+    replay(twin, [
+        ("smua.source.func=1", None), ("print(smua.source.func)", "1.00000e+00"),
+        ("smua.source.autorangev=1", None), ("smua.source.limiti=0.001000", None),
+        ("print(errorqueue.next())", empty),
+        ("smua.measure.i()", None), ("smua.measure.nplc=0.100000", None),
+        ("smua.measure.autorangei=1", None), ("print(errorqueue.next())", empty),
+        ("smua.source.levelv=0.500000", None), ("smua.source.output=1", None),
+        ("print(smua.measure.i())", "5.00000e-05"), ("print(smua.measure.v())", "5.00000e-01"),
+        ("print(smua.measure.r())", "1.00000e+04"), ("print(smua.measure.iv())", "5.00000e-05\t5.00000e-01"),
+        ("print(smua.sense)", "0.00000e+00"), ("print(smua.source.limitv)", "2.00000e+01"),
+        ("smua.measure.v()", None), ("smua.measure.autorangev=1", None),
+        ("smua.measure.rangev=2.000000", None), ("print(smua.measure.rangev)", "2.00000e+00"),
+        ("smua.measure.rangei=0.000150", None), ("print(smua.measure.rangei)", "1.00000e-03"),
+        ("print(errorqueue.next())", empty),
+        # shutdown()
+        ("print(smua.source.func)", "1.00000e+00"), ("print(smua.source.levelv)", "5.00000e-01"),
+        *[(f"smua.source.levelv={v:f}", None) for v in np.linspace(0.5, 0.0, 30)],
+        ("smua.source.output=0", None), ("print(errorqueue.next())", empty),
+    ])
+    assert not twin.output_on and twin.source_level == 0.0
+
+
 @pytest.mark.parametrize("twin", [_2450(), _81160a()[0], VirtualKeysightB2900(Resistor()),
                                   VirtualKeysight33500B(RecordingLoad())],
                          ids=["2450", "81160A", "B2900", "33500B"])
