@@ -184,7 +184,7 @@ class VirtualKeithley2450(ScpiTwin):
         """The settings of one source function, in `self.source[key]`."""
         level_max, limit_name, (limit_low, limit_high), limit_default = SOURCE_LIMITS[key]
 
-        def owner() -> _Source:  # looked up per command: *RST replaces the settings
+        def owner(call: Call) -> _Source:  # looked up per command: *RST replaces the settings
             return self.source[key]
         self.register_number(root + "[:LEVel][:IMMediate][:AMPLitude]", "level", -level_max,
                              level_max, 0.0, owner=owner)
@@ -204,7 +204,7 @@ class VirtualKeithley2450(ScpiTwin):
 
     def _register_sense(self, key: str, root: str) -> None:
         """The settings of one measure function, in `self.sense[key]`."""
-        def owner() -> _Sense:
+        def owner(call: Call) -> _Sense:
             return self.sense[key]
         self._range(root + ":RANGe[:UPPer]", owner, SENSE_RANGES[key], RESET_SENSE_RANGE[key])
         self._flag(root + ":RANGe:AUTO", "autorange", owner)
@@ -218,10 +218,10 @@ class VirtualKeithley2450(ScpiTwin):
         self.register_number(root + ":AVERage:COUNt", "average_count", 1, 100, 10, fmt=str,
                              integer=True, owner=owner)
 
-    def _flag(self, pattern: str, attribute: str, owner: Callable[[], object]) -> None:
+    def _flag(self, pattern: str, attribute: str, owner: Callable[[Call], object]) -> None:
         self.register_setting(pattern, attribute, to_bool, format_bool, owner=owner)
 
-    def _range(self, pattern: str, owner: Callable[[], _Sense | _Source], ranges: tuple[float, ...],
+    def _range(self, pattern: str, owner: Callable[[Call], _Sense | _Source], ranges: tuple[float, ...],
                default: float) -> None:
         """A range: a value selects the smallest range that holds it (up to 105 % of the top one)
         and ends autorange."""
@@ -229,14 +229,14 @@ class VirtualKeithley2450(ScpiTwin):
             top = ranges[-1] * 1.05
             bound = to_bound(call.params[0], ranges[0], ranges[-1], default)
             value = abs(to_float(call.params[0], -top, top)) if bound is None else bound
-            settings = owner()
+            settings = owner(call)
             settings.range = next(r for r in ranges if value <= r * 1.05)
             settings.autorange = False
         self.register(pattern, put, nargs=1)
         self.register(pattern + "?", lambda call: format_number(query_number(
-            call.params, owner().range, ranges[0], ranges[-1], default)), nargs=(0, 1))
+            call.params, owner(call).range, ranges[0], ranges[-1], default)), nargs=(0, 1))
 
-    def _user_delays(self, pattern: str, owner: Callable[[], _Sense | _Source]) -> None:
+    def _user_delays(self, pattern: str, owner: Callable[[Call], _Sense | _Source]) -> None:
         """:DELay:USER<n>, n = 1..5, 0 to 10 ks."""
         def index(call: Call) -> int:
             if call.suffixes[0] != 1:  # the first suffix is SOURce# / SENSe#: there is one channel
@@ -244,10 +244,10 @@ class VirtualKeithley2450(ScpiTwin):
             return call.suffixes[-1] - 1
 
         def put(call: Call) -> None:
-            owner().user_delays[index(call)] = to_number(call.params[0], 0.0, DELAY_MAX, default=0.0)
+            owner(call).user_delays[index(call)] = to_number(call.params[0], 0.0, DELAY_MAX, default=0.0)
         self.register(pattern, put, nargs=1, suffix_max=USER_DELAYS)
         self.register(pattern + "?", lambda call: format_number(query_number(
-            call.params, owner().user_delays[index(call)], 0.0, DELAY_MAX, 0.0)),
+            call.params, owner(call).user_delays[index(call)], 0.0, DELAY_MAX, 0.0)),
             nargs=(0, 1), suffix_max=USER_DELAYS)
 
     def _register_buffers(self) -> None:

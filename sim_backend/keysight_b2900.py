@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .loads import SmuLoad, compliance_voltage, hold_in_compliance
 from .scpi import (
@@ -27,15 +27,15 @@ from .scpi import (
     Handler,
     ScpiError,
     ScpiTwin,
-    float_in,
     format_bool,
     format_number,
+    query_number,
     short_form,
     to_bool,
     to_float,
     to_index,
-    to_int,
     to_keyword,
+    to_number,
     unquote,
 )
 
@@ -134,17 +134,14 @@ class VirtualKeysightB2900(ScpiTwin):
         src, sense = "[:SOURce#]", ":SENSe#"
         self._register_channel(src + ":FUNCtion:MODE", self._set_source_function, nargs=1)
         self._register_channel(src + ":FUNCtion:MODE?", lambda call: "VOLT")
-        self._register_channel(src + ":VOLTage[:LEVel][:IMMediate][:AMPLitude]",
-                               self._set_level, nargs=1)
-        self._channel_query(src + ":VOLTage[:LEVel][:IMMediate][:AMPLitude]?", "immediate",
-                            format_number)
+        self._channel_number(src + ":VOLTage[:LEVel][:IMMediate][:AMPLitude]", "immediate",
+                             -V_MAX, V_MAX, 0.0, after=lambda ch: setattr(ch, "level", ch.immediate))
         self._channel_setting(src + ":VOLTage:MODE", "mode",
                               lambda p: to_keyword(p, "FIXed", "LIST", "SWEep"), short_form)
         for bound, attribute in (("STARt", "start"), ("STOP", "stop")):
-            self._channel_setting(f"{src}:VOLTage:{bound}", attribute, float_in(-V_MAX, V_MAX),
-                                  format_number)
+            self._channel_number(f"{src}:VOLTage:{bound}", attribute, -V_MAX, V_MAX, 0.0)
         for pattern in (src + ":VOLTage:POINts", src + ":SWEep:POINts"):
-            self._channel_setting(pattern, "points", lambda p: to_int(p, 1, SWEEP_MAX))
+            self._channel_number(pattern, "points", 1, SWEEP_MAX, 1, fmt=_integer, integer=True)
         self._channel_setting(src + ":VOLTage:RANGe:AUTO", "source_autorange", to_bool, format_bool)
         self._register_channel(src + ":LIST:VOLTage", self._set_list, nargs=(1, SWEEP_MAX))
         self._register_channel(src + ":LIST:VOLTage:APPend", self._append_list,
@@ -160,8 +157,8 @@ class VirtualKeysightB2900(ScpiTwin):
                                lambda call: self._channel(call).functions.clear())
         self._register_channel(sense + ":FUNCtion[:ON]?", lambda call: ",".join(
             f'"{short_form(f)}"' for f in FUNCTIONS if f in self._channel(call).functions))
-        self._channel_setting(sense + ":CURRent[:DC]:PROTection[:LEVel]", "current_limit",
-                              float_in(*I_LIMIT), format_number)
+        self._channel_number(sense + ":CURRent[:DC]:PROTection[:LEVel]", "current_limit",
+                             *I_LIMIT, 100e-6)
         self._register_channel(sense + ":CURRent[:DC]:PROTection:TRIPped?",
                                lambda call: format_bool(self._channel(call).tripped))
         for function in FUNCTIONS[:2]:
@@ -175,9 +172,13 @@ class VirtualKeysightB2900(ScpiTwin):
         self._channel_setting(":OUTPut#:ON:AUTO", "auto_on", to_bool, format_bool)
 
         self._register_trigger("SOURce[:SIGNal]", "source", lambda p: short_form(to_keyword(p, *SOURCES)), str)
-        self._register_trigger("TIMer", "timer", float_in(1e-5, 1e5), format_number)
-        self._register_trigger("COUNt", "count", lambda p: to_int(p, 1, TRIGGER_COUNT_MAX), str)
-        self._register_trigger("DELay", "delay", float_in(0.0, 100.0), format_number)
+        for name, attribute, low, high, default, fmt in (
+                ("TIMer", "timer", 1e-5, 1e5, 1e-3, format_number),
+                ("COUNt", "count", 1, TRIGGER_COUNT_MAX, 1, _integer),
+                ("DELay", "delay", 0.0, 100.0, 0.0, format_number)):
+            self._register_trigger(name, attribute, partial(
+                to_number, low=low, high=high, integer=fmt is _integer, default=default), fmt,
+                (low, high, default))
 
         self.register(":INITiate[:IMMediate][:ALL]", self._initiate, nargs=(0, 2))
         self.register(":ABORt[:ALL]", self._abort, nargs=(0, 2))
@@ -239,17 +240,23 @@ class VirtualKeysightB2900(ScpiTwin):
                          fmt: Callable[[T], str] = str) -> None:
         """A command that sets the addressed channel's `attribute` from one parameter, and its
         query."""
-        self._register_channel(pattern, lambda call: setattr(self._channel(call), attribute,
-                                                             parse(call.params[0])), nargs=1)
-        self._channel_query(pattern + "?", attribute, fmt)
+        self.register_setting(pattern, attribute, parse, fmt, owner=self._channel,
+                              suffix_max=self.n_channels)
 
-    def _channel_query(self, pattern: str, attribute: str, fmt: Callable[[T], str]) -> None:
-        self._register_channel(pattern, lambda call: fmt(getattr(self._channel(call), attribute)))
+    def _channel_number(self, pattern: str, attribute: str, low: float, high: float,
+                        default: float, fmt: Callable[[float], str] = format_number,
+                        integer: bool = False, after: Callable[[Any], None] | None = None) -> None:
+        """A numeric setting of the addressed channel: `{<value>|MINimum|MAXimum|DEFault}` in the
+        command, `[MINimum|MAXimum|DEFault]` in the query (DEFault: the *RST value)."""
+        self.register_number(pattern, attribute, low, high, default, fmt=fmt, integer=integer,
+                             owner=self._channel, after=after, suffix_max=self.n_channels)
 
     def _register_trigger(self, name: str, attribute: str, parse: Callable[[str], T],
-                          fmt: Callable[[T], str]) -> None:
+                          fmt: Callable[[T], str],
+                          bounds: tuple[float, float, float] | None = None) -> None:
         """:TRIG[c][:ALL]:<name> sets both actions (its query answers for ACQuire);
-        :TRIG[c]:ACQ:<name> and :TRIG[c]:TRAN:<name> set one."""
+        :TRIG[c]:ACQ:<name> and :TRIG[c]:TRAN:<name> set one. With `bounds` (low, high, *RST
+        value) the query also takes MINimum|MAXimum|DEFault."""
         def setter(actions):
             def handle(call: Call) -> None:
                 value = parse(call.params[0])
@@ -258,12 +265,17 @@ class VirtualKeysightB2900(ScpiTwin):
             return handle
 
         def getter(action):
-            return lambda call: fmt(getattr(self._channel(call).triggers[action], attribute))
+            def handle(call: Call) -> str:
+                value: Any = getattr(self._channel(call).triggers[action], attribute)
+                if bounds:
+                    value = query_number(call.params, value, *bounds)
+                return fmt(value)
+            return handle
 
         for prefix, actions in ((":TRIGger#[:ALL]", ACTIONS), *(
                 (f":TRIGger#:{a}", (a,)) for a in ACTIONS)):
             self._register_channel(f"{prefix}:{name}", setter(actions), nargs=1)
-            self._register_channel(f"{prefix}:{name}?", getter(actions[0]))
+            self._register_channel(f"{prefix}:{name}?", getter(actions[0]), nargs=(0, 1) if bounds else 0)
 
     def _channel(self, call: Call) -> _Channel:
         return self.channels[call.suffixes[0]]
@@ -291,10 +303,6 @@ class VirtualKeysightB2900(ScpiTwin):
     def _set_source_function(self, call: Call) -> None:
         if to_keyword(call.params[0], "VOLTage", "CURRent") == "CURRent":
             raise ScpiError(-221, "Settings conflict; current source not simulated")
-
-    def _set_level(self, call: Call) -> None:
-        channel = self._channel(call)
-        channel.immediate = channel.level = to_float(call.params[0], -V_MAX, V_MAX)
 
     def _set_list(self, call: Call) -> None:
         self._channel(call).source_list = [to_float(p, -V_MAX, V_MAX) for p in call.params]
@@ -430,6 +438,10 @@ class VirtualKeysightB2900(ScpiTwin):
                 "TIME": reading.time,
                 "STATus": float(reading.status),
                 "SOURce": reading.source}[name]
+
+
+def _integer(value: float) -> str:
+    return str(int(value))
 
 
 def _parse_line_frequency(param: str) -> float:

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ERRORS = {
     -100: "Command error",
@@ -287,31 +287,34 @@ class ScpiTwin:
         self._lookup_cache.clear()
 
     def register_setting(self, pattern: str, attribute: str, parse: Callable[[str], T],
-                         fmt: Callable[[T], str] = str,
-                         owner: Callable[[], object] | None = None) -> None:
-        """A command that sets `<attribute>` of this twin (or of the object `owner()` returns, e.g.
-        one function's settings) from one parameter, and its query."""
-        target = owner or (lambda: self)
-        self.register(pattern, lambda call: setattr(target(), attribute, parse(call.params[0])), nargs=1)
-        self.register(pattern + "?", lambda call: fmt(getattr(target(), attribute)))
+                         fmt: Callable[[T], str] = str, owner: Callable[[Call], object] | None = None,
+                         suffix_max: int = 1) -> None:
+        """A command that sets `<attribute>` of this twin (or of the object `owner(call)` returns:
+        a channel's or a function's settings) from one parameter, and its query."""
+        target = owner or (lambda call: self)
+        self.register(pattern, lambda call: setattr(target(call), attribute, parse(call.params[0])),
+                      nargs=1, suffix_max=suffix_max)
+        self.register(pattern + "?", lambda call: fmt(getattr(target(call), attribute)),
+                      suffix_max=suffix_max)
 
     def register_number(self, pattern: str, attribute: str, low: float, high: float,
                         default: float | None = None, fmt: Callable[[float], str] = format_number,
-                        integer: bool = False, owner: Callable[[], object] | None = None,
-                        after: Callable[[object], None] | None = None) -> None:
+                        integer: bool = False, owner: Callable[[Call], object] | None = None,
+                        after: Callable[[Any], None] | None = None, suffix_max: int = 1) -> None:
         """A numeric setting within [low, high], stored as register_setting does: the command takes
         a number or MINimum / MAXimum (/ DEFault: `default`), the query optionally the same words;
         `after(target)` runs after each set (a coupled setting)."""
-        target = owner or (lambda: self)
+        target = owner or (lambda call: self)
 
         def put(call: Call) -> None:
-            obj = target()
+            obj = target(call)
             setattr(obj, attribute, to_number(call.params[0], low, high, integer, default))
             if after:
                 after(obj)
-        self.register(pattern, put, nargs=1)
-        self.register(pattern + "?", lambda call: fmt(
-            query_number(call.params, getattr(target(), attribute), low, high, default)), nargs=(0, 1))
+        self.register(pattern, put, nargs=1, suffix_max=suffix_max)
+        self.register(pattern + "?", lambda call: fmt(query_number(
+            call.params, getattr(target(call), attribute), low, high, default)),
+            nargs=(0, 1), suffix_max=suffix_max)
 
     def handle(self, data: bytes) -> bytes:
         """Feed received bytes; return the replies to every line they completed."""

@@ -276,6 +276,25 @@ def test_b2900_session_from_the_scpi_reference():
     ])
 
 
+def test_b2900_numeric_settings_take_minimum_maximum_default():
+    """`{<value>|MINimum|MAXimum|DEFault}` and `? [MINimum|MAXimum|DEFault]` (B2900 SCPI Command
+    Reference) for the source level, sweep start/stop/points, compliance and the trigger
+    settings; DEFault is the *RST value."""
+    twin = VirtualKeysightB2900(Resistor(), model="B2902A")
+    replay(twin, [
+        (":SOUR:VOLT? MAX", "+2.100000E+02"), (":SOUR2:VOLT MIN", None), (":SOUR2:VOLT?", "-2.100000E+02"),
+        (":SOURce1:VOLTage:LEVel:IMMediate:AMPLitude? DEF", "+0.000000E+00"),
+        (":SENS:CURR:PROT? MIN", "+1.000000E-09"), (":SENS2:CURR:PROT MAX", None),
+        (":SENS2:CURR:PROT?", "+3.030000E+00"), (":SENS:CURR:PROT? DEF", "+1.000000E-04"),
+        (":SOUR:VOLT:POIN? MAX", "2500"), (":SOUR:VOLT:STAR? MIN", "-2.100000E+02"),
+        (":TRIG:COUN? MAX", "100000"), (":TRIG:ACQ:DEL? MAX", "+1.000000E+02"),
+        (":TRIG2:TIM? DEF", "+1.000000E-03"), (":TRIG:COUN MAX", None), (":TRIG:TRAN:COUN?", "100000"),
+        (":SOUR:VOLT? UP", None),
+        (":SYST:ERR?", '-224,"Illegal parameter value"'), (":SYST:ERR?", '+0,"No error"'),
+    ])
+    assert twin.channels[2].level == -210.0
+
+
 # -- Keysight 33500B
 
 
