@@ -232,6 +232,17 @@ def cmd_sim_serve(args) -> int:
     return 0
 
 
+def cmd_sim_fit(args) -> int:
+    from .fit import FitError, fit_command
+
+    try:
+        print(fit_command(args.file, args.runs, args.out, args.base, args.validate, args.figure, args.seed,
+                          args.json, args.sim_out))
+    except FitError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return 0
+
+
 def cmd_gui(args) -> int:
     """The Qt GUI; imported only here, so every other command works without Qt installed."""
     config = _station_config(args)
@@ -520,6 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--station-out", metavar="FILE", help="where to write the station file (default: a temp file)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sim_serve)
+    p = sim.add_parser("fit", help="fit the simulator's device file to characterization runs (docs/sim-fit.md)")
+    p.add_argument("file", metavar="RUNS.h5")
+    p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="the runs to fit (default: every completed forming, "
+                   "pulse_response, read_noise, retention and write_verify run)")
+    p.add_argument("--out", metavar="DEVICE.toml", help="write the fitted device file here")
+    p.add_argument("--base", metavar="DEVICE.toml", help="device file whose values the runs do not constrain "
+                   "are kept (default: the packaged one)")
+    p.add_argument("--validate", action="store_true", help="run the same protocols on the fitted simulator and "
+                   "compare them with the measured runs")
+    p.add_argument("--figure", metavar="FIG.png", help="the validation's overlay figure (default: next to --out)")
+    p.add_argument("--sim-out", metavar="FILE.h5", help="keep the validation's simulated runs here")
+    p.add_argument("--seed", type=int, default=0, help="the validation chip's seed")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sim_fit)
 
     board = sub.add_parser("board", help="manual routing on the FPGA board").add_subparsers(
         dest="board_command", required=True)
