@@ -28,7 +28,17 @@ from labctl.instruments.keysight33500b_spec import (
 )
 
 from .loads import PulseLoad, open_circuit_gain
-from .scpi import Call, ScpiError, ScpiTwin, short_form, to_bool, to_float, to_keyword, to_number
+from .scpi import (
+    Call,
+    ScpiError,
+    ScpiTwin,
+    query_number,
+    short_form,
+    to_bool,
+    to_float,
+    to_keyword,
+    to_number,
+)
 
 FUNCTIONS = ("SINusoid", "SQUare", "TRIangle", "RAMP", "PULSe", "PRBS", "NOISe", "ARB", "DC")
 LOAD_MAX = 10e3  # ohm
@@ -89,22 +99,30 @@ class VirtualKeysight33500B(ScpiTwin):
         src, pulse = "[:SOURce#]", "[:SOURce#]:FUNCtion:PULSe"
         level = src + ":VOLTage[:LEVel][:IMMediate]"
         self._setting(src + ":FUNCtion[:SHAPe]", self._set_function, lambda c: c.function)
-        self._setting(level + "[:AMPLitude]", self._set_amplitude,
-                      lambda c: self._programmed(c, c.amplitude))
-        self._setting(level + ":OFFSet", self._set_offset, lambda c: self._programmed(c, c.offset))
-        self._setting(level + ":HIGH", self._set_high, lambda c: self._programmed(c, c.high))
-        self._setting(level + ":LOW", self._set_low, lambda c: self._programmed(c, c.low))
-        self._setting(pulse + ":PERiod", self._set_period, lambda c: self._reply(c.period))
-        self._setting(src + ":FREQuency", self._set_frequency, lambda c: self._reply(1 / c.period))
-        self._setting(pulse + ":WIDTh", self._set_width, lambda c: self._reply(c.width))
-        self._setting(pulse + ":TRANsition[:BOTH]", self._set_edges, lambda c: self._reply(c.lead))
-        self._setting(pulse + ":TRANsition:LEADing", self._set_lead, lambda c: self._reply(c.lead))
-        self._setting(pulse + ":TRANsition:TRAiling", self._set_trail,
-                      lambda c: self._reply(c.trail))
+        self._level(level + "[:AMPLitude]", "amplitude", self._set_amplitude, AMPLITUDE_OPEN_MIN,
+                    2 * V_OPEN_MAX)
+        self._level(level + ":OFFSet", "offset", self._set_offset, -V_OPEN_MAX, V_OPEN_MAX)
+        self._level(level + ":HIGH", "high", self._set_high, -V_OPEN_MAX, V_OPEN_MAX)
+        self._level(level + ":LOW", "low", self._set_low, -V_OPEN_MAX, V_OPEN_MAX)
+        self._number(pulse + ":PERiod", self._apply_period, lambda c: c.period,
+                     lambda c: (self.spec.min_period, MAX_PERIOD))
+        self._number(src + ":FREQuency", lambda c, f: self._apply_period(c, 1 / f), lambda c: 1 / c.period,
+                     lambda c: (1 / MAX_PERIOD, 1 / self.spec.min_period))
+        self._number(pulse + ":WIDTh", self._set_width, lambda c: c.width,
+                     lambda c: width_limits(self.spec, c.period))
+        self._number(pulse + ":TRANsition[:BOTH]", self._set_edges, lambda c: c.lead,
+                     lambda c: (self.spec.min_edge, min(edge_limits(c.width, c.period))))
+        self._number(pulse + ":TRANsition:LEADing", self._set_lead, lambda c: c.lead,
+                     lambda c: (self.spec.min_edge, edge_limits(c.width, c.period)[0]))
+        self._number(pulse + ":TRANsition:TRAiling", self._set_trail, lambda c: c.trail,
+                     lambda c: (self.spec.min_edge, edge_limits(c.width, c.period)[1]))
         self._setting(src + ":BURSt:STATe", self._set_burst, lambda c: str(int(c.burst)))
         self._setting(src + ":BURSt:MODE", self._set_burst_mode, lambda c: c.burst_mode)
-        self._setting(src + ":BURSt:NCYCles", self._set_burst_count,
-                      lambda c: self._reply(c.burst_count))
+        self.register(src + ":BURSt:NCYCles", self._set_burst_count, nargs=1,
+                      suffix_max=self.spec.channels)
+        self.register(src + ":BURSt:NCYCles?", lambda call: self._reply(query_number(
+            call.params, self._channel(call).burst_count, 1, BURST_MAX)), nargs=(0, 1),
+            suffix_max=self.spec.channels)
         self._setting(":TRIGger#:SOURce", self._set_trigger_source, lambda c: c.trigger_source)
         self._setting(":OUTPut#[:STATe]", self._set_output, lambda c: str(int(c.output)))
         self._setting(":OUTPut#:LOAD", self._set_load,
@@ -132,41 +150,51 @@ class VirtualKeysight33500B(ScpiTwin):
                       suffix_max=n)
         self.register(pattern + "?", lambda call: getter(self._channel(call)), suffix_max=n)
 
+    def _number(self, pattern: str, put: Callable[[Channel, float], None],
+                get: Callable[[Channel], float], bounds: Callable[[Channel], tuple[float, float]],
+                integer: bool = False) -> None:
+        """A per-channel number: `{<value>|MINimum|MAXimum}` in the command and the query."""
+        self.register_bounded(pattern, self._channel, put, get, bounds, fmt=self._reply,
+                              integer=integer, suffix_max=self.spec.channels)
+
+    def _level(self, pattern: str, attribute: str, put: Callable[[Channel, float], None],
+               low: float, high: float) -> None:
+        """A level: programmed for the expected load (volts / gain) on the wire, kept at open
+        circuit within [low, high]."""
+        def set_open_circuit(channel: Channel, volts: float) -> None:
+            put(channel, volts * open_circuit_gain(channel.load))
+
+        def programmed(channel: Channel) -> float:
+            return getattr(channel, attribute) / open_circuit_gain(channel.load)
+
+        def bounds(channel: Channel) -> tuple[float, float]:
+            gain = open_circuit_gain(channel.load)
+            return low / gain, high / gain
+        self._number(pattern, set_open_circuit, programmed, bounds)
+
     def _channel(self, call: Call) -> Channel:
         return self.channels[call.suffixes[0]]
 
     # -- levels (open-circuit volts inside, programmed volts on the wire)
-
-    def _programmed(self, channel: Channel, volts: float) -> str:
-        return self._reply(volts / open_circuit_gain(channel.load))
-
-    def _volts(self, channel: Channel, param: str, low: float, high: float) -> float:
-        """An open-circuit level from a programmed value (or MIN/MAX) within [low, high]."""
-        gain = open_circuit_gain(channel.load)
-        return to_number(param, low / gain, high / gain) * gain
 
     def _set_levels(self, channel: Channel, high: float, low: float) -> None:
         if high - low < AMPLITUDE_OPEN_MIN:
             raise ScpiError(-221)
         channel.high, channel.low = high, low
 
-    def _set_high(self, channel: Channel, param: str) -> None:
-        high = self._volts(channel, param, -V_OPEN_MAX, V_OPEN_MAX)
+    def _set_high(self, channel: Channel, high: float) -> None:
         self._set_levels(channel, high, channel.low)
 
-    def _set_low(self, channel: Channel, param: str) -> None:
-        low = self._volts(channel, param, -V_OPEN_MAX, V_OPEN_MAX)
+    def _set_low(self, channel: Channel, low: float) -> None:
         self._set_levels(channel, channel.high, low)
 
-    def _set_amplitude(self, channel: Channel, param: str) -> None:
-        amplitude = self._volts(channel, param, AMPLITUDE_OPEN_MIN, 2 * V_OPEN_MAX)
+    def _set_amplitude(self, channel: Channel, amplitude: float) -> None:
         if channel.function != "DC" and abs(channel.offset) + amplitude / 2 > V_OPEN_MAX:
             raise ScpiError(-221)
         offset = channel.offset
         channel.high, channel.low = offset + amplitude / 2, offset - amplitude / 2
 
-    def _set_offset(self, channel: Channel, param: str) -> None:
-        offset = self._volts(channel, param, -V_OPEN_MAX, V_OPEN_MAX)
+    def _set_offset(self, channel: Channel, offset: float) -> None:
         if channel.function != "DC" and abs(offset) + channel.amplitude / 2 > V_OPEN_MAX:
             raise ScpiError(-221)
         half = channel.amplitude / 2
@@ -190,12 +218,6 @@ class VirtualKeysight33500B(ScpiTwin):
             raise ScpiError(-221)
         channel.function = name
 
-    def _set_period(self, channel: Channel, param: str) -> None:
-        self._apply_period(channel, to_number(param, self.spec.min_period, MAX_PERIOD))
-
-    def _set_frequency(self, channel: Channel, param: str) -> None:
-        self._apply_period(channel, 1 / to_number(param, 1 / MAX_PERIOD, 1 / self.spec.min_period))
-
     def _apply_period(self, channel: Channel, period: float) -> None:
         """The period, if the present width and edges still fit (-221 otherwise)."""
         low, high = width_limits(self.spec, period)
@@ -204,25 +226,20 @@ class VirtualKeysight33500B(ScpiTwin):
             raise ScpiError(-221)
         channel.period = period
 
-    def _set_width(self, channel: Channel, param: str) -> None:
-        width = to_number(param, *width_limits(self.spec, channel.period))
+    def _set_width(self, channel: Channel, width: float) -> None:
         lead_max, trail_max = edge_limits(width, channel.period)
         if channel.lead > lead_max or channel.trail > trail_max:
             raise ScpiError(-221)
         channel.width = width
 
-    def _edge(self, param: str, most: float) -> float:
-        return to_number(param, self.spec.min_edge, most)
+    def _set_edges(self, channel: Channel, edge: float) -> None:
+        channel.lead = channel.trail = edge
 
-    def _set_edges(self, channel: Channel, param: str) -> None:
-        most = min(edge_limits(channel.width, channel.period))
-        channel.lead = channel.trail = self._edge(param, most)
+    def _set_lead(self, channel: Channel, edge: float) -> None:
+        channel.lead = edge
 
-    def _set_lead(self, channel: Channel, param: str) -> None:
-        channel.lead = self._edge(param, edge_limits(channel.width, channel.period)[0])
-
-    def _set_trail(self, channel: Channel, param: str) -> None:
-        channel.trail = self._edge(param, edge_limits(channel.width, channel.period)[1])
+    def _set_trail(self, channel: Channel, edge: float) -> None:
+        channel.trail = edge
 
     # -- burst, trigger and output
 
@@ -235,10 +252,11 @@ class VirtualKeysight33500B(ScpiTwin):
     def _set_burst_mode(self, channel: Channel, param: str) -> None:
         channel.burst_mode = short_form(to_keyword(param, "TRIGgered", "GATed"))
 
-    def _set_burst_count(self, channel: Channel, param: str) -> None:
+    def _set_burst_count(self, call: Call) -> None:
+        param = call.params[0]
         if param.upper() in ("INF", "INFINITY"):
             raise ScpiError(-221, "Settings conflict; infinite bursts are not simulated")
-        channel.burst_count = int(to_number(param, 1, BURST_MAX, integer=True))
+        self._channel(call).burst_count = int(to_number(param, 1, BURST_MAX, integer=True))
 
     def _set_trigger_source(self, channel: Channel, param: str) -> None:
         channel.trigger_source = short_form(to_keyword(param, "IMMediate", "EXTernal", "TIMer",

@@ -22,12 +22,10 @@ from .scpi import (
     ScpiError,
     ScpiTwin,
     format_number,
-    query_number,
     short_form,
     to_bool,
     to_float,
     to_keyword,
-    to_number,
 )
 
 # The source impedance is 50 ohm (sim_backend.loads); the 81150A's optional 5 ohm is not simulated.
@@ -146,15 +144,8 @@ class VirtualKeysight81160A(ScpiTwin):
                         fmt: Callable[[float], str] = format_number, integer: bool = False) -> None:
         """A per-channel number within `bounds(state)`: the command takes a number or MINimum /
         MAXimum (User's Guide: `{<value>|MINimum|MAXimum}`), and so does the query."""
-        def put(call: Call) -> None:
-            state = self._channel(call)
-            setter(state, to_number(call.params[0], *bounds(state), integer=integer))
-
-        def get(call: Call) -> str:
-            state = self._channel(call)
-            return fmt(query_number(call.params, value(state), *bounds(state)))
-        self.register(pattern, put, nargs=1, suffix_max=2)
-        self.register(pattern + "?", get, nargs=(0, 1), suffix_max=2)
+        self.register_bounded(pattern, self._channel, setter, value, bounds, fmt=fmt,
+                              integer=integer, suffix_max=2)
 
     def _channel(self, call: Call) -> ChannelState:
         return self.channels[call.suffixes[0]]

@@ -59,6 +59,7 @@ class Call:
 
 Handler = Callable[[Call], "str | None"]
 T = TypeVar("T")  # a setting's value: what its parser returns and its formatter takes
+S = TypeVar("S")  # what holds a setting: a twin, a channel's or a function's settings
 
 _TOKEN = re.compile(r"\[|\]|:?\*?[A-Za-z][A-Za-z0-9]*#?")
 _HEADER = re.compile(r"(\S+)\s*(.*)", re.DOTALL)
@@ -304,17 +305,30 @@ class ScpiTwin:
         """A numeric setting within [low, high], stored as register_setting does: the command takes
         a number or MINimum / MAXimum (/ DEFault: `default`), the query optionally the same words;
         `after(target)` runs after each set (a coupled setting)."""
-        target = owner or (lambda call: self)
-
-        def put(call: Call) -> None:
-            obj = target(call)
-            setattr(obj, attribute, to_number(call.params[0], low, high, integer, default))
+        def put(target: Any, value: float) -> None:
+            setattr(target, attribute, value)
             if after:
-                after(obj)
-        self.register(pattern, put, nargs=1, suffix_max=suffix_max)
-        self.register(pattern + "?", lambda call: fmt(query_number(
-            call.params, getattr(target(call), attribute), low, high, default)),
-            nargs=(0, 1), suffix_max=suffix_max)
+                after(target)
+        self.register_bounded(pattern, owner or (lambda call: self), put,
+                              lambda target: getattr(target, attribute), lambda target: (low, high),
+                              default, fmt, integer, suffix_max)
+
+    def register_bounded(self, pattern: str, owner: Callable[[Call], S], put: Callable[[S, float], None],
+                         get: Callable[[S], float], bounds: Callable[[S], tuple[float, float]],
+                         default: float | None = None, fmt: Callable[[float], str] = format_number,
+                         integer: bool = False, suffix_max: int = 1) -> None:
+        """A number whose range `bounds(owner(call))` may depend on other settings: the command
+        parses `{<value>|MINimum|MAXimum[|DEFault]}` within it and calls put(target, value) (which
+        checks any coupling), the query answers fmt(get(target)) or the bound it names."""
+        def command(call: Call) -> None:
+            target = owner(call)
+            put(target, to_number(call.params[0], *bounds(target), integer, default))
+
+        def query(call: Call) -> str:
+            target = owner(call)
+            return fmt(query_number(call.params, get(target), *bounds(target), default))
+        self.register(pattern, command, nargs=1, suffix_max=suffix_max)
+        self.register(pattern + "?", query, nargs=(0, 1), suffix_max=suffix_max)
 
     def handle(self, data: bytes) -> bytes:
         """Feed received bytes; return the replies to every line they completed."""

@@ -319,6 +319,25 @@ def test_33500b_pymeasure_burst_session():
     assert [v for _, v, _ in load.holds] == [1.0, 0.0] * 3
 
 
+def test_33500b_queries_take_minimum_maximum():
+    """`? [{MINimum|MAXimum}]` (33500B Operating and Service Guide) on period, frequency, levels
+    (programmed for the expected load), width, edges and burst count."""
+    twin = VirtualKeysight33500B(RecordingLoad(), model="33522B")
+    replay(twin, [
+        ("SOUR1:FUNC:PULS:PER? MIN", "+3.33333333333333E-08"),
+        ("SOURce2:FUNCtion:PULSe:PERiod? MAXimum", "+1.00000000000000E+06"),
+        ("SOUR1:VOLT? MAX", "+1.00000000000000E+01"),  # 20 V open circuit into the 50 ohm load
+        ("OUTP1:LOAD INF", None), ("SOUR1:VOLT? MAX", "+2.00000000000000E+01"),
+        ("SOUR1:VOLT:HIGH? MIN", "-1.00000000000000E+01"), ("SOUR1:FREQ? MAX", "+3.00000000000000E+07"),
+        ("FUNC:PULS:WIDT? MIN", "+1.60000000000000E-08"), ("FUNC:PULS:TRAN:LEAD? MIN", "+8.40000000000000E-09"),
+        ("BURS:NCYC? MAX", "+1.00000000000000E+08"), ("BURS:NCYC MIN", None), ("BURS:NCYC?", "+1.00000000000000E+00"),
+        ("SOUR1:VOLT? ZERO", None), ("BURS:NCYC INF", None),
+        ("SYST:ERR?", '-224,"Illegal parameter value"'),
+        ("SYST:ERR?", '-221,"Settings conflict; infinite bursts are not simulated"'),
+        ("SYST:ERR?", '+0,"No error"'),
+    ])
+
+
 # -- Keithley 2600B (TSP)
 
 
