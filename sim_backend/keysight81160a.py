@@ -1,9 +1,11 @@
 """Virtual Keysight 81160A / 81150A: two pulse channels driving a PulseLoad.
 
-It parses the 81150A/81160A User's Guide forms of the subset labctl uses (function, levels as
-high/low or amplitude/offset, expected load, polarity, period, width, delay, edges, arm source
-and sense, burst count, output state) with the channel as a numeric suffix, and queues errors in
-the instrument's format (``-222,"Data out of range"``, 30 entries).
+It parses the 81150A/81160A User's Guide forms of the subset in docs/instruments/keysight81160a.md
+(function, levels as high/low or amplitude/offset, expected load, polarity, period or frequency,
+width or duty cycle and what a new period holds, delay, edges, arm source and sense, burst count,
+output state) with the channel as a numeric suffix and `{<value>|MINimum|MAXimum}` for numbers
+(in queries too), and queues errors in the instrument's format (``-222,"Data out of range"``,
+30 entries).
 
 Only triggered bursts reach the load: on ``*TRG`` every channel armed for the manual/bus trigger
 (``:ARM:SOUR MAN``, edge sense) with its output on and the pulse function plays its burst through
@@ -47,6 +49,7 @@ FUNCTIONS = ("SINusoid", "SQUare", "RAMP", "PULSe", "NOISe", "DC", "USER", "PATT
 ARM_SOURCES = ("IMMediate", "INTernal2", "EXTernal", "MANual")
 ARM_SENSES = ("EDGE", "LEVel")
 POLARITIES = ("NORMal", "INVerted")
+HOLDS = ("WIDTh", "DCYCle", "TDELay")
 
 
 @dataclass
@@ -67,6 +70,7 @@ class ChannelState:
     arm_sense: str
     count: int
     output: bool
+    hold: str = "WIDTh"  # what a new period keeps: the width or the duty cycle
 
     @property
     def high(self) -> float:
@@ -112,6 +116,13 @@ class VirtualKeysight81160A(ScpiTwin):
                                  lambda s: 1 / s.period, lambda s: (1 / PERIOD_MAX, 1 / self.period_min))
         self._channel_number(pulse + ":WIDTh#", self._set_width, lambda s: s.width,
                              lambda s: (self.width_min, PERIOD_MAX))
+        # The duty cycle and hold, also in the 33250A-compatible FUNCtion[1|2]:PULSe forms
+        # (User's Guide, Remote Programming Reference)
+        for root in (pulse + ":DCYCle#", "[:SOURce]:FUNCtion#:PULSe:DCYCle"):
+            self._channel_number(root, self._set_duty_cycle, lambda s: 100 * s.width / s.period,
+                                 lambda s: (0.0, 100.0))
+        for root in (pulse + ":HOLD#", "[:SOURce]:FUNCtion#:PULSe:HOLD"):
+            self._channel_setting(root, self._set_hold, lambda s: short_form(s.hold))
         self._channel_number(pulse + ":DELay#", self._set_delay, lambda s: s.delay,
                              lambda s: (0.0, DELAY_MAX))
         self._channel_number(pulse + ":TRANsition#[:LEADing]", self._set_leading,
@@ -223,8 +234,23 @@ class VirtualKeysight81160A(ScpiTwin):
             raise ScpiError(-222)
 
     def _set_period(self, state: ChannelState, period: float) -> None:
-        self._check_timing(period, state.width, state.leading, state.trailing)
-        state.period = period
+        width = state.width * period / state.period if state.hold == "DCYCle" else state.width
+        if width < self.width_min * (1 - 1e-12):
+            raise ScpiError(-222)
+        self._check_timing(period, width, state.leading, state.trailing)
+        state.period, state.width = period, width
+
+    def _set_duty_cycle(self, state: ChannelState, percent: float) -> None:
+        width = state.period * percent / 100
+        if width < self.width_min * (1 - 1e-12):
+            raise ScpiError(-222)
+        self._set_width(state, width)
+
+    def _set_hold(self, state: ChannelState, param: str) -> None:
+        hold = to_keyword(param, *HOLDS)
+        if hold == "TDELay":
+            raise ScpiError(-221, "Settings conflict; holding the trailing delay is not simulated")
+        state.hold = hold
 
     def _set_width(self, state: ChannelState, width: float) -> None:
         self._check_timing(state.period, width, state.leading, state.trailing)

@@ -246,10 +246,29 @@ def test_81160a_query_forms_from_the_users_guide():
         (":SOURce:FREQuency1:CW? MIN", "+1.000000E-06"), (":FREQ2 MIN", None),
         (":PULS:PER2?", "+1.000000E+06"),
         (":VOLT1? MAX", "+5.000000E+00"),  # 10 V open circuit: 5 Vpp into the *RST 50 ohm load
-        (":FREQ3?", None), (":PULS:WIDT1? 5", None), (":PULS:DCYC1 10", None),
+        (":FREQ3?", None), (":PULS:WIDT1? 5", None), (":APPL1:PULS 1000, 1, 0", None),
         ("SYST:ERR?", '-114,"Header suffix out of range"'),
         ("SYST:ERR?", '-224,"Illegal parameter value"'),
         ("SYST:ERR?", '-113,"Undefined header"'),
+        ("SYST:ERR?", '0,"No error"'),
+    ])
+
+
+def test_81160a_duty_cycle_and_hold():
+    """:PULSe:DCYCle[1|2] and :PULSe:HOLD[1|2] WIDTh|DCYCle, also as the Remote Programming
+    Reference's [:SOURce]:FUNCtion[1|2]:PULSe:DCYCle / :HOLD (PyMeasure's pulse_dutycycle and
+    pulse_hold use the first): holding the duty cycle, a new period scales the width."""
+    twin, _ = _81160a()
+    replay(twin, [
+        (":PULS:DCYC1?", "+1.000000E+01"),  # 100 ns of the 1 us *RST period
+        (":PULS:DCYC1 25.000000", None), (":PULS:WIDT1?", "+2.500000E-07"),
+        (":PULS:HOLD1?", "WIDT"), (":PULS:HOLD1 DCYC", None), (":FUNC1:PULS:HOLD?", "DCYC"),
+        (":PULS:PER1 2e-6", None), (":PULS:WIDT1?", "+5.000000E-07"),
+        (":SOURce:FUNCtion1:PULSe:DCYCle?", "+2.500000E+01"),
+        (":PULS:DCYC1 0", None),  # below the minimum width
+        (":PULS:HOLD1 TDEL", None), (":PULS:HOLD1?", "DCYC"),
+        ("SYST:ERR?", '-222,"Data out of range"'),
+        ("SYST:ERR?", '-221,"Settings conflict; holding the trailing delay is not simulated"'),
         ("SYST:ERR?", '0,"No error"'),
     ])
 
