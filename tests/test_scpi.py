@@ -147,3 +147,29 @@ def test_helpers():
     assert info.value.code == -224
     with pytest.raises(ValueError):
         compile_header(":SOUR-ce")
+
+
+class Meter(ScpiTwin):
+    """A numeric setting with MINimum / MAXimum / DEFault, as register_number makes it."""
+
+    def __init__(self):
+        super().__init__("ACME,METER,1,1.0")
+        self.nplc = 1.0
+        self.register_number("[:SENSe#]:NPLCycles", "nplc", 0.01, 10.0, 1.0)
+
+
+@pytest.mark.parametrize("line, reply", [
+    (":NPLC?", "+1.000000E+00\n"), (":NPLC? MIN", "+1.000000E-02\n"), (":NPLC? maximum", "+1.000000E+01\n"),
+    (":SENS:NPLC? DEF", "+1.000000E+00\n"), (":NPLC 0.5;:NPLC?", "+5.000000E-01\n"),
+    (":NPLC MAX;:NPLC?", "+1.000000E+01\n"), (":NPLC 5;:NPLC DEFault;:NPLC?", "+1.000000E+00\n"),
+])
+def test_numbers_take_minimum_maximum_default(line, reply):
+    assert ask(Meter(), line) == reply
+
+
+@pytest.mark.parametrize("line, code", [(":NPLC? 5", -224), (":NPLC? MIN, MAX", -108), (":NPLC 20", -222),
+                                        (":NPLC LOTS", -104)])
+def test_a_bad_number_or_bound_word_is_queued(line, code):
+    meter = Meter()
+    assert ask(meter, line) == ""
+    assert ask(meter, ":SYST:ERR?").startswith(f"{code},") and meter.nplc == 1.0
