@@ -25,7 +25,7 @@ from labctl.study.spec import device_entries, read_device_file
 SCALED = {"g_min": 0.8, "g_max": 0.8, "tau_set": 1 / 0.8, "tau_reset": 1 / 0.8, "read_noise": 1.5, "drift_mean": 1.5}
 SHIFTED = {"v_form_mean": 0.1}
 WITHIN_10_PERCENT = ("g_min", "g_max", "tau_set", "tau_reset")
-PULSES = {"row": 0, "col": 0, "n_rows": 8, "n_cols": 8, "n_pulses": 30, "cycles": 2, "width": 150e-9}
+PULSES = {"row": 0, "col": 0, "n_rows": 8, "n_cols": 8, "n_pulses": 20, "cycles": 2, "width": 200e-9}
 STEPS = (
     ("forming", "forming", {}),
     ("pulse_response", "pulse_response", PULSES),
@@ -144,9 +144,10 @@ def test_bad_files_are_clear_errors(tmp_path):
 def test_validation_reruns_and_compares(tmp_path):
     path = tmp_path / "small.h5"
     steps = [("forming", "forming", {}),
-             ("pr", "pulse_response", {"row": 0, "col": 0, "n_rows": 4, "n_cols": 4, "n_pulses": 20, "cycles": 1}),
+             ("pr", "pulse_response", {"row": 0, "col": 0, "n_rows": 2, "n_cols": 4, "n_pulses": 15, "cycles": 1,
+                                       "width": 200e-9}),
              ("wv", "write_verify", {"targets": [30e-6], "acceptance": 0.05})]
-    simulate(path, {"g_max": 80e-6}, steps, "sim:4x4")
+    simulate(path, {"g_max": 80e-6}, steps, "sim:2x4")
     result = fit_runs(path)
     figure = tmp_path / "validate.png"
     comparisons, sim_file = validate(result, seed=3, figure=figure)

@@ -19,7 +19,7 @@ from typing import Any
 from labctl.sim.physics import DEFAULT_DEVICE_FILE, DeviceParams
 from labctl.store import load_run, read_runs
 
-from .estimators import ESTIMATORS, ORDER, Outcome, RunData, fit_pulse_response
+from .estimators import ESTIMATORS, ORDER, Outcome, RunData, fit_pulse_response, fit_retention
 from .model import Circuit, Estimate, Figure, FitError, combine
 
 __all__ = ["FitError", "FitResult", "Estimate", "Figure", "fit_runs", "device_file_text", "load_fit_runs"]
@@ -120,6 +120,8 @@ def fit_runs(path: str | Path, run_ids: list[str] | None = None, base: str | Pat
             try:
                 if protocol == "pulse_response":
                     outcome: Outcome = fit_pulse_response(run, circuit, read_noise)
+                elif protocol == "retention":
+                    outcome = fit_retention(run, circuit, read_noise)
                 else:
                     outcome = ESTIMATORS[protocol](run, circuit)
             except FitError as exc:

@@ -23,10 +23,12 @@ from labctl.sim.physics import G_NOISE_REF
 
 from .model import Circuit, Estimate, Figure, FitError
 
-PASSES = 3
+PASSES = 3  # prediction-error least-squares passes (variances and gains from the previous)
+MAX_NFEV = 100  # residual evaluations per pass: a well-posed fit needs ~30; a bound no train reaches, many more
 N_BOOT = 200  # bootstrap resamples over cells
 MIN_CELLS = 3  # cells a device-to-device or spread estimate needs at the very least
 FEW_CELLS = 16  # below this, a note says the device-to-device sample is small
+VERIFY_AGE = 1e-3  # s: a typical time from a write-verify's last pulse to its last verify read
 PULSE_AGE = 1e-2  # s: a typical time from a pulse to its read in pulse_response (the reads' noise, first guess)
 
 
@@ -186,12 +188,14 @@ def fit_read_noise(run: RunData, circuit: Circuit) -> Outcome:
 
 # -- retention --------------------------------------------------------------------------------
 
-def fit_retention(run: RunData, circuit: Circuit) -> Outcome:
+def fit_retention(run: RunData, circuit: Circuit, read_noise: float | None = None) -> Outcome:
     """drift_mean, drift_sigma_slope, drift_sigma_0: the ReRAM shift G(t) - G(0) of every cell
     (G(0): its last verify read) against ln t, mean -drift_mean ln t and spread
     drift_sigma_slope ln t + drift_sigma_0 (the measured spread, read noise included, as the law
     is published), weighted least squares over the read times >= 1 s; the uncertainty by a
-    bootstrap over cells (a cell keeps one relaxation trajectory, so its reads are correlated)."""
+    bootstrap over cells (a cell keeps one relaxation trajectory, so its reads are correlated).
+    The read noise of G(0) itself (the read-noise law `VERIFY_AGE` after the last pulse; the
+    fitted amplitude when a read_noise run is given) is taken out of the spread in quadrature."""
     out = Outcome()
     reads = run.table("reads", ("row", "col", "t", "g"))
     cells = run.table("cells", ("row", "col", "g_final"))
@@ -216,8 +220,12 @@ def fit_retention(run: RunData, circuit: Circuit) -> Outcome:
     log_t = np.log(times)
     spread_law = times.size >= 2 and np.ptp(log_t) > 1.0
 
+    # variance of G(0)'s own read noise, per cell, in the quadrature sum of the measured spread
+    g0_noise2 = float(np.mean(circuit.read_noise_sigma(g0[keep], VERIFY_AGE, read_noise) ** 2))
+
     def fit(sample: np.ndarray) -> np.ndarray:
-        m, s = sample.mean(axis=0), sample.std(axis=0, ddof=1)
+        m = sample.mean(axis=0)
+        s = np.sqrt(np.maximum(sample.var(axis=0, ddof=1) - g0_noise2, 0.0))
         k = len(sample)
         se_m, se_s = np.maximum(s / np.sqrt(k), 1e-12), np.maximum(s / np.sqrt(2 * (k - 1)), 1e-12)
         drift = -np.sum(m * log_t / se_m**2) / np.sum(log_t**2 / se_m**2) if np.any(log_t > 0) else np.nan
@@ -280,10 +288,23 @@ class _Traces:
         self.d_up = circuit.drive(circuit_grid(), v_set, v_gate)
         self.d_down = circuit.drive(circuit_grid(), v_reset, v_gate)
         self.observed = np.isfinite(g[:, 1:])
+        # the grid is uniform in log g: drive() interpolates by index, each sequence in its own table
+        self._tables = np.concatenate([self.d_up, self.d_down])
+        self._origin, self._per_step = self.log_grid[0], 1.0 / (self.log_grid[1] - self.log_grid[0])
 
     def drive(self, g: np.ndarray) -> np.ndarray:
-        """Drive at the start of each sequence's next pulse, g of shape (S,)."""
-        return self.drive_of(g, None)
+        """Drive at the start of each sequence's next pulse, g of shape (S,) (as drive_of(g, None),
+        by index into the uniform log grid: the filter's inner loop)."""
+        n = self.log_grid.size
+        u = np.log(np.maximum(g, 1e-12))
+        u -= self._origin
+        u *= self._per_step
+        np.clip(u, 0.0, n - 1.000001, out=u)
+        i = u.astype(np.intp)
+        u -= i
+        i += np.where(self.up, 0, n)
+        low = self._tables[i]
+        return low + (self._tables[i + 1] - low) * u
 
     def drive_of(self, g: np.ndarray, up: bool | None) -> np.ndarray:
         """Drive of SET (up), RESET (not up) or each sequence's own direction (None; g (S,) or
@@ -378,7 +399,7 @@ def _fit_cells(tr: _Traces, n_cells: int, noise: float, c2c: float) -> tuple[np.
             return (tr.filter(x.reshape(n_cells, 4), c2c, noise, fixed)[0] * scale).ravel()
 
         res = optimize.least_squares(residual, x0.ravel(), jac_sparsity=sparsity, bounds=(lower.ravel(), upper.ravel()),
-                                     x_scale="jac", tr_solver="lsmr", method="trf")
+                                     x_scale="jac", tr_solver="lsmr", method="trf", max_nfev=MAX_NFEV)
         x0 = res.x.reshape(n_cells, 4)
     assert res is not None
     jac = res.jac.toarray() if hasattr(res.jac, "toarray") else np.asarray(res.jac)
@@ -525,18 +546,33 @@ def fit_pulse_response(run: RunData, circuit: Circuit, read_noise: float | None 
         if name in ("g_min", "g_max", "tau_set", "tau_reset") and est.relative > 0.25:
             est.notes.append(f"wide: {est.relative:.0%}; more cells or more pulses per train would narrow it")
         out.estimates.append(est)
-    # symmetry point of the median cell: |step up| = |step down|
-    lo, hi, ks, kr = np.exp(params.mean(axis=0))
+    # symmetry point of the median cell, |step up| = |step down| (bootstrap over cells)
+    def symmetry(idx: np.ndarray) -> float:
+        lo, hi, ks, kr = np.exp(params[idx].mean(axis=0))
 
-    def gap(gv: float) -> float:
-        up = (hi - gv) * -np.expm1(-ks * float(np.interp(np.log(gv), tr.log_grid, tr.d_up)))
-        down = (gv - lo) * -np.expm1(-kr * float(np.interp(np.log(gv), tr.log_grid, tr.d_down)))
-        return float(up - down)
+        def gap(gv: float) -> float:
+            up = (hi - gv) * -np.expm1(-ks * float(np.interp(np.log(gv), tr.log_grid, tr.d_up)))
+            down = (gv - lo) * -np.expm1(-kr * float(np.interp(np.log(gv), tr.log_grid, tr.d_down)))
+            return float(up - down)
 
-    a, b = lo * 1.0001, hi * 0.9999
-    if gap(a) * gap(b) < 0:
-        out.figures.append(Figure("symmetry point (median cell)", optimize.brentq(gap, a, b), float("nan"), "S",
-                                  run.label, basis))
+        a, b = lo * 1.0001, hi * 0.9999
+        return float(optimize.brentq(gap, a, b)) if gap(a) * gap(b) < 0 else float("nan")
+
+    g_sym = symmetry(np.arange(n))
+    if np.isfinite(g_sym):
+        spread_sym = (np.nanstd([symmetry(rng.integers(0, n, n)) for _ in range(N_BOOT)], ddof=1)
+                      if n >= MIN_CELLS else float("nan"))
+        out.figures.append(Figure("symmetry point (median cell)", g_sym, float(spread_sym), "S", run.label, basis))
+    # the soft-bounds shape against the data: where the model's shape is wrong, the filter's
+    # innovations follow one another (a systematic trend); their lag-1 correlation is ~0 when it holds
+    nu, var, _ = tr.filter(params, c2c, noise)
+    z = np.where(tr.observed, nu / np.sqrt(var), np.nan)
+    pairs = np.isfinite(z[:, 1:]) & np.isfinite(z[:, :-1])
+    a, b = z[:, :-1][pairs], z[:, 1:][pairs]
+    if a.size > 2:
+        out.figures.append(Figure("soft-bounds shape check: lag-1 correlation of the innovations",
+                                  float(np.corrcoef(a, b)[0, 1]), float(1 / np.sqrt(a.size)), "", run.label,
+                                  f"{a.size} step pairs"))
     return out
 
 
