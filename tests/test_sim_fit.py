@@ -169,3 +169,19 @@ def test_command_line(chip, tmp_path, capsys):
     assert DeviceParams.load(out).v_form_mean == pytest.approx(3.27, abs=0.05)
     assert main(["sim", "fit", str(tmp_path / "nothing.h5")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.labctl_chip(2, 4)
+@pytest.mark.labctl_formed
+def test_runs_from_any_station(labctl_station, tmp_path):
+    """The fit reads only what the protocols store: runs made through the virtual lab's real
+    transports (as on a bench) fit as runs made in-process do."""
+    out = tmp_path / "station.h5"
+    for protocol, params in (("pulse_response", {"row": 0, "col": 0, "n_rows": 2, "n_cols": 4, "n_pulses": 12,
+                                                 "cycles": 1, "width": 300e-9}),
+                             ("read_noise", {"levels": [30e-6], "times": [1.0], "n_reads": 8, "acceptance": 0.05})):
+        assert run_protocol(labctl_station, protocol, params, out=out).status == "completed"
+    result = fit_runs(out)
+    assert {"read_noise", "g_min", "tau_reset", "c2c_noise"} <= set(result.estimates)
+    assert result.estimates["read_noise"].value == pytest.approx(DeviceParams.load().read_noise, rel=0.25)
+    assert all(0 < e.uncertainty < np.inf for e in result.estimates.values())

@@ -513,6 +513,13 @@ def fit_pulse_response(run: RunData, circuit: Circuit, read_noise: float | None 
     boot = np.array([globals_of(rng.integers(0, n, n)) for _ in range(N_BOOT)]) if n >= 2 else None
     sigma = np.nanstd(boot, axis=0, ddof=1) if boot is not None else np.full(len(names), np.inf)
     sigma[-1] = c2c_se  # c2c: per pulse, from the likelihood (its innovations are independent)
+    # a spread near 0 (the cells' variance within the fits' own error) clips in every resample: its
+    # uncertainty is at least what the sample variance's own error allows, sqrt(s^2 + se(V)) - s
+    for k, columns in ((2, (0,)), (5, (2, 3))):
+        if n >= MIN_CELLS:
+            raw = float(np.mean([np.var(params[:, j], ddof=1) for j in columns]))
+            se_var = raw * np.sqrt(2.0 / (n - 1))
+            sigma[k] = max(sigma[k], float(np.sqrt(best[k] ** 2 + se_var) - best[k]))
     basis = f"{n} cells, {n_cycles} cycles x {n_pulses} pulses per direction"
     # a bound the trains do not approach: pressed against the search limit, or known to no better
     # than a factor ~1.6 (then its step size, which trades off against it, is not known either)
