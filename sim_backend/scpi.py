@@ -37,6 +37,10 @@ ERRORS = {
     -350: "Queue overflow",
     -363: "Input buffer overrun",
 }
+# Standard event status register bits (IEEE 488.2) per error class (code // 100), and *OPC's.
+OPERATION_COMPLETE = 1
+EVENT_BITS = {-1: 32, -2: 16, -3: 8, -4: 4}  # command, execution, device-dependent, query error
+ERROR_AVAILABLE, EVENT_SUMMARY, SERVICE_REQUEST = 4, 32, 64  # status byte bits
 MAX_INPUT = 1 << 20  # bytes of one unterminated message a twin buffers (a 2500-point list is ~40 kB)
 
 
@@ -215,6 +219,10 @@ def format_number(value: float) -> str:
     return f"{value:+.6E}"
 
 
+def _integer(value: float) -> str:
+    return str(int(value))
+
+
 def format_bool(value: bool) -> str:
     """A boolean setting as queries reply it: 1 or 0."""
     return str(int(value))
@@ -262,13 +270,18 @@ class ScpiTwin:
     def __init__(self, idn: str, error_capacity: int = 32):
         self.idn = idn
         self.errors = ErrorQueue(error_capacity)
+        self.event_status = self.event_enable = self.service_enable = 0
         self._entries: list[_Entry] = []
         self._lookup_cache: dict[str, tuple[_Entry, tuple[int, ...]]] = {}
         self._rx = bytearray()
         self.register("*IDN?", lambda call: self.idn)
         self.register("*RST", lambda call: self.reset())
-        self.register("*CLS", lambda call: self.errors.clear())
-        self.register("*OPC", lambda call: None)
+        self.register("*CLS", lambda call: self.clear_status())
+        self.register("*OPC", lambda call: self._set_event(OPERATION_COMPLETE))  # at once: nothing pends
+        self.register("*ESR?", lambda call: str(self._read_event_status()))
+        self.register_number("*ESE", "event_enable", 0, 255, fmt=_integer, integer=True)
+        self.register_number("*SRE", "service_enable", 0, 255, fmt=_integer, integer=True)
+        self.register("*STB?", lambda call: str(self.status_byte()))
         self.register("*OPC?", lambda call: "1")  # commands finish before the next is parsed
         self.register("*WAI", lambda call: None)
         self.register(":STATus:PRESet", lambda call: None)
@@ -354,6 +367,27 @@ class ScpiTwin:
 
     def push_error(self, code: int, message: str | None = None) -> None:
         self.errors.push(code, message or ERRORS.get(code, ERRORS[-100]), self.now())
+        self._set_event(EVENT_BITS.get(-(-code // 100), 0))  # -113 -> class -1
+
+    # IEEE 488.2 status: the standard event status register (*ESR?, masked by *ESE) and the
+    # status byte (*STB?: bit 2 an error in the queue, bit 5 an enabled event, bit 6 a summary of
+    # the bits *SRE enables). Cleared by *CLS; the enable masks stay.
+
+    def clear_status(self) -> None:
+        self.errors.clear()
+        self.event_status = 0
+
+    def status_byte(self) -> int:
+        stb = (ERROR_AVAILABLE if len(self.errors) else 0) | \
+            (EVENT_SUMMARY if self.event_status & self.event_enable else 0)
+        return stb | (SERVICE_REQUEST if stb & self.service_enable else 0)
+
+    def _set_event(self, bit: int) -> None:
+        self.event_status |= bit
+
+    def _read_event_status(self) -> int:
+        value, self.event_status = self.event_status, 0
+        return value
 
     def now(self) -> float:
         """Instrument time stamped on errors (s)."""

@@ -173,3 +173,21 @@ def test_a_bad_number_or_bound_word_is_queued(line, code):
     meter = Meter()
     assert ask(meter, line) == ""
     assert ask(meter, ":SYST:ERR?").startswith(f"{code},") and meter.nplc == 1.0
+
+
+def test_status_registers_follow_ieee_488_2():
+    """*ESR? reports (and clears) the event bits an error of each class and *OPC set; *STB? has
+    bit 2 while the error queue holds an entry, bit 5 for an event *ESE enables, bit 6 when *SRE
+    enables a set bit; *CLS clears the queue and the events, not the masks."""
+    meter = Meter()
+    assert ask(meter, "*ESR?;*STB?") == "0;0\n"
+    ask(meter, ":NOPE")  # -113: command error, bit 5
+    ask(meter, ":NPLC 20")  # -222: execution error, bit 4
+    assert ask(meter, "*STB?") == "4\n"
+    ask(meter, "*ESE 48;*SRE 32")
+    assert ask(meter, "*ESE?;*SRE?;*STB?") == "48;32;100\n"
+    assert ask(meter, "*ESR?;*ESR?;*STB?") == "48;0;4\n"
+    ask(meter, "*OPC;*CLS")
+    assert ask(meter, "*STB?;*ESR?;*ESE?") == "0;0;48\n"
+    ask(meter, "*OPC")
+    assert ask(meter, "*ESR?") == "1\n"
