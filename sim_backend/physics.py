@@ -30,6 +30,9 @@ _CHUNK = 1 << 16  # cells per pass of pulse_counts' arithmetic (work buffers of 
 G_NOISE_REF = 1e-6  # S: the read-noise law grows with log10(G / G_NOISE_REF)
 _SMALL = 4096  # conductance() of fewer cells: plain numpy (a chunked pass costs more calls)
 _READ_CHUNK = _CHUNK  # cells per pass of conductance()'s law (float64 work buffers of 512 kB)
+# S: a relaxation pulse_counts need not evaluate; 1000x below what the read state lets pass (~1 nS,
+# sim_backend.readout.FRESH) and 1e-5 of the read noise
+_NEGLIGIBLE_DRIFT = 1e-12
 
 
 def _block_index(rows, cols) -> tuple:
@@ -832,7 +835,7 @@ class ArrayPhysics:
         size = self.rows * self.cols
         g, t_prog, z_relax, cycles = (self._flat(name) for name in ("_g", "_t_prog", "_z_relax", "_cycles"))
         g_lo, g_hi = self._flat("_g_lo"), self._flat("_g_hi")
-        span, rate = self._read.static("span"), self._read.static("rate")
+        span, rate, per_step = (self._read.static(name) for name in ("closing_span", "rate", "cycles_per_step"))
         counts = counts.reshape(-1)
         table, scale = self._read.drive_table(v_cell, v_gate)
         cached = self._read.fresh_g()  # every cell's conductance now, when the read state has it
@@ -848,18 +851,19 @@ class ArrayPhysics:
                 idle = n - int(np.count_nonzero(mask[part])) if n_active < size else 0
                 if idle == n:
                     continue
-                keep = np.flatnonzero(~mask[part]) + start if 0 < idle <= n // 16 else None
-                if keep is not None:  # a few idle cells: write all, then put theirs back
-                    kept = [array[keep] for array in state]
+                idle_cells = np.flatnonzero(~mask[part]) if idle else None  # chunk positions
+                direct = idle <= n // 16  # all or all but a few: write all, then put theirs back
+                kept = [] if idle_cells is None or not direct else [array[part].take(idle_cells) for array in state]
                 g_new, z_new, d_cycles = self._train_chunk(
-                    counts[part], g[part], t_prog[part], z_relax[part], cycles[part], g_lo[part],
-                    g_hi[part], span[part], rate[part], None if cached is None else cached[part], *args)
-                if idle == 0 or keep is not None:
-                    g[part], t_prog[part], z_relax[part] = g_new, at, z_new
+                    counts[part], g[part], t_prog[part], z_relax[part], cycles[part], g_lo[part], g_hi[part],
+                    span[part], rate[part], per_step[part], None if cached is None else cached[part], idle_cells,
+                    g[part] if direct else None, *args)
+                if direct:
+                    t_prog[part], z_relax[part] = at, z_new
                     cycles[part] += d_cycles
-                    if keep is not None:
+                    if kept:
                         for array, values in zip(state, kept):
-                            array[keep] = values
+                            array[part][idle_cells] = values
                 else:
                     where = mask[part]
                     np.copyto(g[part], g_new, where=where)
@@ -872,29 +876,35 @@ class ArrayPhysics:
                 part = index[start:start + _CHUNK]
                 g_new, z_new, d_cycles = self._train_chunk(
                     counts.take(part), g.take(part), t_prog.take(part), z_relax.take(part), cycles.take(part),
-                    g_lo.take(part), g_hi.take(part), span.take(part), rate.take(part),
-                    None if cached is None else cached.take(part), *args)
+                    g_lo.take(part), g_hi.take(part), span.take(part), rate.take(part), per_step.take(part),
+                    None if cached is None else cached.take(part), None, None, *args)
                 g[part], t_prog[part], z_relax[part] = g_new, at, z_new
                 cycles[part] += d_cycles
         self._read.programmed(... if n_active == size else active)
 
-    def _train_chunk(self, counts, g, t_prog, z_relax, cycles, g_lo, g_hi, span, rate, cached,
+    def _train_chunk(self, counts, g, t_prog, z_relax, cycles, g_lo, g_hi, span, rate, per_step, cached, idle, g_out,
                      table, scale: float, setting: bool, width_per_tau: float, now: float):
-        """Closed-form steps of up to _CHUNK cells (1-D arrays; span = g_hi - g_lo and rate in
-        float32): their new conductance (float64), new relaxation draw and cycle increment
-        (float32), in reused work buffers.
+        """Closed-form steps of up to _CHUNK cells (1-D arrays; span = the read state's
+        closing_span, rate and cycles_per_step, float32): their new conductance (float64, into g_out if given), new relaxation draw and
+        cycle increment (float32), in reused work buffers. `idle` (positions or None) marks
+        cells whose results the caller discards: their age does not count.
 
         Conductances, bounds and the final clip stay float64; what is computed in float32 is
         only added to a float64 conductance or is a draw: the relaxation (the drift since
         programming, < 3 uS, rounded to < 1e-13 S), the switching drive, the step and its noise
         (rounded to 1e-7 of the step), the window closing (closing x span, < 1e-11 S) and the
         cycle increment. The read noise at max(age, 1 s) takes ln(t + t_read) = ln t (1e-6
-        relative). The noise draws are Box-Muller pairs (_normal_pairs).
+        relative). A relaxation bounded by _NEGLIGIBLE_DRIFT (cells updated a few trains ago,
+        as in back-to-back updates) is not evaluated. The noise draws are Box-Muller pairs
+        (_normal_pairs).
         """
         p, n = self.p, len(g)
 
         def f32(name: str) -> np.ndarray:
             return self._work(name, n)
+
+        def f64(name: str) -> np.ndarray:
+            return self._work(name, n, np.float64)
 
         def cast(name: str, values: np.ndarray, dtype=np.float32) -> np.ndarray:
             out = self._work(name, n, dtype)
@@ -903,94 +913,103 @@ class ArrayPhysics:
 
         tmp = f32("tmp")
         # window after cycling (bounds())
-        closing = cast("closing", cycles)
-        closing *= 1.0 / p.endurance_n0
-        np.log1p(closing, out=closing)
-        closing *= p.endurance_closing / np.log(10.0)
-        np.minimum(closing, 0.9, out=closing)
-        closing *= span
-        lo = cast("lo", np.multiply(closing, 0.25, out=tmp), np.float64)
-        lo += g_lo
-        hi = cast("hi", np.multiply(closing, -0.75, out=tmp), np.float64)
-        hi += g_hi
+        if p.endurance_closing > 0 and cycles.any():
+            # min(0.9, k log1p(cycles / n0)) span as min(0.9 / k, log1p(cycles / n0)) (k span)
+            closing = cast("closing", cycles)
+            closing *= 1.0 / p.endurance_n0
+            np.log1p(closing, out=closing)
+            _at_most(closing, 0.9 * np.log(10.0) / p.endurance_closing, closing)
+            closing *= span
+            lo = np.multiply(closing, 0.25, out=f64("lo"))
+            lo += g_lo
+            hi = np.multiply(closing, -0.75, out=f64("hi"))
+            hi += g_hi
+        else:
+            lo, hi = g_lo, g_hi
         # conductance at the start (conductance(): the programmed value plus relaxation)
         if cached is not None:
             g0 = cached
         else:
-            age = np.subtract(now, t_prog, out=self._work("age", n, np.float64))
-            ramp = cast("ramp", age)
-            young = ramp.max() <= 1.0  # all programmed within 1 s (updates in a row): ln max(t, 1) = 0
-            if not young:
-                log_t = np.maximum(ramp, 1.0, out=f32("log_t"))
-                np.log(log_t, out=log_t)
-                np.minimum(ramp, 1.0, out=ramp)
-            noise2 = cast("noise2", g)  # (read noise at max(age, 1 s))^2
-            np.maximum(noise2, G_NOISE_REF, out=noise2)
-            np.log10(noise2, out=noise2)
-            noise2 += 6.0
-            noise2 *= p.read_noise
-            noise2 *= noise2
-            drift = f32("drift")
-            if young:
-                noise2 *= -np.log(2.0 * p.t_read_noise)
-                np.subtract(p.drift_sigma_0 ** 2, noise2, out=drift)
+            first = float(t_prog.min())
+            if now - first > 1.0 and idle is not None:  # the oldest of the cells that count
+                counted = cast("counted", t_prog, np.float64)
+                counted[idle] = now
+                first = float(counted.min())
+            oldest = now - first
+            young = oldest <= 1.0  # all programmed within 1 s (updates in a row): ln max(t, 1) = 0
+            g0 = f64("g0")
+            # young: |drift| = age spread |z| with spread <= drift_sigma_0
+            if young and oldest * p.drift_sigma_0 * max(z_relax.max(), -z_relax.min()) <= _NEGLIGIBLE_DRIFT:
+                np.maximum(g, lo, out=g0)
             else:
-                noise2 *= np.add(log_t, -np.log(2.0 * p.t_read_noise), out=tmp)
-                np.multiply(log_t, p.drift_sigma_slope, out=drift)
-                drift += p.drift_sigma_0
-                drift *= drift
-                drift -= noise2
-            np.maximum(drift, 0.0, out=drift)
-            np.sqrt(drift, out=drift)  # the relaxation's own spread
-            drift *= cast("tmp", z_relax)
-            if not young:
-                drift -= np.multiply(log_t, p.drift_mean, out=tmp)
-            drift *= ramp
-            g0 = cast("g0", drift, np.float64)
-            g0 += g
-            np.maximum(g0, lo, out=g0)
+                age = np.subtract(now, t_prog, out=f64("age"))
+                if idle is not None:
+                    age[idle] = 0.0
+                ramp = cast("ramp", age)
+                if not young:
+                    log_t = np.maximum(ramp, 1.0, out=f32("log_t"))
+                    np.log(log_t, out=log_t)
+                    np.minimum(ramp, 1.0, out=ramp)
+                noise2 = cast("noise2", g)  # (read noise at max(age, 1 s))^2
+                np.maximum(noise2, G_NOISE_REF, out=noise2)
+                np.log10(noise2, out=noise2)
+                noise2 += 6.0
+                noise2 *= p.read_noise
+                noise2 *= noise2
+                drift = f32("drift")
+                if young:
+                    noise2 *= -np.log(2.0 * p.t_read_noise)
+                    np.subtract(p.drift_sigma_0 ** 2, noise2, out=drift)
+                else:
+                    noise2 *= np.add(log_t, -np.log(2.0 * p.t_read_noise), out=tmp)
+                    np.multiply(log_t, p.drift_sigma_slope, out=drift)
+                    drift += p.drift_sigma_0
+                    drift *= drift
+                    drift -= noise2
+                np.maximum(drift, 0.0, out=drift)
+                np.sqrt(drift, out=drift)  # the relaxation's own spread
+                drift *= cast("tmp", z_relax)
+                if not young:
+                    drift -= np.multiply(log_t, p.drift_mean, out=tmp)
+                drift *= ramp
+                np.add(g, drift, out=g0)
+                np.maximum(g0, lo, out=g0)
             np.minimum(g0, hi, out=g0)
         # switching drive at the start, interpolated in G
-        u = cast("u", g0)
-        u *= scale
-        whole = np.floor(u, out=tmp)
-        u -= whole
+        drive = cast("u", g0)  # the position on the table's grid, then its fraction
+        drive *= scale
+        whole = np.floor(drive, out=tmp)
+        drive -= whole
         node = table.take(cast("index", whole, np.intp), out=self._work("node", n, np.complex64), mode="clip")
-        drive = u
         drive *= node.imag
         drive += node.real
-        # soft-bounds steps: |step| = |bound - g0| (1 - (1 - f)^n), 1 - f = exp(-rate drive width / tau)
-        frac = cast("frac", counts)
-        root_n = np.sqrt(frac, out=f32("root_n"))
-        frac *= rate
-        frac *= drive
-        frac *= -width_per_tau
-        np.expm1(frac, out=frac)
-        np.negative(frac, out=frac)
-        step = f32("step")
-        if setting:
-            np.subtract(hi, g0, out=step)
-        else:
-            np.subtract(g0, lo, out=step)
-        step *= frac
-        # cycle-to-cycle noise c2c |step| (1 - saturation) / sqrt(n), saturation = |step| / |bound - g0|
+        # soft-bounds steps: step = (bound - g0) (1 - (1 - f)^n), (1 - f)^n = exp(-n rate drive width / tau)
+        kept = cast("kept", counts)
+        root_n = np.sqrt(kept, out=f32("root_n"))
+        kept *= rate
+        kept *= drive
+        kept *= -width_per_tau
+        np.expm1(kept, out=kept)  # (1 - f)^n - 1
+        step = np.subtract(g0, hi if setting else lo, out=f32("step"))
+        step *= kept  # signed: up for SET, down for RESET
+        # cycle-to-cycle noise c2c |step| (1 - f)^n / sqrt(n)
         z_step, z_new = self._normal_pairs(n)
-        noise = np.subtract(1.0, frac, out=frac)
+        noise = kept
+        noise += 1.0
         noise *= step
-        noise *= p.c2c_noise
-        np.maximum(root_n, 1.0, out=root_n)  # cells kept as they are may have no coincidence
+        noise *= p.c2c_noise if setting else -p.c2c_noise  # the sign of the noise of the float64 form
+        np.maximum(root_n, 1.0, out=root_n)  # idle cells may have no coincidence
         noise /= root_n
         noise *= z_step
-        if setting:
-            noise += step
-        else:
-            noise -= step
-        g_new = cast("g_new", noise, np.float64)
+        noise += step
+        g_new = f64("g_new") if g_out is None else g_out
+        np.copyto(g_new, noise)
         g_new += g0
         np.maximum(g_new, lo, out=g_new)
         np.minimum(g_new, hi, out=g_new)
-        step /= span
-        step *= 0.5  # cycles: |step| / (2 (g_hi - g_lo))
+        step *= per_step  # cycles: |step| / (2 (g_hi - g_lo))
+        if not setting:
+            np.negative(step, out=step)
         return g_new, z_new, step
 
     def _work(self, name: str, n: int, dtype=np.float32) -> np.ndarray:
@@ -1006,18 +1025,19 @@ class ArrayPhysics:
 
         Box-Muller, r (cos t, sin t), from one 64-bit output of the generator per pair: its high
         32 bits give r = sqrt(-2 ln u), u = (k + 1/2) / 2^32 (tails out to 6.8 sigma, beyond
-        which a normal has 1.4e-11 of its mass), its low 32 bits the angle t. Four times faster
-        than Generator.standard_normal's ziggurat, which draws one value at a time."""
+        which a normal has 1.4e-11 of its mass), its low 32 bits the angle t. All in float32:
+        k rounds to 24 bits, which moves u by < 6e-8 relative (r by < 3e-8 of itself) except
+        within 2^-24 of u = 1 (r < 3e-4, 5e-8 of the mass); the logarithm keeps its relative
+        precision down to the smallest u. Four times faster than Generator.standard_normal's
+        ziggurat, which draws one value at a time, and twice the float64 form."""
         words = self.rng.bit_generator.random_raw(n).view(np.uint32)  # little-endian: (low, high)
-        u = self._work("uniform", n, np.float64)
-        np.copyto(u, words[1::2], casting="unsafe")
-        u += 0.5
-        u *= 2.0 ** -32
-        np.log(u, out=u)
-        u *= -2.0
-        np.sqrt(u, out=u)
         radius = self._work("radius", n)
-        np.copyto(radius, u, casting="same_kind")
+        np.copyto(radius, words[1::2], casting="unsafe")
+        radius += 0.5
+        radius *= 2.0 ** -32
+        np.log(radius, out=radius)
+        radius *= -2.0
+        np.sqrt(radius, out=radius)
         angle = self._work("angle", n)
         np.copyto(angle, words[0::2], casting="unsafe")
         angle *= 2.0 * np.pi * 2.0 ** -32
