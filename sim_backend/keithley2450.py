@@ -70,6 +70,7 @@ RESET_SOURCE_RANGE = {"VOLT": 0.02, "CURR": 1e-8}
 OFF_MODES = ("NORMal", "HIMPedance", "ZERO", "GUARd")
 FILTER_TYPES = ("REPeat", "MOVing")
 FORMATS = ("ASCii", "REAL", "SREal")
+DISPLAY_LIGHTS = ("ON100", "ON75", "ON50", "ON25", "OFF", "BLACkout")
 
 
 @dataclass
@@ -172,6 +173,8 @@ class VirtualKeithley2450(ScpiTwin):
         self.register_setting(":ROUTe:TERMinals", "terminals",
                               lambda p: to_keyword(p, "FRONt", "REAR"), short_form)
         self.register_setting(":FORMat[:DATA]", "data_format", self._set_format, short_form)
+        self.register_setting(":DISPlay:LIGHt:STATe", "display_light",
+                              lambda p: to_keyword(p, *DISPLAY_LIGHTS), short_form)
         self.register(":SYSTem:LFRequency?", lambda call: format_number(LINE_FREQUENCY))
         self.register(":SYSTem:BEEPer[:IMMediate]", lambda call: None, nargs=2)
         self.register(":SYSTem:CLEar", lambda call: self.errors.clear())
@@ -278,6 +281,7 @@ class VirtualKeithley2450(ScpiTwin):
         self.count = 1
         self.terminals = "FRONt"
         self.data_format = "ASCii"
+        self.display_light = "ON100"  # *RST value assumed
         self.source_list: list[float] = []
         # levels, count, delay, fail_abort, buffer, and the source configuration: limit, source delay
         self._sweep: tuple[list[float], int, float, bool, _Buffer, float, float] | None = None

@@ -189,6 +189,25 @@ def test_2450_pymeasure_session_and_shutdown_leave_no_error():
     assert not twin.output_on and twin.source_level == 0.0
 
 
+def test_2450_newer_pymeasure_members():
+    """Members of the newer pymeasure/instruments/keithley/keithley2450.py (the repository's, after
+    0.16): current_autozero, current_autorange, sense_count, source_voltage_readback,
+    display_light_state, error_count, sweep_voltage_linear, start_buffer (':INIT'),
+    get_trace_actual_end and get_trace_data."""
+    replay(_2450(), [
+        (":SENS:CURR:AZER?", "1"), (":SENS:CURR:AZER 0", None), (":SENS:CURR:AZER?", "0"),
+        (":SENS:CURR:RANG:AUTO?", "1"), (":SENS:COUNT 2", None), (":SENS:COUNT?", "2"),
+        (":SOUR:VOLT:READ:BACK?", "1"), (":DISP:LIGH:STAT ON50", None), (":DISP:LIGH:STAT?", "ON50"),
+        (":SYST:ERR:COUN?", "0"), (":SENS:COUNT 1", None),
+        (':SOUR:SWE:VOLT:LIN 0, 0.5, 3, 0.0001, 1, BEST, ON, OFF, "defbuffer1"', None),
+        (":INIT", None), (':TRACe:ACTual:END? "defbuffer1"', "3"), (":FORM:DATA ASCII", None),
+        (':TRAce:DATA? 1, 3, "defbuffer1", RELative, SOURce, READing',
+         "+0.000000E+00,+0.000000E+00,+0.000000E+00,+1.676667E-02,+2.500000E-01,+2.500000E-05,"
+         "+3.353333E-02,+5.000000E-01,+5.000000E-05"),  # 100 us delay + 1/60 s per point
+        (":SYST:ERR?", NO_ERROR_2450),
+    ])
+
+
 def test_2450_unsimulated_but_documented_settings_say_so():
     """Documented values the twin does not simulate give -221 with the reason, never silence."""
     replay(_2450(), [
