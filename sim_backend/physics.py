@@ -913,12 +913,15 @@ class ArrayPhysics:
 
         tmp = f32("tmp")
         # window after cycling (bounds())
-        if p.endurance_closing > 0 and cycles.any():
-            # min(0.9, k log1p(cycles / n0)) span as min(0.9 / k, log1p(cycles / n0)) (k span)
+        most = float(cycles.max()) / p.endurance_n0 if p.endurance_closing > 0 else 0.0
+        if most > 0:
+            # min(0.9, k log1p(cycles / n0)) span as min(0.9 / k, log1p(cycles / n0)) (k span);
+            # log1p(x) = x to 5e-5 relative below x = 1e-4 (< 1e-13 S of closing x span)
             closing = cast("closing", cycles)
             closing *= 1.0 / p.endurance_n0
-            np.log1p(closing, out=closing)
-            _at_most(closing, 0.9 * np.log(10.0) / p.endurance_closing, closing)
+            if most > 1e-4:
+                np.log1p(closing, out=closing)
+                _at_most(closing, 0.9 * np.log(10.0) / p.endurance_closing, closing)
             closing *= span
             lo = np.multiply(closing, 0.25, out=f64("lo"))
             lo += g_lo
@@ -930,18 +933,25 @@ class ArrayPhysics:
         if cached is not None:
             g0 = cached
         else:
-            first = float(t_prog.min())
-            if now - first > 1.0 and idle is not None:  # the oldest of the cells that count
+            first, last = float(t_prog.min()), float(t_prog.max())
+            if idle is not None and first != last:  # the ages of the cells that count
                 counted = cast("counted", t_prog, np.float64)
-                counted[idle] = now
+                counted[idle] = np.inf
                 first = float(counted.min())
-            oldest = now - first
-            young = oldest <= 1.0  # all programmed within 1 s (updates in a row): ln max(t, 1) = 0
+                counted[idle] = -np.inf
+                last = float(counted.max())
+            oldest, youngest = now - first, now - last
             g0 = f64("g0")
-            # young: |drift| = age spread |z| with spread <= drift_sigma_0
-            if young and oldest * p.drift_sigma_0 * max(z_relax.max(), -z_relax.min()) <= _NEGLIGIBLE_DRIFT:
+            # young: |drift| = |age| spread |z| with spread <= drift_sigma_0
+            if (oldest <= 1.0 and max(abs(oldest), abs(youngest)) * p.drift_sigma_0
+                    * max(z_relax.max(), -z_relax.min()) <= _NEGLIGIBLE_DRIFT):
                 np.maximum(g, lo, out=g0)
+            elif oldest == youngest and oldest >= 0:
+                self._shared_drift(g, z_relax, oldest, g0)
+                g0 += g
+                np.maximum(g0, lo, out=g0)
             else:
+                young = oldest <= 1.0  # all programmed within 1 s (updates in a row): ln max(t, 1) = 0
                 age = np.subtract(now, t_prog, out=f64("age"))
                 if idle is not None:
                     age[idle] = 0.0
@@ -1011,6 +1021,31 @@ class ArrayPhysics:
         if not setting:
             np.negative(step, out=step)
         return g_new, z_new, step
+
+    def _shared_drift(self, g, z_relax, age: float, out: np.ndarray) -> None:
+        """_train_chunk's relaxation drift since programming (float64 `out`, computed in float32)
+        of cells that share one age >= 0 (a dense update's cells at the next one): its logs and
+        ramp are numbers, folded into the constants (ramp^2 inside the square root)."""
+        p, n = self.p, len(g)
+        ramp, log_t = min(age, 1.0), float(np.log(max(age, 1.0)))
+        measured = (p.drift_sigma_slope * log_t + p.drift_sigma_0) * ramp
+        growth = log_t - np.log(2.0 * p.t_read_noise)  # ln(t + t_read) = ln t at max(t, 1 s)
+        spread = self._work("noise2", n)  # (read noise at max(age, 1 s))^2 first
+        np.copyto(spread, g, casting="unsafe")
+        _at_least(spread, G_NOISE_REF, spread)
+        np.log10(spread, out=spread)
+        spread += 6.0
+        spread *= p.read_noise * ramp * np.sqrt(growth)
+        spread *= spread
+        np.subtract(measured * measured, spread, out=spread)
+        _at_least(spread, 0.0, spread)
+        np.sqrt(spread, out=spread)  # the relaxation's own spread x ramp
+        z = self._work("tmp", n)
+        np.copyto(z, z_relax, casting="unsafe")
+        spread *= z
+        if log_t:
+            spread -= p.drift_mean * log_t * ramp
+        np.copyto(out, spread)
 
     def _work(self, name: str, n: int, dtype=np.float32) -> np.ndarray:
         """A reused work buffer of n <= _CHUNK elements: a fresh temporary of megabytes costs
