@@ -326,15 +326,19 @@ class ArrayPhysics:
         noise2 = _at_least(g, G_NOISE_REF, work("noise2"))
         noise2 /= G_NOISE_REF
         np.log10(noise2, out=noise2)
-        noise2 *= p.read_noise
-        noise2 *= noise2
+        # one age >= 0: its ramp min(age, 1) folded in, ramp^2 inside the square root
+        ramp = min(oldest, 1.0) if shared and oldest >= 0 else 1.0
         if young or shared:
             at_least_1 = max(oldest, 1.0)
             log_t = float(np.log(np.float64(at_least_1)))
-            noise2 *= max(float(np.log(np.float64(at_least_1 + p.t_read_noise) / two_t_r)), 0.0)
-            measured = p.drift_sigma_slope * log_t + p.drift_sigma_0
+            growth_1 = max(float(np.log(np.float64(at_least_1 + p.t_read_noise) / two_t_r)), 0.0)
+            noise2 *= p.read_noise * np.sqrt(growth_1) * ramp
+            noise2 *= noise2
+            measured = (p.drift_sigma_slope * log_t + p.drift_sigma_0) * ramp
             spread = np.subtract(measured * measured, noise2, out=noise2)
         else:
+            noise2 *= p.read_noise
+            noise2 *= noise2
             at_least_1 = _at_least(age, 1.0, work("at_least_1"))
             growth = np.add(at_least_1, p.t_read_noise, out=work("growth"))
             growth /= two_t_r
@@ -351,9 +355,10 @@ class ArrayPhysics:
         drift = np.multiply(spread, z_relax, out=spread)
         if young or shared:
             if log_t:  # -drift_mean ln 1 = -0 adds nothing
-                drift -= p.drift_mean * log_t
+                drift -= p.drift_mean * log_t * ramp
             if shared:
-                drift *= min(oldest, 1.0)
+                if ramp == 1.0 and oldest < 1.0:  # a negative age: not folded
+                    drift *= oldest
             else:
                 drift *= age
         else:
@@ -363,9 +368,8 @@ class ArrayPhysics:
         # window after cycling (bounds())
         if cycles.any():
             closing = np.divide(cycles, p.endurance_n0, out=work("closing"))
-            closing += 1.0
-            np.log10(closing, out=closing)
-            closing *= p.endurance_closing
+            np.log1p(closing, out=closing)  # ln 10 log10(1 + x)
+            closing *= p.endurance_closing / np.log(10.0)
             _at_most(closing, 0.9, closing)
             closing *= np.subtract(g_hi, g_lo, out=work("bound"))
             bound = np.multiply(closing, 0.25, out=work("bound"))
@@ -389,20 +393,24 @@ class ArrayPhysics:
             level = _at_least(g_now, G_NOISE_REF, rel2)
             level /= G_NOISE_REF
             np.log10(level, out=level)
-            level *= p.read_noise
-            level /= g_now
-            level *= level
-            if oldest == youngest:
-                level *= max(float(np.log((np.float64(max(oldest, 0.0)) + p.t_read_noise) / two_t_r)), 0.0)
-            elif youngest >= 1.0:  # the growth at max(age, 1) is this one
-                np.multiply(level, growth, out=level, casting="same_kind")
+            if oldest == youngest:  # the growth's square root folded in
+                level *= p.read_noise * np.sqrt(
+                    max(float(np.log((np.float64(max(oldest, 0.0)) + p.t_read_noise) / two_t_r)), 0.0))
+                level /= g_now
+                level *= level
             else:
-                growth = _at_least(age, 0.0, work("growth"))
-                growth += p.t_read_noise
-                growth /= two_t_r
-                np.log(growth, out=growth)
-                _at_least(growth, 0.0, growth)
-                np.multiply(level, growth, out=level, casting="same_kind")
+                level *= p.read_noise
+                level /= g_now
+                level *= level
+                if youngest >= 1.0:  # the growth at max(age, 1) is this one
+                    np.multiply(level, growth, out=level, casting="same_kind")
+                else:
+                    growth = _at_least(age, 0.0, work("growth"))
+                    growth += p.t_read_noise
+                    growth /= two_t_r
+                    np.log(growth, out=growth)
+                    _at_least(growth, 0.0, growth)
+                    np.multiply(level, growth, out=level, casting="same_kind")
             if some_pristine:
                 np.copyto(rel2, 0.0, where=pristine)
         if expiry is not None:

@@ -136,9 +136,9 @@ class ReadState:
             self.rel2 = np.empty(chip.shape, dtype=self.dtype)
             self.expiry = np.empty(chip.shape)
         else:
-            stale = np.flatnonzero(self.expiry < now)
-            if stale.size > size // 4:
-                stale = ...
+            expired = self.expiry < now
+            # counted first: the indices of most of a large array cost more than the count
+            stale = ... if np.count_nonzero(expired) > size // 4 else np.flatnonzero(expired)
         g, rel2, expiry = self._cells()
         outputs = g.reshape(-1), rel2.reshape(-1), expiry.reshape(-1)
         state = [chip._flat(name) for name in _RELAX_STATE]
