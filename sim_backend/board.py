@@ -516,10 +516,17 @@ class VirtualBoard:
             pulses[side, k, np.searchsorted(chip_cols, target[k, j])] = trains[k, n_rows + j]
         # coincidences (train, chip row, chip column) of the +amplitude and the -amplitude side
         # (V_BL - V_SL), None for a side no train pulses (a correctly wired block pulses one)
+        sides = [side for side in (pulses[0] & ~pulses[1], pulses[1] & ~pulses[0])]
         counts = [np.bitwise_count(gates[:, :, None] & side[:, None, :]) if side.any() else None
-                  for side in (pulses[0] & ~pulses[1], pulses[1] & ~pulses[0])]
+                  for side in sides]
         fired = [c for c in counts if c is not None]
-        totals = sum((c.sum(axis=(1, 2), dtype=np.int64) for c in fired), np.zeros(len(trains), np.int64))
+        # each train's coincidences without summing its counts: sum over slots k of (rows firing
+        # in k) x (columns firing in k)
+        slot = np.arange(32, dtype=np.uint32)
+        per_slot_rows = ((gates[:, :, None] >> slot) & 1).sum(axis=1, dtype=np.int64)
+        totals = sum((per_slot_rows * ((side[:, :, None] >> slot) & 1).sum(axis=1, dtype=np.int64)).sum(axis=1)
+                     for side, c in zip(sides, counts) if c is not None)
+        totals = totals + np.zeros(len(trains), np.int64)
         whole_chip = (np.array_equal(chip_rows, np.arange(self.physics.rows))
                       and np.array_equal(chip_cols, np.arange(self.physics.cols)))
 
@@ -542,13 +549,14 @@ class VirtualBoard:
                 run = run_counts(start, end)
             busy = 0
             for v_cell, sub in zip((float(amplitudes[start]), -float(amplitudes[start])), run):
-                if sub is not None and sub.any():
+                most = 0 if sub is None else int(sub.max(initial=0))
+                if sub is not None and most:
                     if not whole_chip:
                         full = np.zeros((self.physics.rows, self.physics.cols), sub.dtype)
                         full[np.ix_(chip_rows, chip_cols)] = sub
                         sub = full
                     self.physics.pulse_counts(sub, v_cell, v_gate, width, period)
-                    busy += int(sub.max())
+                    busy += most
             # pulse_counts runs the clock on by (most coincidences) x period; the trains last all
             # of their slots
             slots = int(lengths[start:end].sum())
@@ -664,9 +672,9 @@ class VirtualBoard:
         return quantize(clipped, self._mvm["adc_bits"], i_range).astype("<f8").tobytes()
 
     def _idle(self, duration: float) -> None:
-        """Let time pass with every chip line floating."""
-        floating = np.full(self.physics.cols, np.nan)
-        self.physics.apply(np.full(self.physics.rows, np.nan), floating, floating, duration)
+        """Let time pass with every chip line floating: no cell conducts (what apply() of
+        floating lines does), so only the chip's clock moves."""
+        self.physics.clock.advance(duration)
 
     def _need_map(self, command: str) -> None:
         if self._map is None:
