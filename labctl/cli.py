@@ -540,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "are kept (default: the packaged one)")
     p.add_argument("--validate", action="store_true", help="run the same protocols on the fitted simulator and "
                    "compare them with the measured runs")
-    p.add_argument("--figure", metavar="FIG.png", help="the validation's overlay figure (default: next to --out)")
+    p.add_argument("--figure", metavar="FIG.png", help="the validation's overlay figure (default: next to --out, else to RUNS.h5)")
     p.add_argument("--sim-out", metavar="FILE.h5", help="keep the validation's simulated runs here")
     p.add_argument("--seed", type=int, default=0, help="the validation chip's seed")
     p.add_argument("--json", action="store_true")

@@ -9,6 +9,8 @@ bench/sim_fit.py measures the coverage over seeds) and, for the window and steps
 """
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ from labctl.study.spec import device_entries, read_device_file
 SCALED = {"g_min": 0.8, "g_max": 0.8, "tau_set": 1 / 0.8, "tau_reset": 1 / 0.8, "read_noise": 1.5, "drift_mean": 1.5}
 SHIFTED = {"v_form_mean": 0.1}
 WITHIN_10_PERCENT = ("g_min", "g_max", "tau_set", "tau_reset")
-PULSES = {"row": 0, "col": 0, "n_rows": 8, "n_cols": 8, "n_pulses": 20, "cycles": 2, "width": 200e-9}
+PULSES = {"row": 0, "col": 0, "n_rows": 8, "n_cols": 8, "n_pulses": 30, "cycles": 2, "width": 150e-9}
 STEPS = (
     ("forming", "forming", {}),
     ("pulse_response", "pulse_response", PULSES),
@@ -158,6 +160,18 @@ def test_validation_reruns_and_compares(tmp_path):
         assert 0.0 <= c.ks[0] < 0.5, (c.figure, c.ks)  # the same physics: close distributions
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
     assert "KS D" in format_comparisons(comparisons)
+
+
+def test_command_line_validation(tmp_path, capsys):
+    path = tmp_path / "tiny.h5"
+    simulate(path, {}, [("pr", "pulse_response", {"row": 0, "col": 0, "n_rows": 2, "n_cols": 2, "n_pulses": 10,
+                                                  "cycles": 1, "width": 300e-9})], "sim:2x2", formed=True)
+    assert main(["sim", "fit", str(path), "--validate", "--json", "--seed", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    figures = [c["figure"] for c in report["validation"]["comparisons"]]
+    assert figures == ["SET step dG", "RESET step dG", "G under identical pulses"]
+    assert report["validation"]["figure"] == str(path.with_suffix(".validate.png")) and path.with_suffix(
+        ".validate.png").is_file()
 
 
 def test_command_line(chip, tmp_path, capsys):

@@ -233,8 +233,8 @@ def fit_command(file: str, runs: list[str] | None = None, out: str | None = None
         text.append(f"device file: {out}")
     report: dict[str, Any] = result.as_dict()
     if check:
-        if figure is None and out:
-            figure = str(Path(out).with_suffix(".validate.png"))
+        if figure is None:  # next to the fitted file, else next to the runs
+            figure = str(Path(out or file).with_suffix(".validate.png"))
         comparisons, sim_file = validate(result, seed, figure, sim_out)
         text += ["", "validation: the same protocols on the fitted simulator (seed "
                  f"{seed}, runs in {sim_file})", format_comparisons(comparisons)]

@@ -111,7 +111,7 @@ def rerun(runs: list[RunData], values: dict[str, float], base_doc: dict, seed: i
     for run in sorted(runs, key=lambda r: r.run_id):
         declared = {p.name for p in get_protocol(run.protocol).parameters}
         steps.append((run.run_id, run.protocol, {k: v for k, v in run.parameters.items() if k in declared}, ""))
-    formed = not any(r.protocol == "forming" for r in runs)
+    formed = steps[0][1] != "forming"  # a chip the runs did not start by forming starts formed
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="labctl-fit-")) / "validate.h5"
     task = PointTask(0, {}, {}, config, values, tuple(steps), seed, formed, str(out))
