@@ -119,12 +119,12 @@ class LineMode(IntEnum):
     ADC = 5
 
 
-def crc16(data: bytes) -> int:
+def crc16(data: bytes | memoryview) -> int:
     """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR)."""
     return binascii.crc_hqx(data, 0xFFFF)
 
 
-def crc32(data: bytes) -> int:
+def crc32(data: bytes | memoryview) -> int:
     """CRC-32/ISO-HDLC of long frames (zlib's: reflected poly 0x04C11DB7, init and final XOR
     0xFFFFFFFF)."""
     return zlib.crc32(data)
@@ -138,14 +138,17 @@ def encode_frame(seq: int, cmd: int, payload: bytes = b"") -> bytes:
         raise ValueError(f"seq {seq} and cmd {cmd} must be bytes (0..255)")
     if len(payload) > MAX_LONG_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_LONG_PAYLOAD}")
+    # the CRC runs over the head, then the payload: one copy of a long payload, into the frame
     if len(payload) > MAX_PAYLOAD:
-        body = bytes((seq, cmd)) + len(payload).to_bytes(4, "little") + bytes(payload)
-        return bytes((START_LONG,)) + body + crc32(body).to_bytes(4, "little")
-    body = bytes((seq, cmd)) + len(payload).to_bytes(2, "little") + bytes(payload)
-    return bytes((START,)) + body + crc16(body).to_bytes(2, "little")
+        head = bytes((seq, cmd)) + len(payload).to_bytes(4, "little")
+        check = zlib.crc32(payload, zlib.crc32(head)).to_bytes(4, "little")
+        return b"".join((bytes((START_LONG,)), head, payload, check))
+    head = bytes((seq, cmd)) + len(payload).to_bytes(2, "little")
+    check = binascii.crc_hqx(payload, crc16(head)).to_bytes(2, "little")
+    return b"".join((bytes((START,)), head, payload, check))
 
 
-def _layout(buf: bytearray) -> tuple[int, int, Callable[[bytes], int]]:
+def _layout(buf: bytearray) -> tuple[int, int, Callable[[bytes | memoryview], int]]:
     """Header size, CRC size and CRC of the frame `buf` begins (short until its start byte is in)."""
     if not buf or buf[0] == START:
         return HEADER_SIZE, CRC_SIZE, crc16
@@ -201,9 +204,10 @@ class FrameDecoder:
             end = header + length + crc_size
             if len(buf) < end:
                 return frames
-            body = bytes(buf[1:end - crc_size])
-            ok = crc(body) == int.from_bytes(buf[end - crc_size:end], "little")
-            frames.append(Frame(body[0], body[1], body[header - 1:], ok, self._in_sync))
+            with memoryview(buf) as view:  # released before buf is resized
+                ok = crc(view[1:end - crc_size]) == int.from_bytes(view[end - crc_size:end], "little")
+                payload = bytes(view[header:end - crc_size])
+            frames.append(Frame(buf[1], buf[2], payload, ok, self._in_sync))
             del buf[:end if ok else 1]
             self._in_sync = ok
 

@@ -207,27 +207,28 @@ class VirtualBoard:
         if self.line_silence is not None and self._decoder.pending and now - self._quiet_since > self.line_silence:
             self._decoder = self._new_decoder()
         self._on_link(len(data))
-        out = bytearray()
+        out: list[bytes] = []  # joined at the end: one reply is returned as it is, not copied
         for frame in self._decoder.feed(data):
             if frame.crc_ok:
                 last = self._last
                 if last is not None and last[:3] == (frame.seq, frame.cmd, frame.payload):
                     self.duplicates += 1
-                    out += last[3]
+                    out.append(last[3])
                     continue
                 status, body = self._execute(frame)
                 reply = encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body)
                 self._last = (frame.seq, frame.cmd, frame.payload, reply)
                 self.executed += 1
-                out += reply
+                out.append(reply)
             elif frame.in_sync:
                 status, body = ErrorCode.BAD_CRC, (
                     f"corrupt frame (CRC mismatch or length over "
                     f"{self._decoder.limit(frame.cmd)} bytes)").encode()
-                out += encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body)
-        self._on_link(len(out))
+                out.append(encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body))
+        reply_bytes = b"".join(out)
+        self._on_link(len(reply_bytes))
         self._quiet_since = time.monotonic()
-        return bytes(out)
+        return reply_bytes
 
     def _on_link(self, n_bytes: int) -> None:
         if self.link_baud and n_bytes:
@@ -624,9 +625,8 @@ class VirtualBoard:
                                                  f"{MAX_MVM_OUTPUTS} per reply")
         values = np.frombuffer(payload, "<f4", batch * n_in, head_size).astype(float)
         values = values.reshape(batch, n_in)
-        bad = np.argwhere(~(np.abs(values) <= 1.0))
-        if len(bad):
-            b, k = bad[0]
+        if not (np.abs(values) <= 1.0).all():
+            b, k = np.argwhere(~(np.abs(values) <= 1.0))[0]
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"input {k} of vector {b} is "
                                                  f"{values[b, k]:g}, outside [-1, 1]")
         return block, values
@@ -669,7 +669,7 @@ class VirtualBoard:
         """Integrator outputs (A-equivalent) clipped to ±i_range, quantized to adc_bits."""
         i_range = self._mvm["i_range"]
         clipped = np.clip(outputs, -i_range, i_range)
-        return quantize(clipped, self._mvm["adc_bits"], i_range).astype("<f8").tobytes()
+        return quantize(clipped, self._mvm["adc_bits"], i_range).astype("<f8", copy=False).tobytes()
 
     def _idle(self, duration: float) -> None:
         """Let time pass with every chip line floating: no cell conducts (what apply() of
