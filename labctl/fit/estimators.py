@@ -95,6 +95,16 @@ def _hessian_se(f, x: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(np.diag(cov), 0.0))
 
 
+def _not_reprogrammed(run: RunData) -> set[tuple[int, int]]:
+    """Cells the run's write-verify did not pulse (already in their band): their programming time,
+    from which relaxation and read noise count, lies before the run and is unknown."""
+    cells = run.data.get("cells")
+    if cells is None or cells.dtype.names is None or not {"row", "col", "pulses"} <= set(cells.dtype.names):
+        return set()
+    idle = cells["pulses"] == 0
+    return {(int(r), int(c)) for r, c in zip(cells["row"][idle], cells["col"][idle])}
+
+
 # -- forming ----------------------------------------------------------------------------------
 
 def fit_forming(run: RunData, circuit: Circuit) -> Outcome:
@@ -169,7 +179,9 @@ def fit_read_noise(run: RunData, circuit: Circuit) -> Outcome:
     growth = np.log((t + p.t_read_noise) / (2 * p.t_read_noise))
     g = circuit.reram_g(mean, v_read, v_gate)
     level = np.log10(np.maximum(g, 1e-6) / 1e-6)
-    use = (count >= 2) & (growth > 0.5) & (level > 0.3)
+    idle = _not_reprogrammed(run)
+    fresh = np.array([(int(r), int(c)) not in idle for r, c, _ in groups], dtype=bool)
+    use = (count >= 2) & (growth > 0.5) & (level > 0.3) & fresh
     dof = (count - 1)[use]
     if dof.sum() < 10:
         raise FitError(f"{run.label} (read_noise): {int(use.sum())} usable (cell, time) groups with "
@@ -182,6 +194,8 @@ def fit_read_noise(run: RunData, circuit: Circuit) -> Outcome:
     # the law's shape: the same amplitude at every time and level (a chi-square check of the groups)
     ratio = var[use] / (a2 * h**2)
     notes = [f"t_read_noise kept at {p.t_read_noise:g} s; mean variance ratio to the law {ratio.mean():.2f}"]
+    if idle:
+        notes.append(f"{len(idle)} cells left out: not pulsed by the run's write-verify (programmed before, when?)")
     out.estimates.append(_estimate(run, "read_noise", a, se, f"{int(use.sum())} (cell, time) groups, "
                                    f"{int(dof.sum())} degrees of freedom", notes))
     return out
@@ -200,6 +214,9 @@ def fit_retention(run: RunData, circuit: Circuit, read_noise: float | None = Non
     out = Outcome()
     reads = run.table("reads", ("row", "col", "t", "g"))
     cells = run.table("cells", ("row", "col", "g_final"))
+    idle = _not_reprogrammed(run)  # their relaxation started before the run, at an unknown time
+    if idle:
+        cells = cells[np.array([(int(r), int(c)) not in idle for r, c in zip(cells["row"], cells["col"])], dtype=bool)]
     v_read, v_gate = run.param("v_read"), run.param("v_gate")
     times = np.unique(reads["t"][reads["t"] >= 1.0])
     cell_key = cells["row"].astype(np.int64) * 1_000_003 + cells["col"]
@@ -242,6 +259,8 @@ def fit_retention(run: RunData, circuit: Circuit, read_noise: float | None = Non
     se = np.nanstd(boot, axis=0, ddof=1)
     basis = f"{n} cells x {times.size} times ({times.min():g}-{times.max():g} s)"
     notes = ["bootstrap over cells"] + ([f"only {n} cells"] if n < FEW_CELLS else [])
+    if idle:
+        notes.append(f"{len(idle)} cells left out: not pulsed by the run's write-verify (programmed before, when?)")
     if np.any(log_t > 0):
         out.estimates.append(_estimate(run, "drift_mean", best[0], se[0], basis, notes))
     else:
