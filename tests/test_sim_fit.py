@@ -189,9 +189,10 @@ def test_command_line(chip, tmp_path, capsys):
 
 @pytest.mark.labctl_chip(2, 4)
 @pytest.mark.labctl_formed
+@pytest.mark.parametrize("labctl_station", ["virtual-lab"], indirect=True)
 def test_runs_from_any_station(labctl_station, tmp_path):
     """The fit reads only what the protocols store: runs made through the virtual lab's real
-    transports (as on a bench) fit as runs made in-process do."""
+    transports (as on a bench; the other tests fit runs made in-process) fit too."""
     out = tmp_path / "station.h5"
     for protocol, params in (("pulse_response", {"row": 0, "col": 0, "n_rows": 2, "n_cols": 4, "n_pulses": 12,
                                                  "cycles": 1, "width": 300e-9}),
