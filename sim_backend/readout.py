@@ -16,8 +16,9 @@ module keeps, for every cell,
 
 Arrays are float32 above F32_CELLS cells (matrix products at twice the speed; a rounding of ~1e-7
 relative, four orders below the read noise), float64 below (small arrays are cheap and exact).
-A float32 read state also keeps (sigma / G)^2 in float32 and fits I(V) with the fewest terms
-matching the circuit to its own rounding (2^-24) rather than to 1e-9: 3 terms at 0.2 V, not 4.
+A float32 read state also keeps (sigma / G)^2 in float32, fits I(V) with the fewest terms
+matching the circuit to its own rounding (2^-24) rather than to 1e-9: 3 terms at 0.2 V, not 4,
+and interpolates its tables in float32 (< 3e-7 relative).
 The conductance stays float64 (ArrayPhysics._relaxed, to a few ulp of conductance()).
 """
 from __future__ import annotations
@@ -53,6 +54,7 @@ class _View:
     rises: np.ndarray = field(init=False)  # (terms, _GRID - 1) tables[:, i + 1] - tables[:, i]
     rise_at_max: np.ndarray = field(init=False)
     cells: dict[str, np.ndarray] = field(default_factory=dict)  # lazily built per-cell arrays
+    narrow: dict[str, np.ndarray] = field(default_factory=dict)  # float32 tables of a float32 read state
     # cells refreshed since `cells` were derived: None, a flat mask or ... (all)
     dirty: np.ndarray | EllipsisType | None = None
 
@@ -238,13 +240,20 @@ class ReadState:
     def _derive(self, view: _View, group: tuple[str, str], cells) -> None:
         """Interpolate the pair `group` of per-cell arrays at `cells` (... for all: into the
         arrays already held, or new ones; otherwise flat indices), in chunks of _DERIVE_CHUNK
-        with reused float64 buffers: the same float64 arithmetic as _interp, cast to the read
-        state's dtype on the last operation."""
+        with reused buffers: the grid position in float64 as _interp, the interpolation in the
+        read state's dtype (float32: the tables rounded to float32 and two float32 operations,
+        < 3e-7 relative against the float64 interpolation, < 6e-7 for the squared noise
+        arrays: four orders below the read noise, as the float32 storage)."""
         chip, dtype = self.chip, self.dtype
         value_name, noise_name = group
         coef = value_name == "coef"
         tables = view.tables if coef else view.at_max[None, :]
         rises = view.rises if coef else view.rise_at_max[None, :]
+        if dtype != np.float64:
+            if value_name not in view.narrow:
+                view.narrow[value_name] = tables.astype(dtype)
+                view.narrow[value_name + "_rises"] = rises.astype(dtype)
+            tables, rises = view.narrow[value_name], view.narrow[value_name + "_rises"]
         pristine = view.pristine if coef else np.array([view.pristine_at_max])
         shape = (len(tables),) + chip.shape if coef else chip.shape
         if value_name not in view.cells:
@@ -279,10 +288,15 @@ class ReadState:
             u -= whole  # the fraction
             i = work("i", np.intp)
             np.copyto(i, whole, casting="unsafe")
+            if dtype != np.float64:
+                frac = work("frac", dtype)
+                np.copyto(frac, u, casting="same_kind")
+                u = frac
             pristine_part = np.logical_not(formed_part, out=work("pristine", bool))
             some_pristine = bool(pristine_part.any())
-            low, high = work("low"), work("high")
+            low = work("low", dtype)
             for k, (table, rise) in enumerate(zip(tables, rises)):
+                high = values[k, part] if cells is ... else work("high", dtype)  # in place when all
                 table.take(i, out=low, mode="clip")  # i is in range: clip only skips the check
                 rise.take(i, out=high, mode="clip")  # table[i + 1] - table[i]
                 high *= u
@@ -296,9 +310,7 @@ class ReadState:
                     else:
                         slope2 *= rel2_part
                         noise[part] = slope2
-                if cells is ...:
-                    np.copyto(values[k, part], high, casting="same_kind")
-                else:
+                if cells is not ...:
                     values[k, part] = high
 
     def _tabulate(self, v_gate: float, v_max: float) -> _View:
