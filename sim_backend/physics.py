@@ -888,7 +888,8 @@ class ArrayPhysics:
                     None if cached is None else cached.take(part), None, None, *args)
                 g[part], t_prog[part], z_relax[part] = g_new, at, z_new
                 cycles[part] += d_cycles
-        self._read.programmed(... if n_active == size else active)
+        # more than a quarter stale: the next refresh re-evaluates every cell anyway
+        self._read.programmed(... if 4 * n_active > size else active)
 
     def _train_chunk(self, counts, g, t_prog, z_relax, cycles, g_lo, g_hi, span, rate, per_step, cached, idle, g_out,
                      table, scale: float, setting: bool, width_per_tau: float, now: float):
