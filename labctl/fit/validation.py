@@ -26,6 +26,8 @@ class Comparison:
     unit: str
     measured: np.ndarray
     simulated: np.ndarray
+    independent: bool = True  # False: the values are correlated (a trace's reads); the p-value does not hold
+
 
     @property
     def ks(self) -> tuple[float, float]:
@@ -42,11 +44,16 @@ class Comparison:
                              "std": _stat(self.measured, np.std)},
                 "simulated": {"n": int(self.simulated.size), "mean": _stat(self.simulated, np.mean),
                               "std": _stat(self.simulated, np.std)},
-                "ks_statistic": d, "ks_pvalue": p}
+                "ks_statistic": d, "ks_pvalue": p if self.independent else None}
 
 
 def _stat(x: np.ndarray, f) -> float | None:
     return float(f(x)) if x.size else None
+
+
+# pulse-response values are per step or per read, and a cell's steps share its device-to-device
+# draws (a trace's reads follow one another): not independent samples, so no KS p-value for them
+CORRELATED = ("SET step dG", "RESET step dG", "G under identical pulses")
 
 
 def figures_of(run: RunData) -> list[tuple[str, str, np.ndarray]]:
@@ -135,7 +142,8 @@ def compare(measured: list[RunData], simulated: list[RunData]) -> list[Compariso
             continue
         sim_figures = {name: values for name, _, values in figures_of(sim)}
         for name, unit, values in figures_of(run):
-            out.append(Comparison(run.run_id, name, unit, values, sim_figures.get(name, np.array([]))))
+            out.append(Comparison(run.run_id, name, unit, values, sim_figures.get(name, np.array([])),
+                                  name not in CORRELATED))
     return out
 
 
@@ -149,8 +157,9 @@ def format_comparisons(comparisons: list[Comparison]) -> str:
     lines = [f"{'run':<22} {'figure':<30} {'measured mean +- sd':>24} {'simulated mean +- sd':>24} {'KS D':>6} {'p':>7}"]
     for c in comparisons:
         d, p = c.ks
+        shown_p = f"{p:>7.3g}" if c.independent else f"{'-':>7}"  # correlated values: no p-value
         lines.append(f"{c.run_id:<22} {c.figure:<30} {fmt(c.measured, c.unit)} {fmt(c.simulated, c.unit)} "
-                     f"{d:>6.3f} {p:>7.3g}")
+                     f"{d:>6.3f} {shown_p}")
     return "\n".join(lines)
 
 
