@@ -139,6 +139,14 @@ def test_bad_files_are_clear_errors(tmp_path):
         fit_runs(other, ["001_read_map"])
     with pytest.raises(FitError, match=r"no run '007_forming' \(runs: 001_read_map\)"):
         fit_runs(other, ["007_forming"])
+    edited = tmp_path / "edited.h5"  # a forming run whose cells table lost its v_form column
+    with h5py.File(edited, "w") as f:
+        group = f.create_group("runs/001_forming")
+        group.attrs.update({"protocol": "forming", "status": "completed", "parameters": json.dumps(
+            {"v_step": 0.01, "v_stop": 4.0, "v_gate": 1.2, "v_read": 0.2}), "summary": "{}", "station": "{}"})
+        group.create_dataset("cells", data=np.zeros(4, dtype=[("status", "S16"), ("g_after", "f8")]))
+    with pytest.raises(FitError, match=r"edited.h5 run 001_forming: table 'cells' lacks columns \['v_form'\]"):
+        fit_runs(edited, ["001_forming"])
     bad_base = tmp_path / "base.toml"
     bad_base.write_text("[window]\ng_min = 3\n")
     with pytest.raises(FitError, match="base device file"):

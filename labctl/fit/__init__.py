@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from labctl.sim.physics import DEFAULT_DEVICE_FILE, DeviceParams
 from labctl.store import load_run, read_runs
 
@@ -118,12 +120,19 @@ def fit_runs(path: str | Path, run_ids: list[str] | None = None, base: str | Pat
     for protocol in ORDER:
         for run in (r for r in runs if r.protocol == protocol):
             try:
-                if protocol == "pulse_response":
-                    outcome: Outcome = fit_pulse_response(run, circuit, read_noise)
-                elif protocol == "retention":
-                    outcome = fit_retention(run, circuit, read_noise)
-                else:
-                    outcome = ESTIMATORS[protocol](run, circuit)
+                try:
+                    if protocol == "pulse_response":
+                        outcome: Outcome = fit_pulse_response(run, circuit, read_noise)
+                    elif protocol == "retention":
+                        outcome = fit_retention(run, circuit, read_noise)
+                    else:
+                        outcome = ESTIMATORS[protocol](run, circuit)
+                except FitError:
+                    raise
+                except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError, np.linalg.LinAlgError) as exc:
+                    # data no estimator expected (edited, truncated or foreign tables): name the run
+                    raise FitError(f"{run.label} ({protocol}): its data cannot be fitted "
+                                   f"({type(exc).__name__}: {exc})") from exc
             except FitError as exc:
                 if run_ids:  # a run asked for by name must give something
                     raise
