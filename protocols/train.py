@@ -24,7 +24,7 @@ w_ij = (G+_ij - G-_ij) / g_scale, laid out from its origin (r, c):
                                                         G[r+j, c+2n_out+1]) / g_scale
 
 i.e. 2 n_out + 2 columns per matrix. The bias is stored transposed (one row per output) so that
-it needs no extra input row: it is read with one backward MVM, d = (+1, -1) on its two columns
+it needs no extra input row: it is read with a backward MVM, d = (+1, -1) on its two columns
 (z_j = I+ - I-), and updated with the outputs' trains on its rows and an always-on train on its
 columns. Matrices are placed left to right from (`row0`, `col0`): for each layer its weight
 array C, then (ttv2 / agad) its fast array A with the same layout. Iris with sgd fills the
@@ -43,8 +43,18 @@ Analog operations (labctl.crossbar; inputs of an MVM in [-1, 1], currents in A):
   call (the other way round), so every coincidence moves both devices of its pair in opposite
   directions. Biases get one such update per mini-batch from the summed error. Segments shorter
   than 32 slots are packed into one train (a cell only sees coincidences of its own segment). A
-  step's trains (every matrix, weights and biases, transfers' row writes) are queued and sent as
-  one UPDATE_SEQUENCE request (SET trains first), flushed before any read of the array.
+  step's trains (every matrix, weights and biases, transfers' row writes) are queued and sent
+  at its end as one UPDATE_SEQUENCE request per matrix (SET trains first; the twin's cost of a
+  request grows with its trains x the cells of its block), flushed before any read of the array.
+
+Requests per mini-batch: one backward MVM reading every bias the forward pass needs (each
+matrix's pair d = (+1, -1), 0 V on the other columns), one forward MVM per layer, for ttv2 /
+agad one forward MVM per layer reading the transfer's rows of A (A as the previous step left
+it, read with the forward pass instead of after this step's update, so no update request has
+to be sent in the middle of a step; the transfer's C writes then reach C one step later than
+in aihwkit's order), one backward MVM per hidden layer, and the updates: digits 64-32-10 with
+sgd 6 requests, ttv2 / agad 10 (before: 6 and ~11, with three update requests and the read
+after each). The per-epoch evaluation is one forward pass over training and test set.
 
 Before training every device is brought to its symmetry point (`sp_cycles` alternating SET and
 RESET pulses of width `sp_width` on the whole used block), which leaves small random weights
@@ -55,7 +65,7 @@ Algorithms (`algorithm`):
 - sgd: plain analog SGD, the update above applied to C itself.
 - ttv2: Tiki-Taka v2 (Gokmen 2021). The gradient goes to the fast array A (learning rate `lr`);
   every `transfer_every` samples one row of A (an input's weights, the bias row last, cyclic) is
-  read with a one-hot forward MVM (the bias row with its backward MVM) and added, relative to
+  read with a one-hot forward MVM (the bias row with the biases' backward MVM) and added, relative to
   A's reference, to a digital buffer H in units of C pulses: H += transfer_lr (A_row - ref) /
   dw_C. Where |H| >= 1, C gets trunc(H) pulses (at most `transfer_pulses`) and H keeps 0.1 of
   its value (aihwkit's BufferedTransferCompound defaults). A's reference is its symmetry point:
@@ -110,11 +120,13 @@ from labctl.aimc import (
     PulseSetup,
     Settings,
     calibrate_steps,
+    cross_entropy,
     layout,
     output_error,
     prepare_data,
     program_symmetry_point,
     run_fp_baseline,
+    softmax,
     used_mask,
 )
 from labctl.engine import Protocol, RunContext
@@ -270,8 +282,12 @@ class Train(Protocol):
         ctx.table("history")
 
         def record(epoch: int) -> tuple[float, float, float]:
-            loss, train_acc, _ = network.evaluate(data.x_train, data.y_train)
-            _, test_acc, _ = network.evaluate(data.x_test, data.y_test)
+            # training and test set in one forward pass (one request per layer)
+            _, z = network.forward(np.vstack([data.x_train, data.x_test]))
+            n = len(data.y_train)
+            loss = cross_entropy(softmax(z[:n]), data.y_train)
+            train_acc, test_acc = (float(np.mean(np.argmax(zs, axis=1) == ys))
+                                   for zs, ys in ((z[:n], data.y_train), (z[n:], data.y_test)))
             fp_loss, fp_train, _, fp_test = fp_history[epoch]
             ctx.append("history", epoch=epoch, loss=loss, train_acc=train_acc, test_acc=test_acc,
                        fp_loss=fp_loss, fp_train_acc=fp_train, fp_test_acc=fp_test)
@@ -285,10 +301,11 @@ class Train(Protocol):
                 ctx.progress((epoch - 1) * batches + n_batch, total,
                              f"epoch {epoch}/{p['epochs']}, batch {n_batch + 1}/{batches}")
                 idx = order[start:start + p["batch"]]
-                acts, z = network.forward(data.x_train[idx])
+                acts, z, values = network.forward_reading(data.x_train[idx], optimizer.row_reads())
                 _, d = output_error(z, data.y_train[idx])
-                optimizer.step(acts, network.backward(acts, d))
+                optimizer.step(acts, network.backward(acts, d), values)
                 pulses.flush()
+            ctx.progress(epoch * batches, total, f"epoch {epoch}/{p['epochs']}: evaluating")
             loss, train_acc, test_acc = record(epoch)
 
         ctx.progress(total, total, "reading back the trained weights")

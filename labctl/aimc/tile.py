@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layout import MatrixCells
-from .pulses import PulseQueue, PulseSetup, bit_trains, first_bits
+from .pulses import PulseQueue, PulseSetup, bit_trains, bounding_block, first_bits
 
 
 class AnalogMatrix:
@@ -24,16 +24,23 @@ class AnalogMatrix:
         self.coincidences = 0
 
     # reads
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """z = x W + b for a batch x (B, n_in) in [-1, 1]."""
+    def forward(self, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+        """z = x W + b for a batch x (B, n_in) in [-1, 1]; b read with a backward MVM unless given."""
+        return self.product(x) + (self.bias() if bias is None else bias)
+
+    def product(self, x: np.ndarray) -> np.ndarray:
+        """x W (no bias) for a batch x (B, n_in) in [-1, 1]: one forward MVM request."""
+        x = np.atleast_2d(x)
+        if not len(x):
+            return np.empty((0, self.cells.n_out))
         n = self.cells.n_out
         self.pulses.flush()
-        i = np.atleast_2d(self.xbar.mvm_forward(np.atleast_2d(x), self.cells.weight_block))
-        return (i[:, :n] - i[:, n:]) / self.unit + self.bias()
+        i = np.atleast_2d(self.xbar.mvm_forward(x, self.cells.weight_block))
+        return (i[:, :n] - i[:, n:]) / self.unit
 
     def bias(self) -> np.ndarray:
-        self.pulses.flush()
-        return np.asarray(self.xbar.mvm_backward(np.array([1.0, -1.0]), self.cells.bias_block)) / self.unit
+        (b,) = read_biases([self])
+        return b
 
     def backward(self, d: np.ndarray) -> np.ndarray:
         """d W^T for a batch d (B, n_out) (any scale; normalised per vector for the MVM)."""
@@ -44,20 +51,26 @@ class AnalogMatrix:
         i = np.atleast_2d(self.xbar.mvm_backward(np.hstack([d / s, -d / s]), self.cells.weight_block))
         return i * s / self.unit
 
+    def one_hot(self, rows: np.ndarray) -> np.ndarray:
+        """Forward MVM inputs that read weight rows `rows` (< n_in) of W, one vector per row."""
+        x = np.zeros((len(rows), self.cells.n_in))
+        x[np.arange(len(rows)), rows] = 1.0
+        return x
+
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows of the augmented matrix [W; b] (row n_in = bias), (len(rows), n_out)."""
         rows = np.asarray(rows, dtype=int)
+        weight = rows < self.cells.n_in
+        return self.assemble_rows(rows, self.product(self.one_hot(rows[weight])),
+                                  self.bias() if (~weight).any() else None)
+
+    def assemble_rows(self, rows: np.ndarray, weight_rows: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """Rows `rows` of [W; b] from the read weight rows (in order) and the read bias."""
         out = np.empty((rows.size, self.cells.n_out))
         weight = rows < self.cells.n_in
-        if weight.any():
-            n = self.cells.n_out
-            self.pulses.flush()
-            onehot = np.zeros((int(weight.sum()), self.cells.n_in))
-            onehot[np.arange(onehot.shape[0]), rows[weight]] = 1.0
-            i = np.atleast_2d(self.xbar.mvm_forward(onehot, self.cells.weight_block))
-            out[weight] = (i[:, :n] - i[:, n:]) / self.unit
-        if (~weight).any():
-            out[~weight] = self.bias()
+        out[weight] = weight_rows
+        if bias is not None:
+            out[~weight] = bias
         return out
 
     def read_conductances(self) -> tuple[np.ndarray, np.ndarray]:
@@ -133,6 +146,25 @@ class AnalogMatrix:
                               np.where(np.sign(pulses) == -polarity, bits, zero)])
             fires = cols.any(axis=1)
             self.pulses.add(self, self.cells.weight_block, polarity, one_hot[fires], cols[fires], M)
+
+
+def _flush(matrices: list[AnalogMatrix]) -> None:
+    for queue in {id(m.pulses): m.pulses for m in matrices}.values():
+        queue.flush()
+
+
+def read_biases(matrices: list[AnalogMatrix]) -> list[np.ndarray]:
+    """The biases of `matrices` from one backward MVM request on the bounding block of their bias
+    pairs: per matrix one vector, (+1, -1) on its pair and 0 V on every other column (a cell at
+    0 V carries no current)."""
+    blocks = [m.cells.bias_block for m in matrices]
+    r0, c0, n_rows, n_cols = block = bounding_block(blocks)
+    d = np.zeros((len(matrices), n_cols))
+    for k, (_, bc, _, _) in enumerate(blocks):
+        d[k, bc - c0], d[k, bc - c0 + 1] = 1.0, -1.0
+    _flush(matrices)
+    i = np.atleast_2d(matrices[0].xbar.mvm_backward(d, block))
+    return [i[k, br - r0:br - r0 + nr] / m.unit for k, (m, (br, _, nr, _)) in enumerate(zip(matrices, blocks))]
 
 
 def program_symmetry_point(xbar, block, cycles: int, width: float, setup: PulseSetup) -> None:
