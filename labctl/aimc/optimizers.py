@@ -132,32 +132,34 @@ class TikiTakaV2(Algorithm):
         self.apply_transfer(k, rows, self.fast[k].read_rows(rows))
 
     def apply_transfer(self, k: int, rows: np.ndarray, values: np.ndarray) -> None:
-        """Add rows `rows` of A_k, read as `values`, to the buffer H; write C where |H| >= 1."""
+        """Add rows `rows` of A_k, read as `values`, to the buffer H; write C where |H| >= 1.
+        Vectorized over runs of distinct rows (consecutive cyclic rows are distinct within
+        n_in + 1; a read of more wraps and takes the rows' second reads after the first)."""
         C = self.network.layers[k]
-        count = len(rows)
-        pulses = np.zeros((count, C.cells.n_out), dtype=np.int64)
-        for m, (row, v) in enumerate(zip(rows.tolist(), values)):
-            signal = self.transfer_signal(k, row, v)
-            H = self.H[k][row]
-            if signal is not None:
-                H += self.transfer_lr * signal / C.dw
-                fire = np.abs(H) >= 1.0
-                n = np.clip(np.trunc(H), -C.setup.transfer_pulses, C.setup.transfer_pulses).astype(np.int64)
-                n[~fire] = 0
-                H[fire] *= self.momentum
-                pulses[m] = n
-            self.reads[k][row] += 1
-            self.after_read(k, row)
-        self.transfers += count
+        n_rows, limit = self.fast[k].cells.n_in + 1, C.setup.transfer_pulses
+        pulses = np.zeros((len(rows), C.cells.n_out), dtype=np.int64)
+        for start in range(0, len(rows), n_rows):
+            r, v = rows[start:start + n_rows], values[start:start + n_rows]
+            signal, active = self.transfer_signal(k, r, v)
+            H = self.H[k][r]
+            H[active] += self.transfer_lr * signal[active] / C.dw
+            fire = (np.abs(H) >= 1.0) & active[:, None]
+            pulses[start:start + len(r)] = np.where(fire, np.clip(np.trunc(H), -limit, limit), 0)
+            H[fire] *= self.momentum
+            self.H[k][r] = H
+            self.reads[k][r] += 1
+            self.after_read(k, r)
+        self.transfers += len(rows)
         if pulses.any():
             self.c_writes += int(np.abs(pulses).sum())
             C.write_rows(rows, pulses)
 
-    def transfer_signal(self, k: int, row: int, v: np.ndarray) -> np.ndarray | None:
-        return v - self.ref[k][row]
+    def transfer_signal(self, k: int, rows: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(what the reads v of distinct rows `rows` add to H before the gain, which rows add)."""
+        return v - self.ref[k][rows], np.ones(len(rows), dtype=bool)
 
-    def after_read(self, k: int, row: int) -> None:
-        """Hook after every read of a row (AGAD's chopper)."""
+    def after_read(self, k: int, rows: np.ndarray) -> None:
+        """Hook after every read of distinct rows (AGAD's chopper)."""
 
 
 class AGAD(TikiTakaV2):
@@ -182,21 +184,20 @@ class AGAD(TikiTakaV2):
     def chopper(self, k: int) -> np.ndarray:
         return self.chop[k]
 
-    def transfer_signal(self, k: int, row: int, v: np.ndarray) -> np.ndarray | None:
-        if self.switched[k][row]:
-            self.past[k][row] = self.mean[k][row]
-        self.mean[k][row] = (1.0 - self.beta) * self.mean[k][row] + self.beta * v
-        # no writes during the first chopper period: the reference is not known yet
-        if self.reads[k][row] < self.chop_period:
-            return None
-        # the chopper sign that modulated the accumulation since the last switch
-        return self.chop[k][row] * (v - self.past[k][row])
+    def transfer_signal(self, k: int, rows: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        switched = rows[self.switched[k][rows]]
+        self.past[k][switched] = self.mean[k][switched]
+        self.mean[k][rows] = (1.0 - self.beta) * self.mean[k][rows] + self.beta * v
+        # the chopper sign that modulated the accumulation since the last switch; no writes
+        # during the first chopper period: the reference is not known yet
+        return (self.chop[k][rows, None] * (v - self.past[k][rows]),
+                self.reads[k][rows] >= self.chop_period)
 
-    def after_read(self, k: int, row: int) -> None:
-        self.switched[k][row] = False
-        if self.reads[k][row] % self.chop_period == 0:
-            self.chop[k][row] = -self.chop[k][row]
-            self.switched[k][row] = True
+    def after_read(self, k: int, rows: np.ndarray) -> None:
+        self.switched[k][rows] = False
+        flip = rows[self.reads[k][rows] % self.chop_period == 0]
+        self.chop[k][flip] = -self.chop[k][flip]
+        self.switched[k][flip] = True
 
 
 ALGORITHMS: dict[str, type[Algorithm]] = {a.name: a for a in (AnalogSGD, TikiTakaV2, AGAD)}
