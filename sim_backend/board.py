@@ -157,6 +157,11 @@ class VirtualBoard:
         self._modes = np.full(n_channels, LineMode.GROUND, np.uint8)
         self._dac = np.zeros(n_channels, np.float32)
         self._map: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # per MVM block (r0, c0, n_rows, n_cols): its lines and _chip_block's answer, until the
+        # next CONFIGURE_MAP (a training step's requests go to the same few blocks)
+        self._mvm_blocks: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                  tuple[np.ndarray, np.ndarray] | None]] = {}
+        self._update_blocks: dict[tuple[tuple[int, int, int, int], bytes], tuple] = {}  # _update_wiring
         self._mvm: MvmSettings = MVM_DEFAULTS.copy()
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
         # of every mapped line; MVM batches and PULSE_CELLS lists may fill a whole frame.
@@ -296,6 +301,8 @@ class VirtualBoard:
         channels = np.frombuffer(payload, "<u2", offset=4).astype(np.int64)
         self._check_channels(channels)
         self._map = (channels[:rows], channels[rows:rows + cols], channels[rows + cols:])
+        self._mvm_blocks.clear()
+        self._update_blocks.clear()
         return b""
 
     def _channel_entries(self, payload: bytes, dtype: np.dtype, command: str
@@ -388,12 +395,12 @@ class VirtualBoard:
         the negative-input phase. Each vector is a read of its own, with its own noise. When the
         map reaches the block's own lines and v_read is read-only, physics.read_forward takes
         the whole batch at once; otherwise one apply() per vector plays it through the wiring."""
-        (r0, c0, n_rows, n_cols), x = self._mvm_request(payload, "MVM_FORWARD", backward=False)
+        block, x = self._mvm_request(payload, "MVM_FORWARD", backward=False)
+        n_cols = block[3]
         cfg = self._mvm
         x = quantize(x, cfg["dac_bits"])
-        rows, bls, sls = self._block_lines(r0, c0, n_rows, n_cols)
+        rows, bls, sls, chip = self._mvm_lines(block)
         v_read, v_gate = _dac_output(cfg["v_read"]), _dac_output(cfg["v_gate"])
-        chip = self._chip_block(rows, bls, sls)
         if chip and self.physics.read_only(v_read):
             return self._integrated(self.physics.read_forward(*chip, x, v_read, v_gate, cfg["t_int"]))
         out = np.empty((len(x), n_cols))
@@ -411,11 +418,11 @@ class VirtualBoard:
         with its own read-noise draw. When the map reaches the block's own lines and the bias is
         read-only, physics.read_rows takes the whole batch at once; otherwise (a mis-wired map, a
         read voltage that can disturb) one apply() per vector plays it through the wiring."""
-        (r0, c0, n_rows, n_cols), d = self._mvm_request(payload, "MVM_BACKWARD", backward=True)
+        block, d = self._mvm_request(payload, "MVM_BACKWARD", backward=True)
+        n_rows = block[2]
         cfg = self._mvm
         volts = (quantize(d, cfg["dac_bits"]) * float(cfg["v_read"])).astype(np.float32)
-        rows, bls, sls = self._block_lines(r0, c0, n_rows, n_cols)
-        chip = self._chip_block(rows, bls, sls)
+        rows, bls, sls, chip = self._mvm_lines(block)
         if chip and self.physics.read_only(float(np.abs(volts).max(initial=0.0))):
             return self._integrated(self.physics.read_rows(*chip, volts, _dac_output(cfg["v_gate"]),
                                                            n_rows * cfg["t_int"]))
@@ -426,6 +433,15 @@ class VirtualBoard:
                 cells = self.physics.apply(*self.line_voltages(np.nan), n_rows * cfg["t_int"])
                 out[b] = self._block_currents(cells, rows, sls).sum(axis=1)
         return self._integrated(out)
+
+    def _mvm_lines(self, block: tuple[int, int, int, int]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """The block's WL, BL and SL channels (_block_lines) and _chip_block of them."""
+        lines = self._mvm_blocks.get(block)
+        if lines is None:
+            rows, bls, sls = self._block_lines(*block)
+            lines = self._mvm_blocks[block] = rows, bls, sls, self._chip_block(rows, bls, sls)
+        return lines
 
     def _chip_block(self, rows: np.ndarray, bls: np.ndarray, sls: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -493,28 +509,19 @@ class VirtualBoard:
         if not (np.isfinite(width) and width > 0 and np.isfinite(period) and period >= width):
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"width={width:g} s must be positive and "
                                                  f"period={period:g} s at least the width")
-        late = np.argwhere(trains >> (lengths[:, None] - 1).astype(np.uint32) > 1)
-        if len(late):
-            k, line = late[0]
+        late = trains >> (lengths[:, None] - 1).astype(np.uint32) > 1
+        if late.any():
+            k, line = np.argwhere(late)[0]
             r0, c0, n_rows, n_cols = block
             name = f"row train {line}" if line < n_rows else f"column train {line - n_rows}"
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"{name} has a pulse after slot {lengths[k] - 1} "
                                                  f"(train length {lengths[k]})")
-        r0, c0, n_rows, n_cols = block
-        wl, bl, sl = self._mapped
-        # The trains leave the board on the mapped channels and reach whatever chip line each
-        # channel is wired to: a column pulse on a BL sets, on an SL resets. Counts are taken on
-        # the chip rows and columns the block's channels reach.
-        chip_rows = self._wl_row[wl[r0:r0 + n_rows]]
-        gates = trains[:, :n_rows][:, chip_rows >= 0]
-        chip_rows = chip_rows[chip_rows >= 0]
-        channels = np.where(polarities[:, None] > 0, bl[c0:c0 + n_cols], sl[c0:c0 + n_cols])
-        on_bl, on_sl = self._bl_col[channels], self._sl_col[channels]
-        chip_cols = np.unique(np.concatenate([on_bl[on_bl >= 0], on_sl[on_sl >= 0]]))
+        n_rows = block[2]
+        wired_rows, chip_rows, chip_cols, targets, whole_chip = self._update_wiring(block, polarities)
+        gates = trains[:, :n_rows] if wired_rows is None else trains[:, :n_rows][:, wired_rows]
         pulses = np.zeros((2, len(trains), len(chip_cols)), np.uint32)  # BL, SL pulses per chip column
-        for side, target in enumerate((on_bl, on_sl)):
-            k, j = np.nonzero(target >= 0)
-            pulses[side, k, np.searchsorted(chip_cols, target[k, j])] = trains[k, n_rows + j]
+        for side, (k, j, column) in enumerate(targets):
+            pulses[side, k, column] = trains[k, n_rows + j]
         # coincidences (train, chip row, chip column) of the +amplitude and the -amplitude side
         # (V_BL - V_SL), None for a side no train pulses (a correctly wired block pulses one)
         sides = [side for side in (pulses[0] & ~pulses[1], pulses[1] & ~pulses[0])]
@@ -528,8 +535,6 @@ class VirtualBoard:
         totals = sum((per_slot_rows * ((side[:, :, None] >> slot) & 1).sum(axis=1, dtype=np.int64)).sum(axis=1)
                      for side, c in zip(sides, counts) if c is not None)
         totals = totals + np.zeros(len(trains), np.int64)
-        whole_chip = (np.array_equal(chip_rows, np.arange(self.physics.rows))
-                      and np.array_equal(chip_cols, np.arange(self.physics.cols)))
 
         def run_counts(start: int, end: int) -> list[np.ndarray | None]:
             return [None if c is None else c[start] if end - start == 1 else c[start:end].sum(axis=0, dtype=np.int32)
@@ -565,6 +570,38 @@ class VirtualBoard:
                 self._idle((slots - busy) * period)
             start = end
         return totals
+
+    def _update_wiring(self, block: tuple[int, int, int, int], polarities: np.ndarray) -> tuple:
+        """Where an update's trains land, kept per (block, polarities) until the next
+        CONFIGURE_MAP: (which block rows reach a chip row, None for all; those chip rows; the
+        chip columns pulsed, sorted; per side (BL, SL) the (train, block column, index into the
+        chip columns) of each column pulse landing on that side; whether that is the whole chip).
+
+        The trains leave the board on the mapped channels and reach whatever chip line each
+        channel is wired to: a column pulse on a BL sets, on an SL resets. Counts are taken on the
+        chip rows and columns the block's channels reach."""
+        key = (block, polarities.tobytes())
+        wiring = self._update_blocks.get(key)
+        if wiring is not None:
+            return wiring
+        r0, c0, n_rows, n_cols = block
+        wl, bl, sl = self._mapped
+        chip_rows = self._wl_row[wl[r0:r0 + n_rows]]
+        wired_rows = None if (chip_rows >= 0).all() else chip_rows >= 0
+        chip_rows = chip_rows[chip_rows >= 0]
+        channels = np.where(polarities[:, None] > 0, bl[c0:c0 + n_cols], sl[c0:c0 + n_cols])
+        on_bl, on_sl = self._bl_col[channels], self._sl_col[channels]
+        chip_cols = np.unique(np.concatenate([on_bl[on_bl >= 0], on_sl[on_sl >= 0]]))
+        targets = []
+        for target in (on_bl, on_sl):
+            k, j = np.nonzero(target >= 0)
+            targets.append((k, j, np.searchsorted(chip_cols, target[k, j])))
+        whole_chip = (np.array_equal(chip_rows, np.arange(self.physics.rows))
+                      and np.array_equal(chip_cols, np.arange(self.physics.cols)))
+        if len(self._update_blocks) >= 64:  # sequences of many polarity patterns: keep a few
+            self._update_blocks.clear()
+        wiring = self._update_blocks[key] = wired_rows, chip_rows, chip_cols, targets, whole_chip
+        return wiring
 
     def _pulse_cells(self, payload: bytes) -> bytes:
         """Cell after cell, one every period: the cell's WL at v_gate, its BL (amplitude > 0) or

@@ -40,7 +40,8 @@ def _block_index(rows, cols) -> tuple:
     that the block of a cached array is a view, not a copy."""
     def axis(lines):
         lines = np.asarray(lines, dtype=np.intp).reshape(-1)
-        if lines.size and lines[-1] - lines[0] == lines.size - 1 and np.all(np.diff(lines) == 1):
+        # increasing with first and last lines size - 1 apart: contiguous (np.diff costs ~5 us)
+        if lines.size and lines[-1] - lines[0] == lines.size - 1 and (lines[1:] > lines[:-1]).all():
             return slice(int(lines[0]), int(lines[-1]) + 1)
         return lines
     r, c = axis(rows), axis(cols)
@@ -553,12 +554,13 @@ class ArrayPhysics:
         if not self.read_only(v_read):
             raise ValueError(f"read_forward: {v_read:g} V could switch or form a cell; use apply()")
         block = _block_index(rows, cols)
-        out = np.zeros((len(x), _length(block[1], self.cols)))
         if v_read > 0 and v_gate > self.p.v_th:
             view = self._read.view(v_gate, v_read)
             current, noise = (self._read.cell_array(view, name)[block] for name in ("at_max", "noise_at_max"))
             x = x.astype(current.dtype, copy=False)
             out = self._noisy(x @ current, (x * x) @ noise)
+        else:
+            out = np.zeros((len(x), _length(block[1], self.cols)))
         self.clock.advance(len(x) * duration)
         return out
 
@@ -580,7 +582,6 @@ class ArrayPhysics:
         if not self.read_only(v_max):
             raise ValueError(f"read_rows: {v_max:g} V could switch or form a cell; use apply()")
         block = _block_index(rows, cols)
-        out = np.zeros((len(v_cols), _length(block[0], self.rows)))
         if v_max > 0 and v_gate > self.p.v_th:
             view = self._read.view(v_gate, _FIT_STEP * np.ceil(v_max / _FIT_STEP))
             coef = self._read.cell_array(view, "coef")[(slice(None),) + block]
@@ -594,6 +595,8 @@ class ArrayPhysics:
                 power = power * v2
                 mean += c @ power
             out = self._noisy(mean.T, (noise @ v2).T)
+        else:
+            out = np.zeros((len(v_cols), _length(block[0], self.rows)))
         self.clock.advance(len(v_cols) * duration)
         return out
 
