@@ -207,7 +207,8 @@ class FpgaBoard:
         for r in range(0, n_rows, step):
             k = min(step, n_rows - r)
             request = np.array([(v_read, v_gate, t_read, r0 + r, c0, k, n_cols)], READ_DTYPE)
-            data = self._transact(Command.READ_BLOCK, request.tobytes(), 8 * k * n_cols, k * t_read)
+            data = self._transact(Command.READ_BLOCK, request.tobytes(), reply_bytes=8 * k * n_cols,
+                                 busy=k * t_read)
             out[r:r + k] = self._array(data, "<f8", k * n_cols).reshape(k, n_cols)
         return out
 
@@ -281,8 +282,8 @@ class FpgaBoard:
         r0, c0, n_rows, n_cols = self._update_block(r0, c0, n_rows, n_cols, len(rows), len(cols))
         head = np.array([(r0, c0, n_rows, n_cols, length, polarity, amplitude, width, period,
                           v_gate)], UPDATE_DTYPE)
-        data = self._transact(Command.PARALLEL_UPDATE,
-                              head.tobytes() + rows.tobytes() + cols.tobytes(), 8, length * period)
+        data = self._transact(Command.PARALLEL_UPDATE, head.tobytes(), rows.tobytes(), cols.tobytes(),
+                              reply_bytes=8, busy=length * period)
         return int(self._array(data, "<u8", 1)[0])
 
     def update_sequence(self, row_trains: np.ndarray, col_trains: np.ndarray,
@@ -322,9 +323,9 @@ class FpgaBoard:
             part = slice(k, k + per_request)
             head = np.array([(r0, c0, n_rows, n_cols, len(entries[part]), width, period, v_gate)],
                             SEQUENCE_DTYPE)
-            data = self._transact(Command.UPDATE_SEQUENCE,
-                                  head.tobytes() + entries[part].tobytes() + bits[part].tobytes(),
-                                  8 * len(entries[part]), float(entries[part]["train_length"].sum()) * period)
+            data = self._transact(Command.UPDATE_SEQUENCE, head.tobytes(), entries[part].tobytes(),
+                                  bits[part].tobytes(), reply_bytes=8 * len(entries[part]),
+                                  busy=float(entries[part]["train_length"].sum()) * period)
             counts[part] = self._array(data, "<u8", len(entries[part]))
         return counts
 
@@ -374,7 +375,7 @@ class FpgaBoard:
             entries["row"], entries["col"] = rows[part], cols[part]
             entries["amplitude"], entries["width"] = amplitudes[part], widths[part]
             head = np.array([(len(entries), v_gate, period)], PULSES_DTYPE)
-            self._transact(Command.PULSE_CELLS, head.tobytes() + entries.tobytes(), 0, len(entries) * period)
+            self._transact(Command.PULSE_CELLS, head.tobytes(), entries.tobytes(), busy=len(entries) * period)
 
     def status(self) -> tuple[np.ndarray, np.ndarray]:
         """(mode per channel as uint8 LineMode values, DAC volts per channel)."""
@@ -432,7 +433,8 @@ class FpgaBoard:
         for b in range(0, len(batch), per_frame):
             chunk = batch[b:b + per_frame]
             head = np.array([(r0, c0, n_rows, n_cols, len(chunk))], MVM_DTYPE)
-            data = self._transact(cmd, head.tobytes() + chunk.astype("<f4").tobytes(), 8 * len(chunk) * n_out)
+            data = self._transact(cmd, head.tobytes(), chunk.astype("<f4").tobytes(),
+                                  reply_bytes=8 * len(chunk) * n_out)
             out[b:b + len(chunk)] = self._array(data, "<f8", chunk.size // n_in * n_out
                                                 ).reshape(len(chunk), n_out)
         return out[0] if values.ndim == 1 else out
@@ -457,8 +459,9 @@ class FpgaBoard:
                                   f"{count} x {dtype}")
         return np.frombuffer(data, dtype)
 
-    def _transact(self, cmd: Command, payload: bytes = b"", reply_bytes: int = 0, busy: float = 0.0) -> bytes:
-        """Send one request; return the reply's data after an ACK status.
+    def _transact(self, cmd: Command, *payload: bytes, reply_bytes: int = 0, busy: float = 0.0) -> bytes:
+        """Send one request (its payload in parts, see encode_frame); return the reply's data
+        after an ACK status.
 
         Retry policy (docs/fpga-protocol.md, "Retry"; instruments/transport.py `exchange`): when
         no reply comes within the timeout the same frame, with the same sequence number, is sent
@@ -468,7 +471,7 @@ class FpgaBoard:
         the request's duration (`busy` s). A corrupt reply or a BAD_CRC status is not retried.
         """
         seq = self._seq
-        frame = encode_frame(seq, cmd, payload)
+        frame = encode_frame(seq, cmd, *payload)
         self._seq = (seq + 1) % 256
         self._abandoned.discard(seq)
         if self._answered == seq:

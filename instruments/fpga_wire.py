@@ -174,24 +174,26 @@ def crc32(data: bytes | memoryview) -> int:
     return zlib.crc32(data)
 
 
-def encode_frame(seq: int, cmd: int, payload: bytes = b"") -> bytes:
+def encode_frame(seq: int, cmd: int, *payload: bytes) -> bytes:
     """One frame: 0xA5, seq, cmd, len u16 LE, payload, CRC-16 u16 LE over seq..payload; a payload
     over MAX_PAYLOAD bytes goes in a long frame: 0xA6, seq, cmd, len u32 LE, payload, CRC-32 u32
-    LE over seq..payload."""
+    LE over seq..payload. The payload may come in parts (a head, then an array's bytes): they
+    are copied once, into the frame."""
     if not (0 <= seq <= 0xFF and 0 <= cmd <= 0xFF):
         raise ValueError(f"seq {seq} and cmd {cmd} must be bytes (0..255)")
-    if len(payload) > MAX_LONG_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_LONG_PAYLOAD}")
+    size = sum(len(part) for part in payload)
+    if size > MAX_LONG_PAYLOAD:
+        raise ValueError(f"payload of {size} bytes exceeds {MAX_LONG_PAYLOAD}")
     global _recent
-    # the CRC runs over the head, then the payload: one copy of a long payload, into the frame
-    if len(payload) > MAX_PAYLOAD:
-        head = bytes((seq, cmd)) + len(payload).to_bytes(4, "little")
-        check = zlib.crc32(payload, zlib.crc32(head)).to_bytes(4, "little")
-        frame = b"".join((bytes((START_LONG,)), head, payload, check))
+    # the CRC runs over the head, then the payload
+    if size > MAX_PAYLOAD:
+        start, head, crc, crc_size = START_LONG, bytes((seq, cmd)) + size.to_bytes(4, "little"), zlib.crc32, 4
     else:
-        head = bytes((seq, cmd)) + len(payload).to_bytes(2, "little")
-        check = crc16(payload, crc16(head)).to_bytes(2, "little")
-        frame = b"".join((bytes((START,)), head, payload, check))
+        start, head, crc, crc_size = START, bytes((seq, cmd)) + size.to_bytes(2, "little"), crc16, 2
+    check = crc(head)
+    for part in payload:
+        check = crc(part, check)
+    frame = b"".join((bytes((start,)), head, *payload, check.to_bytes(crc_size, "little")))
     _recent = (frame, _recent[0])
     return frame
 
@@ -245,9 +247,12 @@ class FrameDecoder:
         buf = self._buf
         buf += data
         frames: list[Frame] = []
-        while True:
-            start = _STARTS.search(buf)
-            self._discard(len(buf) if start is None else start.start())
+        while buf:
+            if buf[0] != START and buf[0] != START_LONG:
+                start = _STARTS.search(buf)
+                self._discard(len(buf) if start is None else start.start())
+                if not buf:
+                    break
             header, crc_size, crc = _layout(buf)
             if len(buf) < header:
                 return frames
@@ -267,6 +272,7 @@ class FrameDecoder:
             frames.append(Frame(buf[1], buf[2], payload, ok, self._in_sync))
             del buf[:end if ok else 1]
             self._in_sync = ok
+        return frames
 
     @property
     def pending(self) -> int:

@@ -221,7 +221,7 @@ class VirtualBoard:
                     out.append(last[3])
                     continue
                 status, body = self._execute(frame)
-                reply = encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body)
+                reply = encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)), body)
                 self._last = (frame.seq, frame.cmd, frame.payload, reply)
                 self.executed += 1
                 out.append(reply)
@@ -229,7 +229,7 @@ class VirtualBoard:
                 status, body = ErrorCode.BAD_CRC, (
                     f"corrupt frame (CRC mismatch or length over "
                     f"{self._decoder.limit(frame.cmd)} bytes)").encode()
-                out.append(encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)) + body))
+                out.append(encode_frame(frame.seq, frame.cmd | REPLY_FLAG, bytes((status,)), body))
         reply_bytes = b"".join(out)
         self._on_link(len(reply_bytes))
         self._quiet_since = time.monotonic()
