@@ -339,7 +339,7 @@ def test_train_stores_history_calibration_and_weights(iris_run):
     assert data["fp_weights_0"].shape == (4, 3) and data["g_final"].shape == (4, 8)
     # the digital weights are what the read-back conductances represent
     g = data["g_weights_0"]
-    assert data["weights_0"] == pytest.approx((g[:, :3] - g[:, 3:]) / run["attrs"]["parameters"]["g_scale"])
+    assert data["weights_0"] == pytest.approx((g[:, :3] - g[:, 3:]) / result.summary["g_scale"])
     assert set(data["test_index"]).isdisjoint(data["train_index"]) and len(data["test_index"]) == 30
     assert run["units"]["g_final"] == "S"
 
