@@ -100,6 +100,9 @@ chip seeds 1 2 3 as bench/training.py, test accuracy in %, floating point 97.1 +
           g_scale 40 uS                                92.4 +- 1.7
           g_scale 40 uS, lr 0.1                        92.9 +- 1.5   (within the spread: kept)
           g_scale 40 uS, transfer_lr 0.1               89.1 (2 seeds)
+          transfer_every 2                             89.3 +- 2.6
+          tail weight 2 (beta 0.5: the reference p averages ~2 reads)   88.5 +- 1.8
+          buffer momentum 0.1 (as ttv2)                92.2 +- 3.4
 
 Single-seed 20-epoch screens (seed 0, ttv2 93.3 and agad 89.4 at the defaults then) that were
 worse: ttv2 transfer_lr 0.1 or 0.01, lr 0.02, transfer_pulses 1, g_scale 10 uS; agad lr 0.1 or
