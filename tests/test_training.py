@@ -213,13 +213,19 @@ def test_layout_places_weight_and_fast_arrays_side_by_side():
     assert C[0].bias_block == (0, 6, 3, 2)
 
 
-def test_ttv2_transfers_the_fast_array_through_its_buffer():
+def ttv2_on_one_matrix(lr: float):
+    """TTv2 on a 4x3 matrix C with its fast array A beside it, prepared (A's reference: all zero)."""
     xbar = IdealCrossbar(4, 16)
     C = matrix(xbar)
     A = AnalogMatrix(xbar, MatrixCells(0, 8, 4, 3), SETUP, np.random.default_rng(0), "A1")
     A.dw = C.dw
-    ttv2 = TikiTakaV2(AnalogNetwork([C]), [A], Settings(lr=0.1, transfer_lr=1.1, transfer_every=1))
-    ttv2.prepare()  # reference: A as it is now (all zero)
+    ttv2 = TikiTakaV2(AnalogNetwork([C]), [A], Settings(lr=lr, transfer_lr=1.1, transfer_every=1))
+    ttv2.prepare()
+    return C, A, ttv2
+
+
+def test_ttv2_transfers_the_fast_array_through_its_buffer():
+    C, A, ttv2 = ttv2_on_one_matrix(lr=0.1)
     A.write_rows(np.array([1]), np.array([[3, -2, 0]]))  # A row 1 = (3, -2, 0) steps
     ttv2.transfer(0, 2)  # reads rows 0 and 1
     W = C.weights()[0]
@@ -248,12 +254,7 @@ def test_one_request_reads_the_biases_of_several_matrices_and_rows_ride_with_the
 
 
 def test_ttv2_step_transfers_the_rows_read_with_the_forward_pass():
-    xbar = IdealCrossbar(4, 16)
-    C = matrix(xbar)
-    A = AnalogMatrix(xbar, MatrixCells(0, 8, 4, 3), SETUP, np.random.default_rng(0), "A1")
-    A.dw = C.dw
-    ttv2 = TikiTakaV2(AnalogNetwork([C]), [A], Settings(lr=0.0, transfer_lr=1.1, transfer_every=1))
-    ttv2.prepare()
+    C, A, ttv2 = ttv2_on_one_matrix(lr=0.0)
     x, d = np.ones((2, 4)), np.zeros((2, 3))
     assert ttv2.row_reads() == [None]  # nothing due before the first step
     ttv2.step([x], [d], [None])
