@@ -129,6 +129,19 @@ class _Buffer:
         self.rows.extend(rows)
 
 
+class _VoltageSourceSetting:
+    """A setting of the voltage source (the one that drives the load) as a plain twin attribute."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, twin: VirtualKeithley2450, owner: type | None = None) -> float:
+        return getattr(twin.source["VOLT"], self.name)
+
+    def __set__(self, twin: VirtualKeithley2450, value: float) -> None:
+        setattr(twin.source["VOLT"], self.name, value)
+
+
 class VirtualKeithley2450(ScpiTwin):
     """A 2450 whose output drives `load`; its time (`elapsed`, s) passes only through the load.
 
@@ -287,23 +300,8 @@ class VirtualKeithley2450(ScpiTwin):
         self._sweep: tuple[list[float], int, float, bool, _Buffer, float, float] | None = None
         self.buffers = {name: _Buffer(BUFFER_CAPACITY) for name in ("defbuffer1", "defbuffer2")}
 
-    # The voltage source's settings, which drive the load, as plain attributes.
-
-    @property
-    def source_level(self) -> float:
-        return self.source["VOLT"].level
-
-    @source_level.setter
-    def source_level(self, value: float) -> None:
-        self.source["VOLT"].level = value
-
-    @property
-    def current_limit(self) -> float:
-        return self.source["VOLT"].limit
-
-    @current_limit.setter
-    def current_limit(self, value: float) -> None:
-        self.source["VOLT"].limit = value
+    source_level = _VoltageSourceSetting("level")  # V
+    current_limit = _VoltageSourceSetting("limit")  # A
 
     @property
     def source_delay(self) -> float:
