@@ -524,7 +524,7 @@ class VirtualBoard:
             pulses[side, k, column] = trains[k, n_rows + j]
         # coincidences (train, chip row, chip column) of the +amplitude and the -amplitude side
         # (V_BL - V_SL), None for a side no train pulses (a correctly wired block pulses one)
-        sides = [side for side in (pulses[0] & ~pulses[1], pulses[1] & ~pulses[0])]
+        sides = (pulses[0] & ~pulses[1], pulses[1] & ~pulses[0])
         counts = [np.bitwise_count(gates[:, :, None] & side[:, None, :]) if side.any() else None
                   for side in sides]
         fired = [c for c in counts if c is not None]
