@@ -556,7 +556,7 @@ class ArrayPhysics:
         block = _block_index(rows, cols)
         if v_read > 0 and v_gate > self.p.v_th:
             view = self._read.view(v_gate, v_read)
-            current, noise = (self._read.cell_array(view, name)[block] for name in ("at_max", "noise_at_max"))
+            current, noise = (array[block] for array in self._read.cell_pair(view, "at_max", block))
             x = x.astype(current.dtype, copy=False)
             out = self._noisy(x @ current, (x * x) @ noise)
         else:
@@ -584,8 +584,8 @@ class ArrayPhysics:
         block = _block_index(rows, cols)
         if v_max > 0 and v_gate > self.p.v_th:
             view = self._read.view(v_gate, _FIT_STEP * np.ceil(v_max / _FIT_STEP))
-            coef = self._read.cell_array(view, "coef")[(slice(None),) + block]
-            noise = self._read.cell_array(view, "noise_slope")[block]
+            coef, noise = self._read.cell_pair(view, "coef", block)
+            coef, noise = coef[(slice(None),) + block], noise[block]
             # products as (rows, cols) @ (cols, batch): the cached arrays row-major on the left
             # (BLAS ~20 % faster than with their transposes on the right), results transposed back
             v = np.ascontiguousarray(v_cols.T, dtype=coef.dtype)
