@@ -245,8 +245,7 @@ class ReadState:
         up to date in `block` (see cell_array): one refresh and one derivation for both."""
         group = _GROUPS[name]
         self.refresh(block)
-        if view.dirty is not None:
-            self._derive_dirty(view, block)
+        self._derive_dirty(view, block)
         if group[0] not in view.cells:
             self._derive(view, group, ...)
         return view.cells[group[0]], view.cells[group[1]]
@@ -254,16 +253,18 @@ class ReadState:
     def _derive_dirty(self, view: _View, block) -> None:
         """Re-derive the view's arrays at its dirty cells in `block` (all of them when every
         cell is dirty or the block is the whole array)."""
-        shape = self.chip.shape
-        if view.dirty is ... or _whole(block, shape):
-            cells = view.dirty if view.dirty is ... else np.flatnonzero(view.dirty)
+        shape, mask = self.chip.shape, view.dirty
+        if mask is None:
+            return
+        if mask is ... or _whole(block, shape):
+            cells = mask if mask is ... else np.flatnonzero(mask)
             view.dirty = None
         else:
-            dirty = view.dirty.reshape(shape)[block]
+            dirty = mask.reshape(shape)[block]
             if not dirty.any():
                 return
             cells = _flat_cells(block, dirty, shape)
-            view.dirty[cells] = False
+            mask[cells] = False
         for group in {_GROUPS[known] for known in view.cells}:
             self._derive(view, group, cells)
 
