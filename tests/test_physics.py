@@ -558,6 +558,34 @@ def test_a_read_refreshes_only_the_block_it_reads(block):
                                    rtol=1e-12, atol=0, err_msg=name)
 
 
+def test_undriven_lines_are_neither_read_nor_refreshed():
+    """A read leaves out the rows (forward) or columns (backward) that no vector drives: it gives
+    what the whole block gives, the same draws included, and refreshes none of their cells."""
+    chip = formed_chip(8, 6, seed=3)
+    chip.g[:] = np.random.default_rng(1).uniform(chip.g_lo, chip.g_hi)
+    rows, cols = np.arange(8), np.arange(6)
+    rng = np.random.default_rng(2)
+    x, v = rng.uniform(-1, 1, (3, 8)), rng.uniform(-0.2, 0.2, (3, 6))
+    x[:, [1, 4]], v[:, 2] = 0.0, 0.0
+    chip.read_forward(rows, cols, np.ones((1, 8)), 0.2, 1.2, 1e-6)
+    chip.read_rows(rows, cols, np.full((1, 6), 0.2), 1.2, 1e-6)
+    chip.pulse_counts(np.full(chip.shape, 2, np.uint32), 1.35, 1.2, 100e-9, 200e-9)  # every cell stale
+    chip.clock.advance(10.0)  # 3 us between the reads then move a conductance by ~1e-9 of itself
+    cached = chip._read.g.copy()
+    twin = twin_of(chip)
+    forward = chip.read_forward(rows, cols, x, 0.2, 1.2, 1e-6)
+    np.testing.assert_array_equal(chip._read.g[[1, 4]], cached[[1, 4]])
+    backward = chip.read_rows(rows, cols, v, 1.2, 1e-6)
+    np.testing.assert_array_equal(chip._read.g[[1, 4], 2], cached[[1, 4], 2])  # in neither read
+    # the whole block's law, drawn from the same generator state
+    fresh = twin._read
+    at_max, noise = fresh.cell_pair(fresh.view(1.2, 0.2), "at_max")
+    np.testing.assert_allclose(forward, twin._noisy(x @ at_max, (x * x) @ noise), rtol=1e-12, atol=0)
+    coef, noise = fresh.cell_pair(fresh.view(1.2, 0.2), "coef")  # rows 1 and 4: 3 us later in chip
+    mean = sum(v ** (2 * k + 1) @ c.T for k, c in enumerate(coef))
+    np.testing.assert_allclose(backward, twin._noisy(mean, (v * v) @ noise.T), rtol=1e-8, atol=0)
+
+
 def test_float32_read_state_fits_its_polynomial_to_its_own_rounding():
     """A float32 read state takes the fewest odd terms matching the circuit to its own rounding
     (3 at 0.2 V, where float64 takes 4), and still reads the exact circuit."""
