@@ -329,11 +329,10 @@ class ArrayPhysics:
         oldest, youngest = float(age.max()), float(age.min())
         others = None
         if split and oldest > 1.0 and oldest != youngest:
-            others = np.flatnonzero(age != youngest)
-            if others.size <= n // 8:
+            older = age != youngest
+            if np.count_nonzero(older) <= n // 8:  # counted first: most chunks of a read have more
+                others = np.flatnonzero(older)
                 oldest = youngest  # every cell as if of that age; the others are redone below
-            else:
-                others = None
         young = oldest <= 1.0  # max(age, 1) = 1, ln of it 0, min(age, 1) = age
         shared = oldest == youngest  # one age (a dense update): its logs are numbers
         # read noise at max(age, 1 s), squared: (read_noise log10(max(g, 1 uS) / 1 uS))^2 growth
