@@ -107,6 +107,23 @@ def _update_pulse(polarity: int, amplitude: float) -> tuple[int, float]:
     return int(polarity), _positive("amplitude", _dac_volts("amplitude", amplitude), "V", DAC_LIMIT)
 
 
+def _sequence_entries(lengths: np.ndarray, polarities: np.ndarray, amplitudes: np.ndarray) -> np.ndarray:
+    """Checked SEQUENCE_TRAIN_DTYPE entries of trains with these lengths, polarities and
+    amplitudes, checked all at once; the first bad train raises the error its scalar checks
+    (_int_in, _update_pulse) give."""
+    numeric = lengths.dtype.kind in "iu" and polarities.dtype.kind in "iuf"
+    if numeric:
+        volts = np.asarray(amplitudes, dtype=float)
+        ok = ((lengths >= 1) & (lengths <= MAX_TRAIN_LENGTH) & ((polarities == 1) | (polarities == -1))
+              & (volts > 0) & (volts <= DAC_LIMIT))
+    for k in np.flatnonzero(~ok)[:1] if numeric else range(1):  # wrong dtypes: the first train fails
+        _int_in(f"train_lengths[{k}]", lengths[k].item(), 1, MAX_TRAIN_LENGTH)
+        _update_pulse(polarities[k].item(), amplitudes[k])
+    entries = np.empty(len(lengths), SEQUENCE_TRAIN_DTYPE)
+    entries["train_length"], entries["polarity"], entries["amplitude"] = lengths, polarities, amplitudes
+    return entries
+
+
 def _update_timing(width: float, period: float, v_gate: float) -> tuple[float, float, float]:
     """Checked (width, period, v_gate) of a parallel update's slots."""
     width = _positive("width", width, "s")
@@ -114,6 +131,9 @@ def _update_timing(width: float, period: float, v_gate: float) -> tuple[float, f
     if period < width:
         raise ValueError(f"period={period:g} s must be at least the pulse width={width:g} s")
     return width, period, _dac_volts("v_gate", v_gate)
+
+
+_ROUTING = (Command.ROUTE, Command.SET_DAC)  # the requests that leave lines routed or biased
 
 
 class FpgaBoard:
@@ -137,6 +157,11 @@ class FpgaBoard:
         # resend) is dropped too.
         self._answered: int | None = None
         self._resync = False
+        #: True while the board is known to be in its safe state: RELEASE_ALL was acknowledged and
+        #: since then only requests went out that restore every channel's mode and DAC value before
+        #: they reply (docs/fpga-protocol.md: READ_BLOCK, the analog-AI commands and those that
+        #: route nothing); a ROUTE, a SET_DAC or any request that failed ends it.
+        self.released = False
 
     @property
     def _where(self) -> str:
@@ -304,10 +329,7 @@ class FpgaBoard:
         n = len(rows)
         lengths, polarities, amplitudes = (np.broadcast_to(np.asarray(a), (n,)) for a in
                                            (train_lengths, polarities, amplitudes))
-        entries = np.empty(n, SEQUENCE_TRAIN_DTYPE)
-        for k in range(n):
-            length = _int_in(f"train_lengths[{k}]", lengths[k].item(), 1, MAX_TRAIN_LENGTH)
-            entries[k] = (length, *_update_pulse(polarities[k].item(), amplitudes[k]))
+        entries = _sequence_entries(lengths, polarities, amplitudes)
         width, period, v_gate = _update_timing(width, period, v_gate)
         r0, c0, n_rows, n_cols = self._update_block(r0, c0, n_rows, n_cols, rows.shape[1], cols.shape[1])
         bits = np.hstack([self._trains("row_trains", rows.reshape(-1), MAX_TRAIN_LENGTH).reshape(n, -1),
@@ -472,6 +494,7 @@ class FpgaBoard:
         """
         seq = self._seq
         frame = encode_frame(seq, cmd, *payload)
+        released, self.released = self.released, False  # unknown until the reply is in
         self._seq = (seq + 1) % 256
         self._abandoned.discard(seq)
         if self._answered == seq:
@@ -504,6 +527,7 @@ class FpgaBoard:
         self._answered = seq
         status, data = reply[0], reply[1:]
         if status == ACK:
+            self.released = cmd == Command.RELEASE_ALL or (released and cmd not in _ROUTING)
             return data
         message = data.decode("utf-8", "replace")
         if status == ErrorCode.BAD_CRC:

@@ -134,8 +134,11 @@ class Crossbar:
 
     # -- board-timed operations (programming pulses, MVM, parallel update) -----------------------
     # Each is one self-contained board transaction: the board sets its own routing for the
-    # operation. The crossbar then releases every line (DACs 0 V, lines grounded), on success
-    # and on error, so nothing stays biased afterwards whatever the board did.
+    # operation and restores every channel's mode and DAC value before it replies
+    # (docs/fpga-protocol.md). The crossbar then releases every line (DACs 0 V, lines grounded),
+    # on error always and on success unless the board was released before the operation (the
+    # driver's `released`): then the restored routing is the safe state already, and a second
+    # RELEASE_ALL would only cost a transaction (~40 us in-process, ~0.2 ms of UART).
     def _block(self, block: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
         """(r0, c0, n_rows, n_cols) checked against the chip; None = the whole array."""
         r0, c0, n_rows, n_cols = (int(v) for v in (block or (0, 0, *self.shape)))
@@ -146,9 +149,11 @@ class Crossbar:
         return r0, c0, n_rows, n_cols
 
     def _on_board(self, operation, *args, **kwargs):
-        """Run a board operation, then put the board in its safe routing (release_all). The
-        driver checks its arguments before a byte goes out: a ValueError or TypeError left the
-        board as it was, with nothing to undo."""
+        """Run a board operation, then put the board in its safe routing (release_all) unless it
+        was there before and the operation succeeded (it restored that routing). The driver
+        checks its arguments before a byte goes out: a ValueError or TypeError left the board as
+        it was, with nothing to undo."""
+        released = self.board.released
         try:
             result = operation(*args, **kwargs)
         except (ValueError, TypeError):
@@ -159,7 +164,8 @@ class Crossbar:
             except Exception:  # the operation's own error is the one to report
                 pass
             raise
-        self.board.release_all()
+        if not released:
+            self.board.release_all()
         return result
 
     @staticmethod

@@ -48,6 +48,19 @@ def _block_index(rows, cols) -> tuple:
     return np.ix_(r, c) if not isinstance(r, slice) and not isinstance(c, slice) else (r, c)
 
 
+def _driven(lines, inputs: np.ndarray) -> tuple:
+    """(lines, inputs) of a read restricted to the lines some vector drives (inputs: (batch,
+    lines)): a cell on an undriven line carries exactly nothing (a gate open for 0 s, a column at
+    0 V: I(0) = 0, and its noise variance goes with the input squared), so the read neither
+    reads nor refreshes it; e.g. the border pixels of a digits batch, whose cells never see an
+    update either and would be the old ones of a refresh. Unchanged when every line or none is
+    driven (the batch's draws are per output, the same either way)."""
+    driven = np.any(inputs != 0, axis=0)
+    if driven.all() or not driven.any():
+        return lines, inputs
+    return np.asarray(lines).reshape(-1)[driven], inputs[:, driven]
+
+
 def _at_least(x: np.ndarray, bound: float, out: np.ndarray) -> np.ndarray:
     """np.maximum(x, bound, out=out) for a scalar bound, as np.clip (twice as fast here)."""
     return np.clip(x, bound, np.inf, out=out)
@@ -316,11 +329,10 @@ class ArrayPhysics:
         oldest, youngest = float(age.max()), float(age.min())
         others = None
         if split and oldest > 1.0 and oldest != youngest:
-            others = np.flatnonzero(age != youngest)
-            if others.size <= n // 8:
+            older = age != youngest
+            if np.count_nonzero(older) <= n // 8:  # counted first: most chunks of a read have more
+                others = np.flatnonzero(older)
                 oldest = youngest  # every cell as if of that age; the others are redone below
-            else:
-                others = None
         young = oldest <= 1.0  # max(age, 1) = 1, ln of it 0, min(age, 1) = age
         shared = oldest == youngest  # one age (a dense update): its logs are numbers
         # read noise at max(age, 1 s), squared: (read_noise log10(max(g, 1 uS) / 1 uS))^2 growth
@@ -548,15 +560,17 @@ class ArrayPhysics:
         |x[b, i]| of `duration` s (per vector) with the block's BLs at sign(x) v_read; returns
         sum_i x[b, i] I_ij(v_read) (A-equivalent: charge / duration), shape (batch, len(cols)),
         each vector with its own read-noise draw (I(-v) = -I(v)). Only for a read-only v_read;
-        nothing changes but the clock, by len(x) * duration.
+        nothing changes but the clock, by len(x) * duration. Rows no vector drives are left out
+        (_driven).
         """
         x = np.atleast_2d(np.asarray(x))
         if not self.read_only(v_read):
             raise ValueError(f"read_forward: {v_read:g} V could switch or form a cell; use apply()")
+        rows, x = _driven(rows, x)
         block = _block_index(rows, cols)
         if v_read > 0 and v_gate > self.p.v_th:
             view = self._read.view(v_gate, v_read)
-            current, noise = (self._read.cell_array(view, name)[block] for name in ("at_max", "noise_at_max"))
+            current, noise = (array[block] for array in self._read.cell_pair(view, "at_max", block))
             x = x.astype(current.dtype, copy=False)
             out = self._noisy(x @ current, (x * x) @ noise)
         else:
@@ -575,17 +589,19 @@ class ArrayPhysics:
         fitted up to max|V| rounded up to 50 mV, so the batch costs a few matrix products. The
         read noise of a sum of independent per-cell draws (relative sigma / G, as in apply) is
         Gaussian and drawn in distribution, with each cell's small-signal slope (its sigma is
-        under 0.7 % low at 0.2 V, where I(V) / V is 0.7 % above the slope).
+        under 0.7 % low at 0.2 V, where I(V) / V is 0.7 % above the slope). Columns no vector
+        biases are left out (_driven).
         """
         v_cols = np.atleast_2d(np.asarray(v_cols))
         v_max = float(np.abs(v_cols).max(initial=0.0))
         if not self.read_only(v_max):
             raise ValueError(f"read_rows: {v_max:g} V could switch or form a cell; use apply()")
+        cols, v_cols = _driven(cols, v_cols)
         block = _block_index(rows, cols)
         if v_max > 0 and v_gate > self.p.v_th:
             view = self._read.view(v_gate, _FIT_STEP * np.ceil(v_max / _FIT_STEP))
-            coef = self._read.cell_array(view, "coef")[(slice(None),) + block]
-            noise = self._read.cell_array(view, "noise_slope")[block]
+            coef, noise = self._read.cell_pair(view, "coef", block)
+            coef, noise = coef[(slice(None),) + block], noise[block]
             # products as (rows, cols) @ (cols, batch): the cached arrays row-major on the left
             # (BLAS ~20 % faster than with their transposes on the right), results transposed back
             v = np.ascontiguousarray(v_cols.T, dtype=coef.dtype)

@@ -125,22 +125,31 @@ class ReadState:
         return self._v_form_min
 
     # -- per-cell state --------------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Bring the conductance and noise of stale cells up to the clock (ArrayPhysics._relaxed:
-        chunked, in reused buffers; the cells' state gathered by flat index when they are few)."""
+    def refresh(self, block=...) -> None:
+        """Bring the conductance and noise of the stale cells of `block` (an index of
+        physics._block_index; default all) up to the clock (ArrayPhysics._relaxed: chunked, in
+        reused buffers; the cells' state gathered by flat index when they are few or the block
+        is part of the array). A read refreshes only the block it reads: the cells a training
+        step programs in other matrices wait for their own reads."""
         chip, now = self.chip, self.chip.clock.now
         if self.expiry is not None and now <= self.fresh_until and now >= self._evaluated_at:
             return
         size = chip.rows * chip.cols
+        whole = _whole(block, chip.shape)
         if self.expiry is None or now < self._evaluated_at:
             stale = ...
             self.g = np.empty(chip.shape)
             self.rel2 = np.empty(chip.shape, dtype=self.dtype)
             self.expiry = np.empty(chip.shape)
-        else:
+        elif whole:
             expired = self.expiry < now
             # counted first: the indices of most of a large array cost more than the count
             stale = ... if np.count_nonzero(expired) > size // 4 else np.flatnonzero(expired)
+        else:
+            expired = self.expiry[block] < now
+            if not expired.any():
+                return
+            stale = _flat_cells(block, expired, chip.shape)
         g, rel2, expiry = self._cells()
         outputs = g.reshape(-1), rel2.reshape(-1), expiry.reshape(-1)
         state = [chip._flat(name) for name in _RELAX_STATE]
@@ -156,7 +165,8 @@ class ReadState:
                 chip._relaxed(gathered, now, *values, fresh=FRESH)
                 for array, value in zip(outputs, values):
                     array[part] = value
-        self.fresh_until = float(expiry.min())
+        if whole:  # the earliest expiry of a part is not that of the array
+            self.fresh_until = float(expiry.min())
         self._evaluated_at = now
         for view in self.views.values():  # derived arrays follow when a read asks for them
             if not view.cells or view.dirty is ...:
@@ -221,21 +231,42 @@ class ReadState:
         key = (float(v_gate), float(v_max))
         return _remember(self.views, key, lambda: self._tabulate(*key))
 
-    def cell_array(self, view: _View, name: str) -> np.ndarray:
-        """A per-cell array of `view`, up to date: "at_max" (I(v_max)), "noise_at_max"
-        ((I(v_max) sigma / G)^2), "coef" ((terms, rows, cols) c_k) or "noise_slope"
-        ((c_0 sigma / G)^2 with c_0 the small-signal slope). The arrays come in pairs (at_max
-        with noise_at_max, coef with noise_slope) from one interpolation; after a refresh they
-        are re-derived in place, at the refreshed cells only when those are few."""
-        self.refresh()
-        if view.dirty is not None:
-            cells = view.dirty if view.dirty is ... else np.flatnonzero(view.dirty)
+    def cell_array(self, view: _View, name: str, block=...) -> np.ndarray:
+        """A per-cell array of `view`, up to date in `block` (default everywhere): "at_max"
+        (I(v_max)), "noise_at_max" ((I(v_max) sigma / G)^2), "coef" ((terms, rows, cols) c_k)
+        or "noise_slope" ((c_0 sigma / G)^2 with c_0 the small-signal slope). The arrays come
+        in pairs (at_max with noise_at_max, coef with noise_slope) from one interpolation; after
+        a refresh they are re-derived in place, at the refreshed cells of the block only when
+        those are few."""
+        return self.cell_pair(view, name, block)[0 if name in ("at_max", "coef") else 1]
+
+    def cell_pair(self, view: _View, name: str, block=...) -> tuple[np.ndarray, np.ndarray]:
+        """(at_max, noise_at_max) or (coef, noise_slope) of `view` (name: either of the pair),
+        up to date in `block` (see cell_array): one refresh and one derivation for both."""
+        group = _GROUPS[name]
+        self.refresh(block)
+        self._derive_dirty(view, block)
+        if group[0] not in view.cells:
+            self._derive(view, group, ...)
+        return view.cells[group[0]], view.cells[group[1]]
+
+    def _derive_dirty(self, view: _View, block) -> None:
+        """Re-derive the view's arrays at its dirty cells in `block` (all of them when every
+        cell is dirty or the block is the whole array)."""
+        shape, mask = self.chip.shape, view.dirty
+        if mask is None:
+            return
+        if mask is ... or _whole(block, shape):
+            cells = mask if mask is ... else np.flatnonzero(mask)
             view.dirty = None
-            for group in {_GROUPS[known] for known in view.cells}:
-                self._derive(view, group, cells)
-        if name not in view.cells:
-            self._derive(view, _GROUPS[name], ...)
-        return view.cells[name]
+        else:
+            dirty = mask.reshape(shape)[block]
+            if not dirty.any():
+                return
+            cells = _flat_cells(block, dirty, shape)
+            mask[cells] = False
+        for group in {_GROUPS[known] for known in view.cells}:
+            self._derive(view, group, cells)
 
     def _derive(self, view: _View, group: tuple[str, str], cells) -> None:
         """Interpolate the pair `group` of per-cell arrays at `cells` (... for all: into the
@@ -337,6 +368,22 @@ class ReadState:
                 break
         return _View(g_top, np.ascontiguousarray(tables[:, :-1]), np.ascontiguousarray(currents[-1, :-1]),
                      tables[:, -1], float(currents[-1, -1]))
+
+
+def _whole(block, shape: tuple[int, int]) -> bool:
+    """Whether an index of physics._block_index (or ...) selects every cell."""
+    if block is ...:
+        return True
+    return all(isinstance(axis, slice) and axis.indices(n)[:2] == (0, n) and (axis.step or 1) == 1
+               for axis, n in zip(block, shape))
+
+
+def _flat_cells(block, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices into the array of the cells where `mask` (the shape of array[block]) is set."""
+    r, c = np.nonzero(mask)
+    lines = [np.arange(*axis.indices(n)) if isinstance(axis, slice) else np.asarray(axis).reshape(-1)
+             for axis, n in zip(block, shape)]
+    return lines[0][r] * shape[1] + lines[1][c]
 
 
 def _remember(cache: dict, key, make):

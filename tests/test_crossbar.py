@@ -116,3 +116,42 @@ def test_a_cell_block_routes_once_and_ends_in_the_safe_state(sim_station):
             cell.sweep([0.0, 1.0], 1.0)
         assert lab.smu.source_level == 0.0 and not lab.smu.output_on
     assert not lab.physics.formed[0, 1]
+
+
+def test_board_operations_end_released_with_one_release_all_only_when_needed(sim_station):
+    """The crossbar releases the board after an operation unless it was released before (the
+    operation restored that routing: docs/fpga-protocol.md): the board's STATUS is the safe state
+    after every operation, routed or not before it, failed or not."""
+    from labctl.instruments.fpga import BoardError, LineMode
+    from labctl.instruments.fpga_wire import Command
+
+    xbar, lab = sim_station.crossbar, sim_station.lab
+    sent = []
+    handle = lab.board.handle
+    lab.board.handle = lambda data: sent.append(data[2]) or handle(data)
+
+    def released() -> bool:
+        modes, dac = xbar.board.status()
+        return bool(np.all(modes == LineMode.GROUND) and np.all(dac == 0.0))
+
+    def releases(operation) -> int:
+        sent.clear()
+        operation()
+        return sent.count(Command.RELEASE_ALL)
+
+    x = np.full((2, 4), 0.5)
+    xbar.configure_mvm()
+    assert releases(lambda: xbar.mvm_forward(x)) == 1  # the board's state unknown before
+    assert xbar.board.released and released()
+    assert releases(lambda: xbar.mvm_forward(x)) == 0
+    assert releases(lambda: xbar.mvm_backward(np.full(8, 0.5))) == 0
+    assert releases(lambda: xbar.parallel_update(np.ones(4, np.uint32), np.ones(8, np.uint32), 1, 1, 0.5, 1e-7)) == 0
+    assert xbar.board.released and released()
+    with xbar.cell(1, 2, 1.2):  # routes lines: no longer released
+        assert not xbar.board.released
+    assert releases(lambda: xbar.mvm_forward(x)) == 1
+    assert xbar.board.released and released()
+    lab.board._map = None  # the board forgets its map: the next request fails
+    with pytest.raises(BoardError, match="NOT_CONFIGURED"):
+        xbar.mvm_forward(x)
+    assert sent[-1] == Command.RELEASE_ALL and xbar.board.released and released()

@@ -202,6 +202,19 @@ def test_update_sequence_checks_every_train_before_sending():
     (lambda b: b.parallel_update([1.0], [1], 8, 1, 1.3, 1e-7, 1e-6, 1.2), "integer bitmasks"),
     (lambda b: b.parallel_update([1, 2], [1], 8, 1, 1.3, 1e-7, 1e-6, 1.2, n_rows=1),
      "2 row_trains and 1 col_trains for a block of 1x1"),
+    # a sequence names its first bad train as parallel_update names a bad argument
+    (lambda b: b.update_sequence(np.ones((3, 1), int), np.ones((3, 1), int), [1, 2, 33], 1, 1.3, 1e-7, 1e-6, 1.2),
+     r"train_lengths\[2\]=33 must be 1..32"),
+    (lambda b: b.update_sequence(np.ones((2, 1), int), np.ones((2, 1), int), [1.0, 2], 1, 1.3, 1e-7, 1e-6, 1.2),
+     r"train_lengths\[0\] must be an integer"),
+    (lambda b: b.update_sequence(np.ones((2, 1), int), np.ones((2, 1), int), 1, [1, 0], 1.3, 1e-7, 1e-6, 1.2),
+     r"polarity=0 must be \+1"),
+    (lambda b: b.update_sequence(np.ones((2, 1), int), np.ones((2, 1), int), 1, [True, True], 1.3, 1e-7, 1e-6,
+                                 1.2), "polarity=True must be"),
+    (lambda b: b.update_sequence(np.ones((2, 1), int), np.ones((2, 1), int), 1, 1, [1.3, 5.5], 1e-7, 1e-6, 1.2),
+     "amplitude=5.5 V is outside the DAC range"),
+    (lambda b: b.update_sequence(np.ones((2, 1), int), np.ones((2, 1), int), 1, 1, [0.0, 1.3], 1e-7, 1e-6, 1.2),
+     "amplitude=0 V must be positive"),
 ])
 def test_invalid_input_is_rejected_before_anything_is_sent(call, match):
     fpga, t = board()

@@ -525,6 +525,67 @@ def test_read_state_after_programming_equals_a_fresh_one(monkeypatch):
         before = cached
 
 
+@pytest.mark.parametrize("block", [(slice(2, 9), slice(10, 25)), (np.array([1, 4, 5]), slice(0, 30)),
+                                   (np.array([0, 3]), np.array([2, 7, 29]))])
+def test_a_read_refreshes_only_the_block_it_reads(block):
+    """After programming, a read of a block re-evaluates the stale cells of that block only; the
+    others keep their cached values until a read of theirs, which then equals a new read state."""
+    chip = formed_chip(12, 30, seed=4)
+    chip.g[:] = np.random.default_rng(2).uniform(chip.g_lo, chip.g_hi)
+    rows, cols = np.arange(12), np.arange(30)
+    x, v = np.ones((1, 12)), np.full((1, 30), 0.2)
+    chip.read_forward(rows, cols, x, 0.2, 1.2, 1e-6)
+    chip.read_rows(rows, cols, v, 1.2, 1e-6)
+    chip.pulse_counts(np.full(chip.shape, 3, np.uint32), 1.35, 1.2, 100e-9, 200e-9)  # every cell stale
+    state, view = chip._read, chip._read.view(1.2, 0.2)
+    before = {"g": state.g.copy(), "at_max": view.cells["at_max"].copy(), "coef": view.cells["coef"].copy()}
+    r, c = (np.arange(n)[axis].reshape(-1) for axis, n in zip(block, chip.shape))
+    g_now = chip.conductance()  # at the time of the read
+    chip.read_forward(r, c, np.ones((1, r.size)), 0.2, 1.2, 1e-6)
+    inside = np.zeros(chip.shape, dtype=bool)
+    inside[np.ix_(r, c)] = True
+    np.testing.assert_allclose(state.g[inside], g_now[inside], rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(state.g[~inside], before["g"][~inside])
+    assert not np.any(view.cells["at_max"][inside] == before["at_max"][inside])
+    np.testing.assert_array_equal(view.cells["at_max"][~inside], before["at_max"][~inside])
+    np.testing.assert_array_equal(view.cells["coef"][:, ~inside], before["coef"][:, ~inside])  # not read yet
+    chip.read_rows(rows, cols, v, 1.2, 1e-6)  # the whole array, at a later time
+    fresh = twin_of(chip)
+    fresh.clock.now = state._evaluated_at
+    fresh_view = fresh._read.view(1.2, 0.2)
+    for name in ("coef", "noise_slope"):
+        np.testing.assert_allclose(state.cell_array(view, name), fresh._read.cell_array(fresh_view, name),
+                                   rtol=1e-12, atol=0, err_msg=name)
+
+
+def test_undriven_lines_are_neither_read_nor_refreshed():
+    """A read leaves out the rows (forward) or columns (backward) that no vector drives: it gives
+    what the whole block gives, the same draws included, and refreshes none of their cells."""
+    chip = formed_chip(8, 6, seed=3)
+    chip.g[:] = np.random.default_rng(1).uniform(chip.g_lo, chip.g_hi)
+    rows, cols = np.arange(8), np.arange(6)
+    rng = np.random.default_rng(2)
+    x, v = rng.uniform(-1, 1, (3, 8)), rng.uniform(-0.2, 0.2, (3, 6))
+    x[:, [1, 4]], v[:, 2] = 0.0, 0.0
+    chip.read_forward(rows, cols, np.ones((1, 8)), 0.2, 1.2, 1e-6)
+    chip.read_rows(rows, cols, np.full((1, 6), 0.2), 1.2, 1e-6)
+    chip.pulse_counts(np.full(chip.shape, 2, np.uint32), 1.35, 1.2, 100e-9, 200e-9)  # every cell stale
+    chip.clock.advance(10.0)  # 3 us between the reads then move a conductance by ~1e-9 of itself
+    cached = chip._read.g.copy()
+    twin = twin_of(chip)
+    forward = chip.read_forward(rows, cols, x, 0.2, 1.2, 1e-6)
+    np.testing.assert_array_equal(chip._read.g[[1, 4]], cached[[1, 4]])
+    backward = chip.read_rows(rows, cols, v, 1.2, 1e-6)
+    np.testing.assert_array_equal(chip._read.g[[1, 4], 2], cached[[1, 4], 2])  # in neither read
+    # the whole block's law, drawn from the same generator state
+    fresh = twin._read
+    at_max, noise = fresh.cell_pair(fresh.view(1.2, 0.2), "at_max")
+    np.testing.assert_allclose(forward, twin._noisy(x @ at_max, (x * x) @ noise), rtol=1e-12, atol=0)
+    coef, noise = fresh.cell_pair(fresh.view(1.2, 0.2), "coef")  # rows 1 and 4: 3 us later in chip
+    mean = sum(v ** (2 * k + 1) @ c.T for k, c in enumerate(coef))
+    np.testing.assert_allclose(backward, twin._noisy(mean, (v * v) @ noise.T), rtol=1e-8, atol=0)
+
+
 def test_float32_read_state_fits_its_polynomial_to_its_own_rounding():
     """A float32 read state takes the fewest odd terms matching the circuit to its own rounding
     (3 at 0.2 V, where float64 takes 4), and still reads the exact circuit."""
