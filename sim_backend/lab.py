@@ -191,6 +191,6 @@ class SimLab:
         except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
             raise ValueError(f"{path}: not a chip state file ({type(exc).__name__}: {exc})") from exc
         try:
-            return ArrayPhysics.from_state(arrays, params)
+            return ArrayPhysics.from_state(arrays, params, copy=False)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc

@@ -357,6 +357,7 @@ def meta_with(**changes):
     (meta_with(rng={"bit_generator": "PCG64"}), "rng"), (meta_with(rng=[]), "rng"),
     (lambda s: s.__setitem__("g", np.full((2, 3), np.nan)), "'g'"),
     (lambda s: s.__setitem__("g_lo", np.full((2, 3), np.inf)), "'g_lo'"),
+    (lambda s: s.__setitem__("v_form", np.full((2, 3), -np.inf)), "'v_form'"),
     (lambda s: s.__setitem__("formed", np.ones((2, 3))), "'formed'"),
     (lambda s: s.__setitem__("g", np.full((2, 3), "x")), "'g'"),
     (lambda s: s.__setitem__("rate", np.ones(6)), "'rate'")])
