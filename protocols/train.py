@@ -87,7 +87,7 @@ CMO/HfOx device with 1.2 V / 5 ns update pulses; bench/training.py measures them
 
     dataset  lr (sgd / ttv2 / agad)  transfer_lr (ttv2 / agad)  fp_lr  g_scale (sgd / ttv2 / agad)
     iris     0.1 / 0.1 / 0.1         0.03 / 0.3                 0.1    20 / 20 / 20 uS
-    digits   0.05 / 0.1 / 0.5        0.03 / 0.03                0.05   20 / 40 / 20 uS
+    digits   0.05 / 0.1 / 0.5        0.03 / 0.02                0.05   20 / 40 / 20 uS
 
 The digits ttv2 and agad defaults come from this sweep (40 epochs, batch 16, seeds 0 1 2 with
 chip seeds 1 2 3 as bench/training.py, test accuracy in %, floating point 97.1 +- 0.5):
@@ -108,9 +108,22 @@ chip seeds 1 2 3 as bench/training.py, test accuracy in %, floating point 97.1 +
           tail weight 2 (beta 0.5: the reference p averages ~2 reads)   88.5 +- 1.8
           buffer momentum 0.1 (as ttv2)                92.2 +- 3.4
 
-          lr 0.5, transfer_lr 0.03, threshold 3 (default)   96.3 +- 1.1   (95.8, 95.3, 97.8)
+          lr 0.5, transfer_lr 0.02, threshold 3 (default)   96.1 +- 1.2   (94.4, 96.9, 96.9)
+          lr 0.5, transfer_lr 0.03, threshold 3              96.3 +- 1.1   (95.8, 95.3, 97.8)
+          lr 0.5, transfer_lr 0.02, threshold 4              95.9 +- 1.1   (94.4, 96.4, 96.9)
           lr 0.5, transfer_lr 0.03, threshold 3, transfer_pulses 8   96.3 +- 1.5   (95.0, 95.5, 98.3)
           lr 0.3, transfer_lr 0.05, threshold 3, transfer_pulses 8   96.5 +- 1.9   (93.9, 97.5, 98.1)
+
+    the same on seeds 3 4 5 (chip seeds 4 5 6; floating point 98.2):
+          lr 0.5, transfer_lr 0.02, threshold 3 (default)   97.6 +- 0.3   (97.2, 98.1, 97.5)
+          lr 0.5, transfer_lr 0.03, threshold 3              95.7 +- 1.2   (94.2, 96.1, 96.9)
+          lr 0.5, transfer_lr 0.03, threshold 4              96.9 +- 0.7   (96.9, 96.1, 97.8)
+          lr 0.5, transfer_lr 0.02, threshold 4              97.7 +- 0.5   (97.2, 98.3, 97.5)
+
+transfer_lr 0.02 rather than 0.03 (chosen on seeds 3 4 5, after 0.03 had been picked on 0 1 2):
+over the six seeds 96.8 +- 1.2 against 96.0 +- 1.1 (floating point 97.65: gap 0.8 against 1.6;
+the paired difference, +0.8 +- 0.7, is within about one standard error) with 40 % fewer C
+pulses.
 
 (* before the bit trains' float32 draws changed the random stream; every other row after.)
 
@@ -140,15 +153,15 @@ row changes the old agad defaults as stated):
     transfer_pulses 1 (aihwkit's transfer BL)                     77.6 +- 5.1
     threshold 3, transfer_pulses 8                                91.5 +- 2.1
     lr 0.5, transfer_lr 0.03, threshold 2                         95.4 +- 0.9
-    lr 0.5, transfer_lr 0.03, threshold 3 (default)               96.0 +- 1.3   (94.2, 96.9, 96.9)
+    lr 0.5, transfer_lr 0.03, threshold 3                         96.0 +- 1.3   (94.2, 96.9, 96.9)
     lr 0.5, transfer_lr 0.03, threshold 3, transfer_pulses 8      95.8 +- 1.2
     lr 0.5, transfer_lr 0.03, threshold 4, transfer_pulses 8      95.5 +- 1.0
-    as the default, H -= the pulses written instead of H = 0      95.4 +- 1.5   (transfer_pulses 8)
+    lr 0.5, transfer_lr 0.03, threshold 3, transfer_pulses 8, H -= the pulses written   95.4 +- 1.5
     lr 0.5, transfer_lr 0.03, threshold 1, H -= the pulses written   93.8 +- 1.3
 
 Two changes, both needed (the threshold alone at the old rates: 91.5). (1) Ten times the
-gradient step on A with a tenth of the gain (lr x transfer_lr stays 0.015, so C learns at the
-same rate): A then holds ten times the pulses for the same gradient and the reads' noise
+gradient step on A with a tenth of the gain (lr x transfer_lr 0.015 as before at 0.03, 0.01 at
+the default 0.02): A then holds ten times the pulses for the same gradient and the reads' noise
 weighs a tenth as much in H. aihwkit gets there with auto_scale (A's update normalised to
 fast_lr 0.1 x BL pulses for the largest gradient element) and a gain of lr / dw_A = 0.05; its
 read noise is also smaller (out_noise 0.06 against its dw_min 0.09: ~0.7 dw, ours ~1.4 dw).
@@ -158,12 +171,12 @@ of being written to C (seed 2, 20 epochs: 0.33 M C pulses against 0.47 M at thre
 is not the discarded remainder of H (subtracting the pulses written at threshold 1 gives
 93.8) nor the cells' relaxation (every programming event re-draws it, ~0.4 uS per cell within
 a second, and a step lasts ~1.4 s of virtual time, so fewer writes also mean fewer re-draws;
-but a diagnostic run with the relaxation switched off, drift_sigma_0 = drift_sigma_slope = 0,
-gives the same picture: threshold 1 94.5 +- 2.0, threshold 3 95.8 +- 1.4). The reads and the
-read count are unchanged (one row per sample per layer, read with the forward pass), and so
-is the chip's time per epoch (123 s of virtual time, mostly the link); the twin's wall time
+but diagnostic runs with the relaxation switched off, drift_sigma_0 = drift_sigma_slope = 0,
+at lr 0.5, transfer_lr 0.03 give the same picture: threshold 1 94.5 +- 2.0, threshold 3
+95.8 +- 1.4). The reads and the read count are unchanged (one row per sample per layer, read
+with the forward pass), and so is the chip's time per epoch (123 s of virtual time, mostly the link); the twin's wall time
 grows with A's ten times more coincidences (one epoch with its setup: 2.0 s against 1.3 s at
-the old rates; bench/training.py's epoch_s over the 40-epoch runs: agad 1.19 s, ttv2 1.03 s).
+the old rates; bench/training.py's epoch_s over the 40-epoch runs: agad 1.11 s, ttv2 1.03 s).
 
 aihwkit's AGAD preset (build_config("agad"): DynamicTransferCompound) for comparison: chopper
 period ceil(1 / in_chop_prob) = 10 reads, regular, all rows at once; the running mean with
