@@ -266,23 +266,44 @@ def test_ttv2_step_transfers_the_rows_read_with_the_forward_pass():
     assert C.weights()[0][1] == pytest.approx(np.array([3, -2, 0]) * C.dw) and ttv2.transfers == 2
 
 
-def test_agad_chopper_flips_and_reference_tracks_the_fast_array():
+def agad_on_one_matrix():
+    """AGAD (chopper period 2, buffer gain 1) on a 4x3 matrix C with its fast array A beside it."""
     xbar = IdealCrossbar(4, 16)
     C = matrix(xbar)
     A = AnalogMatrix(xbar, MatrixCells(0, 8, 4, 3), SETUP, np.random.default_rng(0), "A1")
     A.dw = C.dw
-    agad = AGAD(AnalogNetwork([C]), [A], Settings(lr=0.1, transfer_lr=1.0, transfer_every=1, chop_period=2))
+    return C, A, AGAD(AnalogNetwork([C]), [A], Settings(lr=0.1, transfer_lr=1.0, transfer_every=1, chop_period=2))
+
+
+def test_agad_chopper_flips_and_reference_tracks_the_fast_array():
+    C, A, agad = agad_on_one_matrix()
     A.write_rows(np.arange(5), np.full((5, 3), 2))  # an offset on A: no gradient information
     for _ in range(4):  # two chopper periods of every row
         agad.transfer(0, 5)
     assert np.all(agad.chop[0] == 1)  # flipped twice
     assert np.all(agad.past[0] == pytest.approx(2 * A.dw))  # the reference is A's value
     assert np.all(C.weights()[0] == 0) and np.all(C.weights()[1] == 0)  # the offset never transfers
-    # a change after the chopper switch transfers with the chopper's sign
+    # a change after the chopper switch transfers with the chopper's sign: H = 4 (at most
+    # transfer_pulses = 3 written)
     agad.chop[0][1] = -1.0
-    A.write_rows(np.array([1]), np.array([[-2, 0, 0]]))
+    A.write_rows(np.array([1]), np.array([[-4, 0, 0]]))
     agad.transfer(0, 2)
-    assert C.weights()[0][1] == pytest.approx(np.array([2, 0, 0]) * C.dw)
+    assert C.weights()[0][1] == pytest.approx(np.array([3, 0, 0]) * C.dw)
+
+
+def test_agad_writes_c_only_where_its_buffer_reaches_the_threshold():
+    C, A, agad = agad_on_one_matrix()
+    for _ in range(2):  # one chopper period of every row: the reference is known, choppers at -1
+        agad.transfer(0, 5)
+    below = AGAD.threshold - 1
+    A.write_rows(np.array([1]), np.array([[below, 0, 0]]))
+    agad.transfer(0, 2)
+    assert np.all(C.weights()[0] == 0)  # |H| = threshold - 1: kept in the buffer, nothing written
+    assert agad.H[0][1] == pytest.approx([-below, 0, 0])
+    A.write_rows(np.array([1]), np.array([[1, 0, 0]]))  # row 1's next read adds -(threshold) to H
+    agad.transfer(0, 5)
+    assert C.weights()[0][1] == pytest.approx(np.array([-SETUP.transfer_pulses, 0, 0]) * C.dw)
+    assert np.all(agad.H[0][1] == 0)  # reset where it wrote
 
 
 # -- protocols on the simulated 4x8 chip --------------------------------------------------------

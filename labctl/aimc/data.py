@@ -26,8 +26,8 @@ class Task:
 TASKS = {
     "iris": Task("iris", (4, 3), {"sgd": 0.1, "ttv2": 0.1, "agad": 0.1}, 0.1, {"ttv2": 0.03, "agad": 0.3},
                  {"sgd": 20e-6, "ttv2": 20e-6, "agad": 20e-6}),
-    "digits": Task("digits", (64, 32, 10), {"sgd": 0.05, "ttv2": 0.1, "agad": 0.05}, 0.05,
-                   {"ttv2": 0.03, "agad": 0.3}, {"sgd": 20e-6, "ttv2": 40e-6, "agad": 20e-6}),
+    "digits": Task("digits", (64, 32, 10), {"sgd": 0.05, "ttv2": 0.1, "agad": 0.5}, 0.05,
+                   {"ttv2": 0.03, "agad": 0.02}, {"sgd": 20e-6, "ttv2": 40e-6, "agad": 20e-6}),
 }
 
 

@@ -75,6 +75,7 @@ class TikiTakaV2(Algorithm):
     name = "ttv2"
     fast_arrays = True
     momentum = 0.1  # fraction of H kept after a write (aihwkit BufferedTransferCompound default)
+    threshold = 1.0  # |H| (C pulses) at which a transfer writes C
 
     def __init__(self, network: AnalogNetwork, fast: list[AnalogMatrix], settings: Settings):
         super().__init__(network, fast, settings)
@@ -132,7 +133,7 @@ class TikiTakaV2(Algorithm):
         self.apply_transfer(k, rows, self.fast[k].read_rows(rows))
 
     def apply_transfer(self, k: int, rows: np.ndarray, values: np.ndarray) -> None:
-        """Add rows `rows` of A_k, read as `values`, to the buffer H; write C where |H| >= 1.
+        """Add rows `rows` of A_k, read as `values`, to the buffer H; write C where |H| >= threshold.
         Vectorized over runs of distinct rows (consecutive cyclic rows are distinct within
         n_in + 1; a read of more wraps and takes the rows' second reads after the first)."""
         C = self.network.layers[k]
@@ -143,7 +144,7 @@ class TikiTakaV2(Algorithm):
             signal, active = self.transfer_signal(k, r, v)
             H = self.H[k][r]
             H[active] += self.transfer_lr * signal[active] / C.dw
-            fire = (np.abs(H) >= 1.0) & active[:, None]
+            fire = (np.abs(H) >= self.threshold) & active[:, None]
             pulses[start:start + len(r)] = np.where(fire, np.clip(np.trunc(H), -limit, limit), 0)
             H[fire] *= self.momentum
             self.H[k][r] = H
@@ -167,6 +168,9 @@ class AGAD(TikiTakaV2):
 
     name = "agad"
     momentum = 0.0  # aihwkit DynamicTransferCompound: forget_buffer with momentum 0
+    # C is written once H holds 3 pulses (aihwkit: 1): the transfer signal's fluctuations (read
+    # noise, the gradient's sample noise on A) then mostly cancel in H instead of reaching C
+    threshold = 3.0
     tail_weight = 5.0
 
     def __init__(self, network: AnalogNetwork, fast: list[AnalogMatrix], settings: Settings):
