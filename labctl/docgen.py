@@ -2,17 +2,20 @@
 
 `labctl protocols --markdown` prints every registered protocol's table (a plugin's included);
 docs/protocols.md keeps each table between `<!-- parameters NAME -->` and `<!-- /parameters -->`,
-rewritten in place by `labctl protocols --update-docs docs/protocols.md` and checked by
-tests/test_docs.py."""
+and a protocol module's documentation (its docstring after the summary line) between
+`<!-- module NAME -->` and `<!-- /module -->`, both rewritten in place by
+`labctl protocols --update-docs docs/protocols.md` and checked by tests/test_docs.py."""
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from .params import Parameter
 
 BLOCK = re.compile(r"<!-- parameters (\w+) -->\n.*?<!-- /parameters -->", re.DOTALL)
+MODULE_BLOCK = re.compile(r"<!-- module (\w+) -->\n.*?<!-- /module -->", re.DOTALL)
 
 
 def _number(value: Any) -> str:
@@ -57,7 +60,16 @@ def block(name: str, parameters: tuple[Parameter, ...]) -> str:
     return f"<!-- parameters {name} -->\n{parameter_table(parameters)}<!-- /parameters -->"
 
 
+def module_block(name: str, protocol: Any) -> str:
+    """The documentation of the module that defines `protocol`, after its summary line, as a
+    text block."""
+    doc = sys.modules[type(protocol).__module__].__doc__ or ""
+    body = doc.partition("\n")[2].strip("\n")
+    return f"<!-- module {name} -->\n```text\n{body}\n```\n<!-- /module -->"
+
+
 def update_markdown(text: str, protocols: Mapping[str, Any]) -> str:
-    """`text` with every parameter block regenerated from the protocol it names (a block naming
-    an unknown protocol raises KeyError)."""
-    return BLOCK.sub(lambda m: block(m.group(1), protocols[m.group(1)].parameters), text)
+    """`text` with every parameter and module block regenerated from the protocol it names (a
+    block naming an unknown protocol raises KeyError)."""
+    text = BLOCK.sub(lambda m: block(m.group(1), protocols[m.group(1)].parameters), text)
+    return MODULE_BLOCK.sub(lambda m: module_block(m.group(1), protocols[m.group(1)]), text)

@@ -53,6 +53,12 @@ def test_parameter_tables_are_generated_from_the_declarations():
     assert update_markdown(text, PROTOCOLS) == text, "run: labctl protocols --update-docs docs/protocols.md"
 
 
+def test_module_documentation_blocks_are_the_modules_docstrings():
+    text = update_markdown("<!-- module train -->\nstale\n<!-- /module -->", PROTOCOLS)
+    assert "stale" not in text
+    assert "AGAD" in text and "Task and model" in text and not text.count("in-situ training of a small")
+
+
 def test_update_docs_rewrites_a_stale_table(tmp_path, capsys):
     doc = tmp_path / "p.md"
     doc.write_text("# x\n\n<!-- parameters read_map -->\n| stale |\n<!-- /parameters -->\n", encoding="utf-8")
