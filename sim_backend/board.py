@@ -42,6 +42,7 @@ from labctl.instruments.fpga_wire import (
 )
 
 from .clock import VirtualClock
+from .physics import _kernels
 
 FIRMWARE = "1.0"
 MAX_CHANNELS = (MAX_PAYLOAD - 3) // 5  # the STATUS reply must fit in one frame
@@ -162,6 +163,8 @@ class VirtualBoard:
         self._mvm_blocks: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                   tuple[np.ndarray, np.ndarray] | None]] = {}
         self._update_blocks: dict[tuple[tuple[int, int, int, int], bytes], tuple] = {}  # _update_wiring
+        self._count_buffers: dict[tuple[int, tuple[int, int]], np.ndarray] = {}  # _run_counts
+        _kernels()  # compiled or loaded here, not in the first update (sim_backend.physics._kernels)
         self._mvm: MvmSettings = MVM_DEFAULTS.copy()
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
         # of every mapped line; MVM batches and PULSE_CELLS lists may fill a whole frame.
@@ -517,52 +520,57 @@ class VirtualBoard:
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"{name} has a pulse after slot {lengths[k] - 1} "
                                                  f"(train length {lengths[k]})")
         n_rows = block[2]
-        wired_rows, chip_rows, chip_cols, targets, whole_chip = self._update_wiring(block, polarities)
+        wired_rows, chip_rows, chip_cols, targets, whole_chip, plain = self._update_wiring(block, polarities)
         gates = trains[:, :n_rows] if wired_rows is None else trains[:, :n_rows][:, wired_rows]
-        pulses = np.zeros((2, len(trains), len(chip_cols)), np.uint32)  # BL, SL pulses per chip column
-        for side, (k, j, column) in enumerate(targets):
-            pulses[side, k, column] = trains[k, n_rows + j]
-        # coincidences (train, chip row, chip column) of the +amplitude and the -amplitude side
-        # (V_BL - V_SL), None for a side no train pulses (a correctly wired block pulses one)
-        sides = (pulses[0] & ~pulses[1], pulses[1] & ~pulses[0])
-        counts = [np.bitwise_count(gates[:, :, None] & side[:, None, :]) if side.any() else None
-                  for side in sides]
-        fired = [c for c in counts if c is not None]
-        # each train's coincidences without summing its counts: sum over slots k of (rows firing
-        # in k) x (columns firing in k)
-        slot = np.arange(32, dtype=np.uint32)
-        per_slot_rows = ((gates[:, :, None] >> slot) & 1).sum(axis=1, dtype=np.int64)
-        totals = sum((per_slot_rows * ((side[:, :, None] >> slot) & 1).sum(axis=1, dtype=np.int64)).sum(axis=1)
-                     for side, c in zip(sides, counts) if c is not None)
-        totals = totals + np.zeros(len(trains), np.int64)
-
-        def run_counts(start: int, end: int) -> list[np.ndarray | None]:
-            return [None if c is None else c[start] if end - start == 1 else c[start:end].sum(axis=0, dtype=np.int32)
-                    for c in counts]
-
+        gates = np.array(gates, np.uint32, order="C")  # the kernels' one array type: writable, C order
+        # the pulses of the +amplitude and the -amplitude side (V_BL - V_SL) per train and chip
+        # column (None: a side no train pulses; a correctly wired block pulses one)
+        sides: list[np.ndarray | None] = [None, None]
+        if plain is not None:
+            sides[plain] = np.array(trains[:, n_rows:], np.uint32, order="C")
+        else:
+            pulses = np.zeros((2, len(trains), len(chip_cols)), np.uint32)  # BL, SL pulses per chip column
+            for side, (k, j, column) in enumerate(targets):
+                pulses[side, k, column] = trains[k, n_rows + j]
+            sides = [pulses[0] & ~pulses[1], pulses[1] & ~pulses[0]]
+        # per side, the trains that pulse it
+        pulsed: list[np.ndarray | None] = [None if side is None else np.asarray(side.any(axis=1)) for side in sides]
+        kernels = _kernels()
+        totals = np.zeros(len(trains), np.int64)  # each train's coincidences
         keys = np.stack([polarities.astype(float), amplitudes.astype(float)], axis=1)
         start = 0
         while start < len(trains):
             end = start + 1
             while end < len(trains) and np.array_equal(keys[end], keys[start]):
                 end += 1
-            run = run_counts(start, end)
-            if max((int(r.max(initial=0)) for r in run if r is not None), default=0) > MAX_TRAIN_LENGTH:
-                # the most coincidences of any cell after each train of the run
-                most = np.max([np.cumsum(c[start:end], axis=0, dtype=np.int32).max(axis=(1, 2)) for c in fired],
-                              axis=0)
-                end = start + max(int(np.searchsorted(most, MAX_TRAIN_LENGTH, side="right")), 1)
-                run = run_counts(start, end)
+            run = self._run_counts(gates, sides, pulsed, start, end)
+            if max((most for _, most, _ in run.values()), default=0) > MAX_TRAIN_LENGTH:
+                # split the run where a cell would collect more coincidences than one train gives
+                most_after = np.zeros(end - start, np.uint32)
+                for pulses, fired in zip(sides, pulsed):
+                    if pulses is not None and fired is not None and fired[start:end].any():
+                        each = np.empty(end - start, np.uint32)
+                        kernels.most_after_each(gates[start:end], np.ascontiguousarray(pulses[start:end]), each)
+                        np.maximum(most_after, each, out=most_after)
+                end = start + max(int(np.searchsorted(most_after, MAX_TRAIN_LENGTH, side="right")), 1)
+                run = self._run_counts(gates, sides, pulsed, start, end)
+            for side, (_, _, total) in run.items():  # the run's trains' coincidences
+                pulses = sides[side]
+                if end - start == 1:
+                    totals[start] += total
+                elif pulses is not None:
+                    kernels.add_train_totals(gates[start:end], np.ascontiguousarray(pulses[start:end]),
+                                             totals[start:end])
             busy = 0
-            for v_cell, sub in zip((float(amplitudes[start]), -float(amplitudes[start])), run):
-                most = 0 if sub is None else int(sub.max(initial=0))
-                if sub is not None and most:
+            for side, (counts, most, _) in run.items():
+                if most:
                     if not whole_chip:
-                        full = np.zeros((self.physics.rows, self.physics.cols), sub.dtype)
-                        full[np.ix_(chip_rows, chip_cols)] = sub
-                        sub = full
-                    self.physics.pulse_counts(sub, v_cell, v_gate, width, period)
-                    busy += most
+                        full = np.zeros((self.physics.rows, self.physics.cols), np.uint8)
+                        full[np.ix_(chip_rows, chip_cols)] = counts
+                        counts = full
+                    v_cell = float(amplitudes[start]) * (1.0 if side == 0 else -1.0)
+                    self.physics.pulse_counts(counts, v_cell, v_gate, width, period)
+                    busy += int(most)
             # pulse_counts runs the clock on by (most coincidences) x period; the trains last all
             # of their slots
             slots = int(lengths[start:end].sum())
@@ -571,11 +579,30 @@ class VirtualBoard:
             start = end
         return totals
 
+    def _run_counts(self, gates: np.ndarray, sides: list[np.ndarray | None], pulsed: list[np.ndarray | None],
+                    start: int, end: int) -> dict[int, tuple[np.ndarray, int, int]]:
+        """Per side that trains start..end-1 pulse: each cell's coincidences summed over them
+        (uint8, in a buffer reused until the next update: the chip model takes it as it is), the
+        most of any cell and their sum (sim_backend.kernels.coincidences)."""
+        kernels, run = _kernels(), {}
+        for side, (pulses, fired) in enumerate(zip(sides, pulsed)):
+            if pulses is not None and fired is not None and fired[start:end].any():
+                shape = (gates.shape[1], pulses.shape[1])
+                counts = self._count_buffers.get((side, shape))
+                if counts is None:
+                    if len(self._count_buffers) >= 8:
+                        self._count_buffers.clear()
+                    counts = self._count_buffers[(side, shape)] = np.empty(shape, np.uint8)
+                most, total = kernels.coincidences(gates[start:end], np.ascontiguousarray(pulses[start:end]), counts)
+                run[side] = counts, int(most), int(total)
+        return run
+
     def _update_wiring(self, block: tuple[int, int, int, int], polarities: np.ndarray) -> tuple:
         """Where an update's trains land, kept per (block, polarities) until the next
         CONFIGURE_MAP: (which block rows reach a chip row, None for all; those chip rows; the
         chip columns pulsed, sorted; per side (BL, SL) the (train, block column, index into the
-        chip columns) of each column pulse landing on that side; whether that is the whole chip).
+        chip columns) of each column pulse landing on that side; whether that is the whole chip;
+        the side that takes all column pulses in the block's column order, or None).
 
         The trains leave the board on the mapped channels and reach whatever chip line each
         channel is wired to: a column pulse on a BL sets, on an SL resets. Counts are taken on the
@@ -600,7 +627,13 @@ class VirtualBoard:
                       and np.array_equal(chip_cols, np.arange(self.physics.cols)))
         if len(self._update_blocks) >= 64:  # sequences of many polarity patterns: keep a few
             self._update_blocks.clear()
-        wiring = self._update_blocks[key] = wired_rows, chip_rows, chip_cols, targets, whole_chip
+        # a side on which every column pulse of every train lands, block column j on chip column j
+        # (a block on the whole chip, as wired): its pulses are the trains' column bitmasks as they are
+        plain = None
+        for side, (k, j, column) in enumerate(targets):
+            if len(k) == len(polarities) * n_cols and np.array_equal(column, j) and not len(targets[1 - side][0]):
+                plain = side
+        wiring = self._update_blocks[key] = wired_rows, chip_rows, chip_cols, targets, whole_chip, plain
         return wiring
 
     def _pulse_cells(self, payload: bytes) -> bytes:

@@ -26,13 +26,18 @@ DEFAULT_DEVICE_FILE = Path(__file__).with_name("device_cmo_hfox.toml")
 _NEWTON_STEPS = 60
 _SUBSTEPS = 8  # re-solve the series circuit while a cell switches (self-limiting SET/RESET)
 _FIT_STEP = 0.05  # V: read_rows fits I(V) up to max|V| rounded up to this (few fits, reused)
-_CHUNK = 1 << 16  # cells per pass of pulse_counts' arithmetic (work buffers of 256-512 kB)
+_CHUNK = 1 << 16  # elements of a reused work buffer (256-512 kB)
 G_NOISE_REF = 1e-6  # S: the read-noise law grows with log10(G / G_NOISE_REF)
 _SMALL = 4096  # conductance() of fewer cells: plain numpy (a chunked pass costs more calls)
 _READ_CHUNK = _CHUNK  # cells per pass of conductance()'s law (float64 work buffers of 512 kB)
-# S: a relaxation pulse_counts need not evaluate; 1000x below what the read state lets pass (~1 nS,
-# sim_backend.readout.FRESH) and 1e-5 of the read noise
-_NEGLIGIBLE_DRIFT = 1e-12
+
+
+def _kernels():
+    """The compiled kernels (sim_backend.kernels), imported on first use: numba's import and the
+    kernels' cache load take ~0.4 s, which a process that never simulates (most CLI commands,
+    which import this module) need not pay."""
+    from . import kernels
+    return kernels
 
 
 def _block_index(rows, cols) -> tuple:
@@ -216,6 +221,7 @@ class ArrayPhysics:
         self.shape = (rows, cols)
         self._read = ReadState(self)
         self._scratch: dict[tuple, np.ndarray] = {}
+        _kernels()  # compiled (a fresh checkout, ~4 s) or loaded from numba's cache here, not in an update
         self.p = params or DeviceParams.load()
         self.clock = clock or VirtualClock()
 
@@ -830,22 +836,16 @@ class ArrayPhysics:
         g_n = bound - (bound - g) (1 - f)^n at the ReRAM voltage of the train's start, and their
         independent cycle-to-cycle noise adds to a spread ~ step / sqrt(n); no loop over pulses.
         Each cell's switching drive at v_cell is interpolated in G from exact circuit solves
-        (sim_backend.readout), so the cost is a few passes over the cells that see a coincidence
-        (all of them in chunks of the array when they are many, through their flat indices
-        otherwise; see _train_chunk for the arithmetic and its precision).
+        (sim_backend.readout). One compiled pass over the cells (sim_backend.kernels,
+        soft_bounds_steps: its docstring gives the arithmetic and its precision), which skips
+        blocks of cells without a coincidence.
         """
         counts = np.asarray(counts)
         if counts.shape != self.shape or (counts.dtype.kind != "u" and counts.min(initial=0) < 0):
             raise ValueError(f"counts must be non-negative with shape {self.shape}")
         n_max = int(counts.max(initial=0))
         if n_max:
-            active = counts > 0
-            active &= self._formed
-            active &= ~self._stuck
-            n_active = int(np.count_nonzero(active))
-            if n_active:
-                self._train(counts, active, n_active, float(v_cell), float(v_gate), float(width),
-                            self.clock.now + n_max * period)
+            self._train(counts, n_max, float(v_cell), float(v_gate), float(width), self.clock.now + n_max * period)
         self.clock.advance(n_max * period)
 
     def _flat(self, name: str) -> np.ndarray:
@@ -856,224 +856,39 @@ class ArrayPhysics:
             setattr(self, name, array)
         return array.reshape(-1)
 
-    def _train(self, counts, active, n_active: int, v_cell: float, v_gate: float, width: float,
-               at: float) -> None:
-        """pulse_counts' steps of the `active` cells (formed, not stuck, with coincidences)."""
-        size = self.rows * self.cols
-        g, t_prog, z_relax, cycles = (self._flat(name) for name in ("_g", "_t_prog", "_z_relax", "_cycles"))
-        g_lo, g_hi = self._flat("_g_lo"), self._flat("_g_hi")
-        span, rate, per_step = (self._read.static(name) for name in ("closing_span", "rate", "cycles_per_step"))
-        counts = counts.reshape(-1)
+    def _train(self, counts: np.ndarray, n_max: int, v_cell: float, v_gate: float, width: float, at: float) -> None:
+        """pulse_counts' steps, programmed at `at`: the kernel's arguments and the read state's
+        bookkeeping. Counts go in as uint8 (what the board sends) or, above 255, uint32 (a
+        second compiled form)."""
+        p, size = self.p, self.rows * self.cols
+        # (writable too: numba compiles a read-only array type apart)
+        flat = np.require(counts, np.uint8 if n_max <= 0xFF else np.uint32, ["C", "W"]).reshape(-1)
+        state = [self._flat(name) for name in ("_g", "_t_prog", "_z_relax", "_cycles", "_g_lo", "_g_hi")]
+        # the read state's arrays as the kernel was compiled for (no-ops as the read state keeps them)
+        rate, per_step = (np.require(self._read.static(name), np.float32, ["C"]).reshape(-1)
+                          for name in ("rate", "cycles_per_step"))
         table, scale = self._read.drive_table(v_cell, v_gate)
+        table = np.require(table, np.complex64, ["C"])
         cached = self._read.fresh_g()  # every cell's conductance now, when the read state has it
-        cached = None if cached is None else cached.reshape(-1)
-        tau = self.p.tau_set if v_cell >= 0 else self.p.tau_reset
-        args = table, scale, v_cell >= 0, width / tau, self.clock.now
-        state = g, t_prog, z_relax, cycles
-        if 8 * n_active >= size:  # many: contiguous chunks of the array, the other cells kept
-            mask = active.reshape(-1)
-            for start in range(0, size, _CHUNK):
-                part = slice(start, min(start + _CHUNK, size))
-                n = part.stop - part.start
-                idle = n - int(np.count_nonzero(mask[part])) if n_active < size else 0
-                if idle == n:
-                    continue
-                idle_cells = np.flatnonzero(~mask[part]) if idle else None  # chunk positions
-                direct = idle <= n // 16  # all or all but a few: write all, then put theirs back
-                kept = [] if idle_cells is None or not direct else [array[part].take(idle_cells) for array in state]
-                g_new, z_new, d_cycles = self._train_chunk(
-                    counts[part], g[part], t_prog[part], z_relax[part], cycles[part], g_lo[part], g_hi[part],
-                    span[part], rate[part], per_step[part], None if cached is None else cached[part], idle_cells,
-                    g[part] if direct else None, *args)
-                if direct:
-                    t_prog[part], z_relax[part] = at, z_new
-                    cycles[part] += d_cycles
-                    if kept:
-                        for array, values in zip(state, kept):
-                            array[part][idle_cells] = values
-                else:
-                    where = mask[part]
-                    np.copyto(g[part], g_new, where=where)
-                    np.copyto(t_prog[part], at, where=where)
-                    np.copyto(z_relax[part], z_new, where=where)
-                    np.add(cycles[part], d_cycles, out=cycles[part], where=where)
-        else:  # few: their flat indices, gathered once per chunk
-            index = np.flatnonzero(active)
-            for start in range(0, n_active, _CHUNK):
-                part = index[start:start + _CHUNK]
-                g_new, z_new, d_cycles = self._train_chunk(
-                    counts.take(part), g.take(part), t_prog.take(part), z_relax.take(part), cycles.take(part),
-                    g_lo.take(part), g_hi.take(part), span.take(part), rate.take(part), per_step.take(part),
-                    None if cached is None else cached.take(part), None, None, *args)
-                g[part], t_prog[part], z_relax[part] = g_new, at, z_new
-                cycles[part] += d_cycles
-        # more than a quarter stale: the next refresh re-evaluates every cell anyway
-        self._read.programmed(... if 4 * n_active > size else active)
-
-    def _train_chunk(self, counts, g, t_prog, z_relax, cycles, g_lo, g_hi, span, rate, per_step, cached, idle, g_out,
-                     table, scale: float, setting: bool, width_per_tau: float, now: float):
-        """Closed-form steps of up to _CHUNK cells (1-D arrays; span = the read state's
-        closing_span, rate and cycles_per_step, float32): their new conductance (float64, into g_out if given), new relaxation draw and
-        cycle increment (float32), in reused work buffers. `idle` (positions or None) marks
-        cells whose results the caller discards: their age does not count.
-
-        Conductances, bounds and the final clip stay float64; what is computed in float32 is
-        only added to a float64 conductance or is a draw: the relaxation (the drift since
-        programming, < 3 uS, rounded to < 1e-13 S), the switching drive, the step and its noise
-        (rounded to 1e-7 of the step), the window closing (closing x span, < 1e-11 S) and the
-        cycle increment. The read noise at max(age, 1 s) takes ln(t + t_read) = ln t (1e-6
-        relative). A relaxation bounded by _NEGLIGIBLE_DRIFT (cells updated a few trains ago,
-        as in back-to-back updates) is not evaluated. The noise draws are Box-Muller pairs
-        (_normal_pairs).
-        """
-        p, n = self.p, len(g)
-
-        def f32(name: str) -> np.ndarray:
-            return self._work(name, n)
-
-        def f64(name: str) -> np.ndarray:
-            return self._work(name, n, np.float64)
-
-        def cast(name: str, values: np.ndarray, dtype=np.float32) -> np.ndarray:
-            out = self._work(name, n, dtype)
-            np.copyto(out, values, casting="unsafe")
-            return out
-
-        tmp = f32("tmp")
-        # window after cycling (bounds())
-        most = float(cycles.max()) / p.endurance_n0 if p.endurance_closing > 0 else 0.0
-        if most > 0:
-            # min(0.9, k log1p(cycles / n0)) span as min(0.9 / k, log1p(cycles / n0)) (k span);
-            # log1p(x) = x to 5e-5 relative below x = 1e-4 (< 1e-13 S of closing x span)
-            closing = cast("closing", cycles)
-            closing *= 1.0 / p.endurance_n0
-            if most > 1e-4:
-                np.log1p(closing, out=closing)
-                _at_most(closing, 0.9 * np.log(10.0) / p.endurance_closing, closing)
-            closing *= span
-            lo = np.multiply(closing, 0.25, out=f64("lo"))
-            lo += g_lo
-            hi = np.multiply(closing, -0.75, out=f64("hi"))
-            hi += g_hi
-        else:
-            lo, hi = g_lo, g_hi
-        # conductance at the start (conductance(): the programmed value plus relaxation)
         if cached is not None:
-            g0 = cached
-        else:
-            first, last = float(t_prog.min()), float(t_prog.max())
-            if idle is not None and first != last:  # the ages of the cells that count
-                counted = cast("counted", t_prog, np.float64)
-                counted[idle] = np.inf
-                first = float(counted.min())
-                counted[idle] = -np.inf
-                last = float(counted.max())
-            oldest, youngest = now - first, now - last
-            g0 = f64("g0")
-            # young: |drift| = |age| spread |z| with spread <= drift_sigma_0
-            if (oldest <= 1.0 and max(abs(oldest), abs(youngest)) * p.drift_sigma_0
-                    * max(z_relax.max(), -z_relax.min()) <= _NEGLIGIBLE_DRIFT):
-                np.maximum(g, lo, out=g0)
-            elif oldest == youngest and oldest >= 0:
-                self._shared_drift(g, z_relax, oldest, g0)
-                g0 += g
-                np.maximum(g0, lo, out=g0)
-            else:
-                young = oldest <= 1.0  # all programmed within 1 s (updates in a row): ln max(t, 1) = 0
-                age = np.subtract(now, t_prog, out=f64("age"))
-                if idle is not None:
-                    age[idle] = 0.0
-                ramp = cast("ramp", age)
-                if not young:
-                    log_t = np.maximum(ramp, 1.0, out=f32("log_t"))
-                    np.log(log_t, out=log_t)
-                    np.minimum(ramp, 1.0, out=ramp)
-                noise2 = cast("noise2", g)  # (read noise at max(age, 1 s))^2
-                np.maximum(noise2, G_NOISE_REF, out=noise2)
-                np.log10(noise2, out=noise2)
-                noise2 += 6.0
-                noise2 *= p.read_noise
-                noise2 *= noise2
-                drift = f32("drift")
-                if young:
-                    noise2 *= -np.log(2.0 * p.t_read_noise)
-                    np.subtract(p.drift_sigma_0 ** 2, noise2, out=drift)
-                else:
-                    noise2 *= np.add(log_t, -np.log(2.0 * p.t_read_noise), out=tmp)
-                    np.multiply(log_t, p.drift_sigma_slope, out=drift)
-                    drift += p.drift_sigma_0
-                    drift *= drift
-                    drift -= noise2
-                np.maximum(drift, 0.0, out=drift)
-                np.sqrt(drift, out=drift)  # the relaxation's own spread
-                drift *= cast("tmp", z_relax)
-                if not young:
-                    drift -= np.multiply(log_t, p.drift_mean, out=tmp)
-                drift *= ramp
-                np.add(g, drift, out=g0)
-                np.maximum(g0, lo, out=g0)
-            np.minimum(g0, hi, out=g0)
-        # switching drive at the start, interpolated in G
-        drive = cast("u", g0)  # the position on the table's grid, then its fraction
-        drive *= scale
-        whole = np.floor(drive, out=tmp)
-        drive -= whole
-        node = table.take(cast("index", whole, np.intp), out=self._work("node", n, np.complex64), mode="clip")
-        drive *= node.imag
-        drive += node.real
-        # soft-bounds steps: step = (bound - g0) (1 - (1 - f)^n), (1 - f)^n = exp(-n rate drive width / tau)
-        kept = cast("kept", counts)
-        root_n = np.sqrt(kept, out=f32("root_n"))
-        kept *= rate
-        kept *= drive
-        kept *= -width_per_tau
-        np.expm1(kept, out=kept)  # (1 - f)^n - 1
-        step = np.subtract(g0, hi if setting else lo, out=f32("step"))
-        step *= kept  # signed: up for SET, down for RESET
-        # cycle-to-cycle noise c2c |step| (1 - f)^n / sqrt(n)
-        z_step, z_new = self._normal_pairs(n)
-        noise = kept
-        noise += 1.0
-        noise *= step
-        noise *= p.c2c_noise if setting else -p.c2c_noise  # the sign of the noise of the float64 form
-        np.maximum(root_n, 1.0, out=root_n)  # idle cells may have no coincidence
-        noise /= root_n
-        noise *= z_step
-        noise += step
-        g_new = f64("g_new") if g_out is None else g_out
-        np.copyto(g_new, noise)
-        g_new += g0
-        np.maximum(g_new, lo, out=g_new)
-        np.minimum(g_new, hi, out=g_new)
-        step *= per_step  # cycles: |step| / (2 (g_hi - g_lo))
-        if not setting:
-            np.negative(step, out=step)
-        return g_new, z_new, step
-
-    def _shared_drift(self, g, z_relax, age: float, out: np.ndarray) -> None:
-        """_train_chunk's relaxation drift since programming (float64 `out`, computed in float32)
-        of cells that share one age >= 0 (a dense update's cells at the next one): its logs and
-        ramp are numbers, folded into the constants (ramp^2 inside the square root)."""
-        p, n = self.p, len(g)
-        ramp, log_t = min(age, 1.0), float(np.log(max(age, 1.0)))
-        measured = (p.drift_sigma_slope * log_t + p.drift_sigma_0) * ramp
-        growth = log_t - np.log(2.0 * p.t_read_noise)  # ln(t + t_read) = ln t at max(t, 1 s)
-        spread = self._work("noise2", n)  # (read noise at max(age, 1 s))^2 first
-        np.copyto(spread, g, casting="unsafe")
-        _at_least(spread, G_NOISE_REF, spread)
-        np.log10(spread, out=spread)
-        spread += 6.0
-        spread *= p.read_noise * ramp * np.sqrt(growth)
-        spread *= spread
-        np.subtract(measured * measured, spread, out=spread)
-        _at_least(spread, 0.0, spread)
-        np.sqrt(spread, out=spread)  # the relaxation's own spread x ramp
-        z = self._work("tmp", n)
-        np.copyto(z, z_relax, casting="unsafe")
-        spread *= z
-        if log_t:
-            spread -= p.drift_mean * log_t * ramp
-        np.copyto(out, spread)
+            cached = np.require(cached, np.float64, ["C"])
+        setting = v_cell >= 0
+        law = np.array([p.c2c_noise, p.endurance_n0, p.endurance_closing / np.log(10.0), p.drift_mean,
+                        p.drift_sigma_slope, p.drift_sigma_0, p.read_noise, np.log(2.0 * p.t_read_noise), G_NOISE_REF])
+        key = np.uint64(self.rng.bit_generator.random_raw())  # seeds the kernel's generator
+        formed, stuck = self._flat("_formed"), self._flat("_stuck")
+        kernels = _kernels()
+        touched = np.empty(-(-size // kernels.BLOCK), np.int64)
+        n_active, n_touched = kernels.soft_bounds_steps(
+            flat, formed, stuck, *state, rate, per_step, state[0] if cached is None else cached.reshape(-1),
+            cached is not None, table.view(np.uint64), scale, setting, width / (p.tau_set if setting else p.tau_reset),
+            self.clock.now, at, key, law, touched, kernels.CONSTANTS)
+        if 4 * n_active > size:  # more than a quarter stale: the next refresh re-evaluates every cell anyway
+            self._read.programmed(...)
+        elif n_active:
+            stepped = np.empty(n_active, np.int64)
+            kernels.stepped_cells(flat, formed, stuck, touched[:n_touched], stepped)
+            self._read.programmed(np.divmod(stepped, self.cols))
 
     def _work(self, name: str, n: int, dtype=np.float32) -> np.ndarray:
         """A reused work buffer of n <= _CHUNK elements: a fresh temporary of megabytes costs
@@ -1084,29 +899,14 @@ class ArrayPhysics:
         return self._scratch[key][:n]
 
     def _normal_pairs(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Two independent arrays of n standard normal draws (float32, in work buffers).
-
-        Box-Muller, r (cos t, sin t), from one 64-bit output of the generator per pair: its high
-        32 bits give r = sqrt(-2 ln u), u = (k + 1/2) / 2^32 (tails out to 6.8 sigma, beyond
-        which a normal has 1.4e-11 of its mass), its low 32 bits the angle t. All in float32:
-        k rounds to 24 bits, which moves u by < 6e-8 relative (r by < 3e-8 of itself) except
-        within 2^-24 of u = 1 (r < 3e-4, 5e-8 of the mass); the logarithm keeps its relative
-        precision down to the smallest u. Four times faster than Generator.standard_normal's
-        ziggurat, which draws one value at a time, and twice the float64 form."""
-        words = self.rng.bit_generator.random_raw(n).view(np.uint32)  # little-endian: (low, high)
-        radius = self._work("radius", n)
-        np.copyto(radius, words[1::2], casting="unsafe")
-        radius += 0.5
-        radius *= 2.0 ** -32
-        np.log(radius, out=radius)
-        radius *= -2.0
-        np.sqrt(radius, out=radius)
-        angle = self._work("angle", n)
-        np.copyto(angle, words[0::2], casting="unsafe")
-        angle *= 2.0 * np.pi * 2.0 ** -32
-        first, second = np.cos(angle, out=self._work("normal", n)), np.sin(angle, out=angle)
-        first *= radius
-        second *= radius
+        """Two independent arrays of n standard normal draws (float32, in work buffers, n <=
+        _CHUNK): Box-Muller pairs of the compiled generator (sim_backend.kernels.normal_pairs,
+        float32, tails to 6.8 sigma), seeded by one 64-bit output of the chip's generator.
+        Eight times faster than Generator.standard_normal's ziggurat, which draws one value at
+        a time."""
+        first, second = self._work("normal", n), self._work("normal_2", n)
+        kernels = _kernels()
+        kernels.normal_pairs(np.uint64(self.rng.bit_generator.random_raw()), first, second, kernels.CONSTANTS)
         return first, second
 
     def _programmed(self, cells, at: float) -> None:

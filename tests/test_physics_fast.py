@@ -1,28 +1,31 @@
-"""The fast paths of pulse_counts and of the noise draws against their plain float64 laws."""
+"""pulse_counts' compiled kernel (sim_backend/kernels.py) and its noise draws against their plain
+float64 laws: exact where the law has no noise, in distribution (mean and sigma per cell within
+their standard errors) where it has."""
 from dataclasses import replace
 from math import erf, sqrt
 
 import numpy as np
 import pytest
+from labctl.sim import kernels
 from labctl.sim.physics import ArrayPhysics
+from numba import njit
 
 from test_physics import closed_form, formed_chip
 
 
-@pytest.mark.parametrize("gap, path", [(1e-7, "negligible"), (1e-3, "shared"), (30.0, "shared"),
-                                       (None, "general")])
+@pytest.mark.parametrize("gap", [1e-7, 1e-3, 30.0, None])
 @pytest.mark.parametrize("cycles", [1.0, 1e5])
 @pytest.mark.parametrize("v_cell", [1.35, -1.3])
-def test_updates_in_a_row_follow_the_closed_form(monkeypatch, gap, path, cycles, v_cell):
+def test_updates_in_a_row_follow_the_closed_form(gap, cycles, v_cell):
     """A dense update `gap` s after the previous one (its cells share one age; a few idle cells
-    are older) starts from the relaxed conductance: below 1 pS of relaxation it is not
-    evaluated, with one age it is evaluated with that age's logs as numbers, with many ages
-    (None: ages spread over 0.1..10 s) per cell. Every path gives the float64 law to 1e-11 S
-    and cycle-to-cycle noise of unit variance, and leaves the idle cells as they were."""
+    are older) starts from the relaxed conductance (None: ages spread over 0.1..10 s, one per
+    cell): the float64 law to 1e-11 S, cycle-to-cycle noise of unit variance, and the idle cells
+    left as they were. Cycling below and above 2^-6 n0 takes the window closing's series and its
+    logarithm."""
     rng = np.random.default_rng(7)
     chip = formed_chip(64, 64, seed=7)
     chip.g[:] = rng.uniform(chip.g_lo, chip.g_hi)
-    chip.cycles[:] = rng.uniform(0, cycles, chip.shape)  # linear (x < 1e-4) or log1p window closing
+    chip.cycles[:] = rng.uniform(0, cycles, chip.shape)
     chip.z_relax[:] = rng.standard_normal(chip.shape)
     chip.clock.advance(3600.0)
     idle = rng.random(chip.shape) < 0.03
@@ -33,15 +36,11 @@ def test_updates_in_a_row_follow_the_closed_form(monkeypatch, gap, path, cycles,
     else:
         chip.clock.advance(gap)
     counts = np.where(idle, 0, rng.integers(1, 8, chip.shape))
-    calls = []
-    shared = ArrayPhysics._shared_drift
-    monkeypatch.setattr(ArrayPhysics, "_shared_drift", lambda *args: calls.append(1) or shared(*args))
     before = {name: getattr(chip, name).copy() for name in ("g", "t_prog", "z_relax", "cycles")}
     expected, step, sigma, (lo, hi) = closed_form(chip, counts, v_cell, 100e-9)
     exact = ArrayPhysics.from_state(chip.state(), replace(chip.p, c2c_noise=0.0))
     exact.pulse_counts(counts, v_cell, 1.2, 100e-9, 200e-9)
     chip.pulse_counts(counts, v_cell, 1.2, 100e-9, 200e-9)
-    assert bool(calls) == (path == "shared")
     for after in (chip, exact):
         for name, value in before.items():
             np.testing.assert_array_equal(getattr(after, name)[idle], value[idle])
@@ -56,6 +55,125 @@ def test_updates_in_a_row_follow_the_closed_form(monkeypatch, gap, path, cycles,
     assert inside.sum() > 1000
     assert z.std() == pytest.approx(1.0, abs=5 / np.sqrt(2 * z.size))
     assert abs(z.mean()) < 5 / np.sqrt(z.size)
+
+
+def random_chip(seed: int, cached: bool) -> tuple[ArrayPhysics, np.ndarray]:
+    """A 23 x 37 chip (not a whole number of the kernel's blocks) with random conductances,
+    cycling from none to 1e6 (log-uniform: the window closing's series and its logarithm),
+    programming ages from 0.01 s to a year (some cells sharing one), relaxation draws, a few
+    unformed and stuck cells; and random counts 0..40 (a fifth of the cells without one). With
+    `cached`, a read has refreshed the read state, which the update then starts from."""
+    rng = np.random.default_rng(seed)
+    chip = formed_chip(23, 37, seed=seed)
+    chip.g[:] = rng.uniform(chip.g_lo, chip.g_hi)
+    chip.cycles[:] = np.where(rng.random(chip.shape) < 0.2, 0.0, 10 ** rng.uniform(-2, 6, chip.shape))
+    chip.z_relax[:] = rng.standard_normal(chip.shape)
+    chip.clock.advance(4e7)
+    ages = np.where(rng.random(chip.shape) < 0.3, 5.0, 10 ** rng.uniform(-2, 7.5, chip.shape))
+    chip.t_prog[:] = chip.clock.now - ages
+    chip.formed[0, :4] = False
+    chip.stuck[1, :4] = True
+    counts = np.where(rng.random(chip.shape) < 0.2, 0, rng.integers(1, 41, chip.shape))
+    if cached:
+        chip.read_forward(np.arange(chip.rows), np.arange(chip.cols), np.ones((1, chip.rows)), 0.2, 1.2, 1e-6)
+    return chip, counts
+
+
+@pytest.mark.parametrize("seed, cached, v_cell", [(1, False, 1.35), (2, True, -1.3), (3, False, -1.2)])
+def test_kernel_agrees_in_distribution_with_the_float64_law(seed, cached, v_cell):
+    """The same update drawn 400 times from one state (the noise generator reseeded): per cell,
+    the mean and sigma of the new conductance are the float64 law's (closed_form) within 5
+    standard errors, the new relaxation draw is a standard normal, independent of the step's
+    noise, and a cell that cannot step or has no coincidence keeps its state."""
+    chip, counts = random_chip(seed, cached)
+    expected, step, sigma, (lo, hi) = closed_form(chip, counts, v_cell, 100e-9)
+    saved = {name: getattr(chip, "_" + name).copy() for name in ("g", "t_prog", "z_relax", "cycles")}
+    now, reps = chip.clock.now, 400
+    g, z_new = np.empty((reps,) + chip.shape), np.empty((reps,) + chip.shape)
+    for r in range(reps):
+        for name, value in saved.items():  # the private arrays: the read state's tables are kept
+            getattr(chip, "_" + name)[...] = value
+        chip.clock.now = now
+        chip._read.programmed(...)
+        if cached:
+            chip.read_forward(np.arange(chip.rows), np.arange(chip.cols), np.ones((1, chip.rows)), 0.2, 1.2, 1e-6)
+        chip.reseed(1000 * seed + r)
+        chip.pulse_counts(counts, v_cell, 1.2, 100e-9, 200e-9)
+        g[r], z_new[r] = chip._g, chip._z_relax
+    active = (counts > 0) & chip._formed & ~chip._stuck
+    for name, value in saved.items():
+        np.testing.assert_array_equal(getattr(chip, "_" + name)[~active], value[~active])
+    inside = active & (sigma > 1e-10) & (expected - 5 * sigma > lo) & (expected + 5 * sigma < hi)
+    assert inside.sum() > 300
+    mean, spread = g.mean(axis=0)[inside], g.std(axis=0, ddof=1)[inside]
+    assert np.all(np.abs(mean - expected[inside]) < 5 * sigma[inside] / np.sqrt(reps))
+    np.testing.assert_allclose(spread, sigma[inside], rtol=5 / np.sqrt(2 * (reps - 1)))
+    draws = z_new[:, active]
+    assert np.all(np.abs(draws.mean(axis=0)) < 5 / np.sqrt(reps))
+    np.testing.assert_allclose(draws.std(axis=0, ddof=1), 1.0, rtol=5 / np.sqrt(2 * (reps - 1)))
+    noise = (g[:, inside] - expected[inside]) / sigma[inside]
+    assert abs(np.corrcoef(noise.ravel(), z_new[:, inside].ravel())[0, 1]) < 5 / np.sqrt(noise.size)
+
+
+def test_a_cells_draws_depend_only_on_the_generator_and_the_cell():
+    """The kernel's noise for a cell comes from the chip's generator state and the cell's flat
+    index alone: an update of a few cells gives them what an update of all gives them, and the
+    same state gives the same result."""
+    chip, counts = random_chip(4, cached=False)
+    subset = np.random.default_rng(4).random(chip.shape) < 0.1
+    all_cells, few_cells, again = (ArrayPhysics.from_state(chip.state(), chip.p) for _ in range(3))
+    all_cells.pulse_counts(counts, 1.35, 1.2, 100e-9, 200e-9)
+    few_cells.pulse_counts(np.where(subset, counts, 0), 1.35, 1.2, 100e-9, 200e-9)
+    again.pulse_counts(counts, 1.35, 1.2, 100e-9, 200e-9)
+    moved = subset & (counts > 0)
+    np.testing.assert_array_equal(few_cells.g[moved], all_cells.g[moved])
+    np.testing.assert_array_equal(few_cells.z_relax[moved], all_cells.z_relax[moved])
+    np.testing.assert_array_equal(again.g, all_cells.g)
+    assert again.rng.bit_generator.state == all_cells.rng.bit_generator.state
+
+
+def test_counts_beyond_255_take_the_wide_form():
+    """More than 255 pulses in one call (not from the board, whose runs stop at 32): the same
+    closed form, from the kernel's uint32 counts."""
+    rng = np.random.default_rng(8)
+    chip = formed_chip(8, 16, seed=8)
+    chip.g[:] = rng.uniform(chip.g_lo, 0.5 * (chip.g_lo + chip.g_hi))
+    counts = rng.integers(0, 2000, chip.shape)
+    expected, *_ = closed_form(chip, counts, 1.2, 5e-9)
+    exact = ArrayPhysics.from_state(chip.state(), replace(chip.p, c2c_noise=0.0))
+    exact.pulse_counts(counts, 1.2, 1.2, 5e-9, 1e-8)
+    np.testing.assert_allclose(exact.g, expected, rtol=0, atol=1e-11)
+    assert exact.clock.now - chip.clock.now == pytest.approx(counts.max() * 1e-8)
+
+
+@njit(cache=False)  # (not cached: numba would not see a change of the kernels it inlines)
+def _elementary(x, log, expm1, rsqrt, constants):
+    c = kernels._constants(constants)
+    for i in range(x.size):
+        log[i] = kernels._log(x[i], c)
+        expm1[i] = kernels._expm1(-x[i], c)
+        rsqrt[i] = kernels._rsqrt(x[i], c)
+
+
+def test_float32_functions_are_accurate_to_a_few_ulp():
+    """The kernels' own ln, expm1 and 1/sqrt (vectorizable polynomials) against numpy in float64,
+    over the ranges they see and beyond: within 3 float32 ulp of the exact value."""
+    rng = np.random.default_rng(10)
+    x = np.concatenate([np.exp(rng.uniform(-80, 80, 200_000)), 1 + rng.uniform(0, 1e-3, 20_000),
+                        rng.uniform(0, 0.35, 20_000), np.arange(1, 256), [1.0, 0.5, 2.0, 87.0, 1e30]]).astype(np.float32)
+    log, expm1, rsqrt = (np.empty_like(x) for _ in range(3))
+    _elementary(x, log, expm1, rsqrt, kernels.CONSTANTS)
+    exact = x.astype(np.float64)
+
+    def ulps(got, want):
+        return np.abs(got - want) / np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+
+    near_1 = np.abs(np.log(exact)) < 1e-3
+    assert ulps(log, np.log(exact))[~near_1].max() < 3  # relative away from ln 1 = 0, absolute near it
+    assert np.abs(log - np.log(exact))[near_1].max() < 1e-10
+    small = exact < 87.0
+    assert ulps(expm1[small], np.expm1(-exact[small])).max() < 3
+    assert ulps(rsqrt, 1 / np.sqrt(exact)).max() < 3
 
 
 def test_float32_box_muller_pairs_are_independent_standard_normals():
@@ -74,3 +192,29 @@ def test_float32_box_muller_pairs_are_independent_standard_normals():
     first, second = chip._normal_pairs(n)
     assert abs(np.corrcoef(first, second)[0, 1]) < 5 / np.sqrt(n)
     assert abs(np.corrcoef(first**2, second**2)[0, 1]) < 5 / np.sqrt(n)  # independent, not only uncorrelated
+    # consecutive cells' pairs (outputs k and k + 1 of one stream) are independent too
+    assert abs(np.corrcoef(first[:-1], first[1:])[0, 1]) < 5 / np.sqrt(n)
+
+
+@njit(cache=False)  # (not cached: numba would not see a change of the kernels it inlines)
+def _words(key, high, low):
+    kernels._words(key, 0, high, low, high.size)
+
+
+def test_the_generator_is_splitmix64():
+    """The kernels' words are SplitMix64's: the reference algorithm here in Python, whose first
+    outputs from seed 1234567 are the published ones (java.util.SplittableRandom's test vector)."""
+    def splitmix64(seed, n):
+        out, state, mask = [], seed, (1 << 64) - 1
+        for _ in range(n):
+            state = (state + 0x9E3779B97F4A7C15) & mask
+            z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & mask
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+            out.append(z ^ (z >> 31))
+        return out
+
+    assert splitmix64(1234567, 3) == [6457827717110365317, 3203168211198807973, 9817491932198370423]
+    for key in (1234567, 2**64 - 1, 0):
+        high, low = np.empty(1000, np.uint32), np.empty(1000, np.uint32)
+        _words(np.uint64(key), high, low)
+        assert [int(h) << 32 | int(lo) for h, lo in zip(high, low)] == splitmix64(key, 1000)

@@ -1,0 +1,705 @@
+"""Compiled kernels of the simulated chip (numba): the parallel update's coincidence counts and
+closed-form soft-bounds steps (one call per update, one pass over the cells), and the Box-Muller
+normal draws of the update and of the MVM read noise.
+
+Why compiled: numpy evaluates a per-cell law one operation at a time, each a pass over the
+array; pulse_counts' law took ~50 such passes (~6 ms at 512 x 512). Here each cell's law runs
+in SIMD lanes, through work arrays that stay in L1: ~1.2 ms at 512 x 512 (~4.5 ns a cell: ~3/4
+arithmetic, ~1/4 the ~83 bytes of float64 state each cell reads and writes).
+
+How LLVM is made to vectorize it (numba compiles through LLVM, whose loop vectorizer decides):
+- numba's math.log, exp, sin, cos are scalar library calls, so the kernels take their own
+  float32 forms: ln and sin/cos are the Cephes single-precision polynomials (S. L. Moshier:
+  the reductions and coefficients of logf, sinf, cosf), expm1 a degree-8 Taylor polynomial after
+  the exp reduction, 1/sqrt three Newton steps from a bit-level first guess (multiplies only:
+  the divider, 6-12 cycles a vector, was the bottleneck at six divides and roots a cell); all
+  within 3 float32 ulp (tests/test_physics_fast.py), the precision of numpy's own float32
+  functions, which the numpy form of this law used;
+- a loop runs at the width of its widest type, so the law is split into loops of one precision
+  each (float64 state in and out, float32 arithmetic, 64-bit generator words), and the 32-bit
+  integer work (exponent fields, angles) is done by small intrinsics: numba widens integer
+  arithmetic to 64 bits;
+- work arrays on the stack (_stack): LLVM knows they alias no argument, so loops that store there
+  need no run-time overlap checks, and the one that gathers from the drive table vectorizes at
+  all; the state arrays are indexed by unsigned integers (a signed index gets numba's
+  negative-index wraparound, which LLVM cannot vectorize; slicing the arrays per block did it at
+  twice the cost);
+- the float constants come in as an argument (CONSTANTS, _Constants): a compile-time constant
+  costs a 64-bit address load at every use (the JIT's code model), ~15 % of a polynomial;
+- 512-bit vectors where the CPU has them (_wide_vectors), which LLVM does not use by default.
+fastmath is limited to "contract" (fused multiply-adds, one rounding instead of two): no
+reassociation, approximate reciprocals or no-NaN assumptions, so the polynomials are evaluated as
+written.
+
+Random numbers: a counter-based generator in the kernel, keyed by one 64-bit output of the chip's
+numpy Generator per call. Drawing what the kernel needs with the Generator (one 64-bit output per
+cell, bit_generator.random_raw) costs ~5 ns an output, ~1.3 ms at 512 x 512 on its own. The
+generator is SplitMix64 (G. Steele, D. Lea, C. Flood, "Fast splittable pseudorandom number
+generators", OOPSLA 2014: java.util.SplittableRandom, and the seeding generator of xoshiro):
+output k of the stream of `key` is mix(key + (k + 1) 0x9E3779B97F4A7C15), so the cell of flat
+index k takes output k whatever else is drawn, in whatever order or blocks: the result does not
+depend on the kernels' chunking or vectorization, or on which cells step. Streams of different
+calls are segments at random offsets of one 2^64 cycle: N calls of L cells overlap anywhere with
+probability ~N^2 L / 2^64 (1e-4 for 1e5 updates of 512 x 512). The chip's Generator state, saved
+in state files, fixes every key: a chip resumed from its state continues identically.
+
+Normal draws: Box-Muller pairs, one 64-bit output each: the high 32 bits give the radius
+sqrt(-2 ln u), u = (k + 1/2) / 2^32 (tails to 6.8 sigma, beyond which a normal has 1.4e-11 of its
+mass), the low 32 bits the angle, reduced exactly in integers to [-pi/4, pi/4) and a quadrant.
+
+Compilation: cache=True, once per machine and source version (numba keeps the machine code in
+__pycache__ next to this file); importing this module compiles (~4 s on a fresh checkout) or loads
+(~0.25 s, after numba's own ~0.2 s import) every kernel for the types the simulator passes
+(_warm_up), so that no update pays it. sim_backend.physics imports it on first need.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from llvmlite import ir  # type: ignore[import-untyped]
+from numba import carray, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# cache=True: compiled once per machine and source version (numba's cache in __pycache__); fastmath
+# only "contract" (fused multiply-adds); numpy's error model (no division-by-zero checks in loops)
+_kernel = njit(cache=True, fastmath={"contract"}, error_model="numpy", boundscheck=False)
+_inline = njit(inline="always", cache=True, fastmath={"contract"}, error_model="numpy", boundscheck=False)
+F32 = np.float32
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64: the golden-ratio increment and the mix
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+class _Constants(NamedTuple):
+    """The float32 constants of the kernels' arithmetic. They reach a kernel as an argument (an
+    array, CONSTANTS, turned into this tuple at its entry): run-time values, which LLVM keeps in
+    registers or reads off the stack, where a compile-time constant is loaded through its
+    64-bit address every time it is used (numba's JIT code model), two instructions for one,
+    ~15 % of a polynomial's."""
+
+    one: Any
+    half: Any
+    zero: Any
+    three_halves: Any
+    minus_two: Any
+    sqrt_half: Any
+    ln2_hi: Any  # ln 2 in two parts (Cody-Waite)
+    ln2_lo: Any
+    log2e: Any
+    exp_floor: Any  # e^x - 1 = -1 in float32 below; 2^k stays a normal float32
+    near_0: Any  # expm1 of x >= this (below ln 2 / 2) is its polynomial alone
+    small_x: Any  # log1p(x) as its series below: x^7 / 7 < 3e-14 x
+    turn: Any  # radians per unit of a 32-bit angle
+    two_m32: Any
+    log_p: Any  # Cephes logf
+    expm1_p: Any  # 1/8! .. 1/2!
+    sin_p: Any  # Cephes sinf, cosf on [-pi/4, pi/4]
+    cos_p: Any
+    log1p_p: Any  # -1/2, 1/3, -1/4, 1/5, -1/6
+
+
+_VALUES = _Constants(
+    1.0, 0.5, 0.0, 1.5, -2.0, 0.707106781186547524, 0.693359375, -2.12194440e-4, 1.44269504088896341, -87.0, -0.34,
+    2.0**-6, 2.0 * np.pi / 2.0**32, 2.0**-32,
+    (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1,
+     2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1),
+    tuple(1.0 / f for f in (40320.0, 5040.0, 720.0, 120.0, 24.0, 6.0, 2.0)),
+    (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1),
+    (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2),
+    (-0.5, 1.0 / 3.0, -0.25, 0.2, -1.0 / 6.0))
+CONSTANTS = np.array([v for field in _VALUES for v in (field if isinstance(field, tuple) else (field,))], np.float32)
+
+
+@_inline
+def _constants(a):
+    """The _Constants of the flat array CONSTANTS (its order)."""
+    return _Constants(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
+                      (a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21], a[22]),
+                      (a[23], a[24], a[25], a[26], a[27], a[28], a[29]), (a[30], a[31], a[32]), (a[33], a[34], a[35]),
+                      (a[36], a[37], a[38], a[39], a[40]))
+
+
+_I32, _F32T = ir.IntType(32), ir.FloatType()
+
+
+@intrinsic
+def _frexp(typingctx, x):
+    """(m, e) with x = m 2^e, m in [1/2, 1), both float32, for a positive normal float32 x: the
+    exponent field taken out and replaced, in 32-bit integer lanes (numba's own integer
+    arithmetic widens to 64 bits, which halves the SIMD width)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], _I32)
+        exponent = builder.sub(builder.and_(builder.lshr(bits, ir.Constant(_I32, 23)), ir.Constant(_I32, 0xFF)),
+                               ir.Constant(_I32, 126))
+        mantissa = builder.or_(builder.and_(bits, ir.Constant(_I32, 0x007FFFFF)), ir.Constant(_I32, 0x3F000000))
+        pair = context.make_tuple(builder, signature.return_type,
+                                  (builder.bitcast(mantissa, _F32T), builder.sitofp(exponent, _F32T)))
+        return pair
+    return types.UniTuple(types.float32, 2)(types.float32), codegen
+
+
+@intrinsic
+def _pow2(typingctx, k):
+    """2^k (float32) for an integral float32 k in -126..127."""
+    if k != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        exponent = builder.add(builder.fptosi(args[0], _I32), ir.Constant(_I32, 127))
+        return builder.bitcast(builder.shl(exponent, ir.Constant(_I32, 23)), _F32T)
+    return types.float32(types.float32), codegen
+
+
+@intrinsic
+def _unsigned_f32(typingctx, x):
+    """A uint32 as a float32 (rounded to 24 bits), without numba's widening to 64 bits."""
+    if x != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.uitofp(args[0], _F32T)
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _angle_parts(typingctx, turn):
+    """A 32-bit angle (2^32 = a full turn) reduced for sincos, in 32-bit lanes: (the angle
+    minus the nearest multiple of a quarter turn, a signed integer in [-2^29, 2^29), and that
+    multiple 0..3), both as float32."""
+    if turn != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        ahead = builder.add(args[0], ir.Constant(_I32, 1 << 29))
+        quadrant = builder.lshr(ahead, ir.Constant(_I32, 30))
+        reduced = builder.sub(builder.and_(ahead, ir.Constant(_I32, 0x3FFFFFFF)), ir.Constant(_I32, 1 << 29))
+        return context.make_tuple(builder, signature.return_type,
+                                  (builder.sitofp(reduced, _F32T), builder.sitofp(quadrant, _F32T)))
+    return types.UniTuple(types.float32, 2)(types.uint32), codegen
+
+
+@intrinsic
+def _pair(typingctx, pair):
+    """The two float32 halves (low, high) of a uint64 (a complex64 table entry: value, rise)."""
+    if pair != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.bitcast(builder.trunc(args[0], _I32), _F32T)
+        high = builder.bitcast(builder.trunc(builder.lshr(args[0], ir.Constant(ir.IntType(64), 32)), _I32), _F32T)
+        return context.make_tuple(builder, signature.return_type, (low, high))
+    return types.UniTuple(types.float32, 2)(types.uint64), codegen
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """Set bits of an unsigned integer (LLVM's ctpop: one instruction, vectorized where the CPU
+    has one)."""
+    if not isinstance(x, types.Integer) or x.signed:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return x(x), codegen
+
+
+@intrinsic
+def _stack(typingctx, size, dtype):
+    """A pointer to `size` (a literal) elements of `dtype` on the stack, allocated once at the
+    function's entry. The vectorizer knows that stack memory aliases no argument array, so a loop
+    that stores only there needs no run-time overlap checks (and one that gathers from an
+    argument, the drive table, vectorizes at all)."""
+    if not isinstance(size, types.IntegerLiteral) or not isinstance(dtype, types.NumberClass):
+        return None
+    element = dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_data_type(element), size=size.literal_value)
+    return types.CPointer(element)(size, dtype), codegen
+
+
+@intrinsic
+def _wide_vectors(typingctx):
+    """Let LLVM vectorize the calling kernel at the CPU's widest vectors (512 bits with
+    AVX-512): its default for such CPUs is 256, for the clock drop some of them take on 512-bit
+    code, a drop that this arithmetic-bound code outruns (at 512 x 512 the update kernel takes
+    ~25 % less time). A string attribute of the function, which llvmlite's attribute set does
+    not list: added as a set element; if a later llvmlite refuses it, the kernels only run
+    narrower."""
+    def codegen(context, builder, signature, args):
+        try:
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except Exception:  # noqa: BLE001 - a performance hint only
+            pass
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@intrinsic
+def _rsqrt_seed(typingctx, x):
+    """A first guess of 1 / sqrt(x) (float32, x >= 0) from the bits of x, within 3.5 % of
+    itself (C. Lomont's constant): the start of _rsqrt's Newton steps."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.lshr(builder.bitcast(args[0], _I32), ir.Constant(_I32, 1))
+        return builder.bitcast(builder.sub(ir.Constant(_I32, 0x5F375A86), bits), _F32T)
+    return types.float32(types.float32), codegen
+
+
+@_inline
+def _rsqrt(x, c):
+    """1 / sqrt(x) of a positive normal float32 by three Newton steps from _rsqrt_seed
+    (relative error 3.5e-2 -> 1.8e-3 -> 4.6e-6 -> 3e-11 before rounding): multiplies and adds
+    only. A sqrt or a divide takes the one divider unit of a core for 6-12 cycles per vector
+    (the update kernel's bottleneck when it took six of them per cell)."""
+    y = _rsqrt_seed(x)
+    h = c.half * x
+    y = y * (c.three_halves - h * y * y)
+    y = y * (c.three_halves - h * y * y)
+    return y * (c.three_halves - h * y * y)
+
+
+@_inline
+def _sqrt(x, c):
+    """sqrt(x) of a float32 x >= 0 as x / sqrt(x) (_rsqrt; 0 gives 0: its seed is finite), for
+    loops with too little other work to hide the divider's 12 cycles per vector."""
+    return x * _rsqrt(x, c)
+
+
+@_inline
+def _log(x, c):
+    """ln x of a positive normal float32 (Cephes logf: x = m 2^e, m in [sqrt(1/2), sqrt(2)))."""
+    m, e = _frexp(x)
+    low = m < c.sqrt_half
+    e = e - c.one if low else e
+    m = (m + m if low else m) - c.one
+    z = m * m
+    p = c.log_p
+    y = ((((((((p[0] * m + p[1]) * m + p[2]) * m + p[3]) * m + p[4]) * m + p[5]) * m + p[6]) * m + p[7]) * m
+         + p[8])
+    y = y * m * z + e * c.ln2_lo - c.half * z
+    return m + y + e * c.ln2_hi
+
+
+@_inline
+def _expm1_near_0(r, c):
+    """e^r - 1 of a float32 |r| <= ln 2 / 2: its Taylor polynomial to degree 8 (r^9 / 9! < 2e-9 r)."""
+    p = c.expm1_p
+    return r + r * r * ((((((p[0] * r + p[1]) * r + p[2]) * r + p[3]) * r + p[4]) * r + p[5]) * r + p[6])
+
+
+@_inline
+def _expm1(x, c):
+    """e^x - 1 of a float32 x <= 0, to float32 precision also near 0: x = k ln 2 + r,
+    |r| <= ln 2 / 2, e^x - 1 = 2^k expm1(r) + (2^k - 1) (k = 0 for x >= c.near_0: the same
+    result as _expm1_near_0(x), bit for bit)."""
+    x = max(x, c.exp_floor)
+    k = np.floor(x * c.log2e + c.half)
+    r = (x - k * c.ln2_hi) - k * c.ln2_lo
+    q = _expm1_near_0(r, c)
+    scale = _pow2(k)
+    return scale * q + (scale - c.one)
+
+
+@_inline
+def _radius(high, c):
+    """Box-Muller's radius sqrt(-2 ln u), u = (high + 1/2) / 2^32, of a word's high half."""
+    u = (_unsigned_f32(high) + c.half) * c.two_m32  # high rounds to 24 bits as a float32
+    return np.sqrt(c.minus_two * _log(u, c))  # (the divider, idle in this loop, beats _rsqrt here)
+
+
+@_inline
+def _rotation(low, c):
+    """Box-Muller's (cos t, sin t) of the angle t = 2 pi low / 2^32 of a word's low half."""
+    reduced, quadrant = _angle_parts(low)
+    a = reduced * c.turn  # the angle minus quadrant x pi/2, in [-pi/4, pi/4)
+    a2 = a * a
+    sp, cp = c.sin_p, c.cos_p
+    s = a + a * a2 * ((sp[0] * a2 + sp[1]) * a2 + sp[2])
+    co = c.one - c.half * a2 + a2 * a2 * ((cp[0] * a2 + cp[1]) * a2 + cp[2])
+    # (cos, sin) of a + q pi/2: (co, s) (-s, co) (-co, -s) (s, -co); quadrant 0..3 as a float32
+    # (bitwise, not `or`: a short-circuit branch keeps the loop from being vectorized)
+    odd = (quadrant == c.one) | (quadrant == c.three_halves + c.three_halves)
+    cos_t = s if odd else co
+    sin_t = co if odd else s
+    cos_t = -cos_t if (quadrant == c.one) | (quadrant == c.one + c.one) else cos_t
+    sin_t = -sin_t if quadrant >= c.one + c.one else sin_t
+    return cos_t, sin_t
+
+
+@_inline
+def _mix(z):
+    """SplitMix64's output function of the state z: output k of the stream started at `key`
+    is _mix(key + (k + 1) 0x9E3779B97F4A7C15)."""
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@_inline
+def _words(key, start, high, low, m):
+    """Outputs start..start + m - 1 of the stream of `key`, split into their high and low halves
+    (a loop of its own: 64-bit lanes hold half as many values)."""
+    z = key + np.uint64(start) * _GAMMA
+    for k in range(m):  # the counter as a running sum: one 64-bit multiply fewer per word
+        z += _GAMMA
+        word = _mix(z)
+        high[k], low[k] = np.uint32(word >> _S32), np.uint32(word & _LOW32)
+
+
+@_kernel
+def normal_pairs(key, first, second, constants):
+    """Fill first and second (float32, equal lengths) with independent standard normals:
+    pair k from output k of the SplitMix64 stream of `key` (a uint64). `constants`: CONSTANTS."""
+    _wide_vectors()
+    if second.size != first.size or constants.size != CONSTANTS.size:
+        raise ValueError("normal_pairs: first and second differ in size, or constants is not CONSTANTS")
+    c = _constants(constants)
+    high, low = carray(_stack(_BLOCK, np.uint32), _BLOCK), carray(_stack(_BLOCK, np.uint32), _BLOCK)
+    radius = carray(_stack(_BLOCK, np.float32), _BLOCK)
+    for start in range(0, first.size, _BLOCK):
+        stop = min(start + _BLOCK, first.size)
+        a, b = first[start:stop], second[start:stop]
+        _words(key, start, high, low, a.size)
+        for k in range(a.size):
+            radius[k] = _radius(high[k], c)
+        for k in range(a.size):
+            cos_t, sin_t = _rotation(low[k], c)
+            a[k], b[k] = radius[k] * cos_t, radius[k] * sin_t
+
+
+BLOCK = _BLOCK = 128  # cells whose coincidences are checked before any is computed (sparse updates); work in L1
+
+
+@_inline
+def _log1p(x, c):
+    """ln(1 + x) of a float32 x >= 0: ln v + (x - (v - 1)) with v = 1 + x rounded, the
+    correction being the rounding of v (exact in float32), to ~1 ulp also for tiny x."""
+    v = c.one + x
+    return _log(v, c) + (x - (v - c.one))
+
+
+@_inline
+def _log1p_small(x, c):
+    """ln(1 + x) of a float32 0 <= x <= c.small_x by its series (6 terms)."""
+    p = c.log1p_p
+    return x * (c.one + x * (p[0] + x * (p[1] + x * (p[2] + x * (p[3] + x * p[4])))))
+
+
+@_inline
+def _drift(noise, z, log_t, ramp, sigma_slope, sigma_0, drift_mean, ln_2tr, c):
+    """conductance()'s relaxation drift (float32) of a cell of relaxation draw z and read-noise
+    factor `noise` (read_noise log10(G / uS)) at ln max(age, 1 s) = log_t and min(age, 1 s) =
+    ramp: the read noise at max(age, 1 s) taken with ln(t + t_read) = ln t (1e-6 relative)."""
+    measured = sigma_slope * log_t + sigma_0
+    spread = _sqrt(max(measured * measured - noise * noise * (log_t - ln_2tr), c.zero), c)
+    return ramp * (spread * z - drift_mean * log_t)
+
+
+@_kernel
+def soft_bounds_steps(counts, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g_hi, rate, per_step, cached,
+                      use_cached, table, scale, setting, width_per_tau, now, at, key, law, touched, constants):
+    """One parallel update's closed-form steps, in place, per cell of the flat state arrays:
+    cells with counts > 0, formed and not stuck step. Returns how many did and how many blocks
+    of _BLOCK cells they lie in, whose starts go to `touched` (stepped_cells lists the cells).
+
+    `law` (float64): c2c_noise, endurance_n0, endurance_closing / ln 10, drift_mean,
+    drift_sigma_slope, drift_sigma_0, read_noise, ln(2 t_read_noise), G_NOISE_REF. `rate` and `per_step` are
+    the read state's float32 step rates and cycles per siemens of step (1 / (2 (g_hi - g_lo))),
+    `table` its drive table (ReadState.drive_table: complex64 value + 1j rise) viewed as uint64,
+    with `scale` nodes per siemens; `constants` is CONSTANTS. The start conductance is `cached` (the fresh read state) when
+    use_cached, else the relaxation of the programmed value (ArrayPhysics.conductance's law).
+    Normal draws: output k of the SplitMix64 stream of `key` for the cell of flat index k
+    (independent of which cells step).
+
+    Blocks of _BLOCK cells without a coincidence are skipped after a look at their counts. A
+    block with one goes through the law in a few loops over its cells, each of one precision
+    (float64 state in and out, float32 arithmetic, 64-bit generator words), through work arrays
+    on the stack: LLVM vectorizes a loop at the width its widest type allows, and a loop that
+    mixes them ran at half the float32 width or not at all. Every cell of such a block is
+    computed; the state is written back as it was where a cell does not step. Two shortcuts,
+    each exact to float32: cells of a block that share one programming time (a dense update's
+    cells at the next update) take ln t and the ramp as numbers, and a block whose cells have
+    cycled less than 2^-6 n0 takes the window closing's log1p as its series.
+    """
+    _wide_vectors()
+    n_cells = counts.size  # (bounds are not checked in the loops: the arrays' sizes are, here)
+    for array_size in (formed.size, stuck.size, g.size, t_prog.size, z_relax.size, cycles.size, g_lo.size, g_hi.size,
+                       rate.size, per_step.size, cached.size):
+        if array_size != n_cells:
+            raise ValueError("soft_bounds_steps: the per-cell arrays differ in size")
+    if (touched.size < (n_cells + _BLOCK - 1) // _BLOCK or law.size != 9 or table.size == 0
+            or constants.size != CONSTANTS.size):
+        raise ValueError("soft_bounds_steps: touched holds fewer entries than blocks, or law or table is wrong")
+    c = _constants(constants)
+    c2c, n0, closing_rate, drift_mean, sigma_slope, sigma_0, read_noise, ln_2tr, g_ref = law
+    g_floor, per_g_floor = F32(g_ref), F32(1.0 / g_ref)
+    c2c, drift_mean, sigma_slope, sigma_0 = F32(c2c), F32(drift_mean), F32(sigma_slope), F32(sigma_0)
+    read_noise, ln_2tr, per_n0 = F32(read_noise / np.log(10.0)), F32(ln_2tr), F32(1.0 / n0)
+    most_closing = F32(0.9 / closing_rate) if closing_rate > 0 else F32(0.0)
+    closing_rate = F32(closing_rate)
+    scale = F32(scale)
+    top = F32(table.size - 1)
+    n_active = n_touched = 0
+    f32, f64 = np.float32, np.float64
+    x_s, win, a1 = carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK)
+    ramp, noise, z_s = carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK)
+    steps = carray(_stack(_BLOCK, np.bool_), _BLOCK)
+    closing, drift, pos = carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK)
+    exponent, gap, delta = carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK)
+    redraw, d_cycles = carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK)
+    g0_s = carray(_stack(_BLOCK, f64), _BLOCK)
+    high, low = carray(_stack(_BLOCK, np.uint32), _BLOCK), carray(_stack(_BLOCK, np.uint32), _BLOCK)
+    for start in range(0, counts.size, _BLOCK):
+        # cell i = base + k of the block: an unsigned index (numba checks a signed one for
+        # negative values, which keeps LLVM from vectorizing the loop; slices of the arrays per
+        # block would do, at twice the cost)
+        base = np.uint64(start)
+        m = min(_BLOCK, counts.size - start)
+        seen = 0
+        for k in range(m):
+            i = base + np.uint64(k)
+            seen |= counts[i]
+        if seen == 0:
+            continue
+        large = False  # float64 state in (and which shortcuts hold), in one loop: the more
+        n_steps = 0  # arrays one loop reads, the more of their cache misses overlap
+        t_0 = t_prog[start]
+        shared = True  # every cell that steps programmed at t_0 (the others' results are not kept)
+        for k in range(m):
+            i = base + np.uint64(k)
+            steps[k] = (counts[i] != 0) & formed[i] & ~stuck[i]
+            n_steps += 1 if steps[k] else 0
+            # the window after cycling: min(0.9, k log10(1 + cycles / n0)) (g_hi - g_lo), log1p
+            # by its series while the cells have cycled little (below, in full)
+            x = F32(cycles[i]) * per_n0
+            large |= x > c.small_x
+            win[k] = F32(g_hi[i] - g_lo[i])
+            closing[k] = _log1p_small(x, c) * closing_rate * win[k]
+            if not use_cached:  # (float32 copies: a float64 load in a float32 loop halves its width)
+                shared &= (t_prog[i] == t_0) | ~steps[k]
+                noise[k], z_s[k] = F32(g[i]), F32(z_relax[i])
+        if large:
+            for k in range(m):
+                i = base + np.uint64(k)
+                x_s[k] = F32(cycles[i]) * per_n0
+            for k in range(m):
+                closing[k] = min(_log1p(x_s[k], c), most_closing) * closing_rate * win[k]
+        if not use_cached:  # the relaxation drift since programming
+            for k in range(m):  # read_noise / ln 10 x ln(G / uS)
+                noise[k] = read_noise * _log(max(noise[k], g_floor) * per_g_floor, c)
+            if shared:
+                age = now - t_0
+                log_t, ramp_0 = _log(F32(max(age, 1.0)), c), F32(min(age, 1.0))
+                for k in range(m):
+                    drift[k] = _drift(noise[k], z_s[k], log_t, ramp_0, sigma_slope, sigma_0, drift_mean, ln_2tr, c)
+            else:
+                for k in range(m):
+                    i = base + np.uint64(k)
+                    age = now - t_prog[i]
+                    a1[k], ramp[k] = F32(max(age, 1.0)), F32(min(age, 1.0))
+                for k in range(m):
+                    a1[k] = _log(a1[k], c)
+                for k in range(m):
+                    drift[k] = _drift(noise[k], z_s[k], a1[k], ramp[k], sigma_slope, sigma_0, drift_mean, ln_2tr, c)
+        # float64: the window after cycling, the conductance at the start, its distance to the
+        # bound stepped to and its position on the drive table's grid (the window is recomputed
+        # where it is needed again: cheaper than a float64 work array, whose stores could stall
+        # the loads of the state beside them)
+        for k in range(m):
+            i = base + np.uint64(k)
+            lo = g_lo[i] + 0.25 * closing[k]
+            hi = g_hi[i] - 0.75 * closing[k]
+            g0 = cached[i] if use_cached else min(max(g[i] + drift[k], lo), hi)
+            g0_s[k] = g0
+            gap[k] = F32(g0 - (hi if setting else lo))
+            pos[k] = min(max(F32(g0) * scale, c.zero), top)  # g0 < g_top: only a NaN is clipped
+        for k in range(m):  # the switching drive at the start, interpolated in G (one 64-bit gather
+            i = base + np.uint64(k)  # of (value, rise) per cell, by an unsigned index: no negative-
+            u = pos[k]  # index wraparound), and the exponent of (1 - f)^n = exp(-n rate drive w / tau),
+            node = np.uint32(u)  # in float64 (float32 products would round it by up to 2 ulp)
+            value, rise = _pair(table[node])
+            drive = np.float64(value) + np.float64(u - F32(node)) * np.float64(rise)
+            exponent[k] = F32(-(np.float64(counts[i]) * np.float64(rate[i]) * drive * width_per_tau))
+        _words(key, start, high, low, m)
+        # float32: soft bounds, step = (bound - g0) (1 - (1 - f)^n), (1 - f)^n = exp(-n rate drive w / tau),
+        # with cycle-to-cycle noise c2c |step| (1 - f)^n / sqrt(n); one function per loop: a loop
+        # of several is one long chain of dependent operations per vector, which the core can
+        # overlap across only a few iterations
+        steep = False  # (1 - f)^n - 1: most updates step each cell by a few % of its window at most
+        for k in range(m):
+            steep |= exponent[k] < c.near_0
+        if steep:
+            for k in range(m):
+                exponent[k] = _expm1(exponent[k], c)
+        else:
+            for k in range(m):
+                exponent[k] = _expm1_near_0(exponent[k], c)
+        for k in range(m):
+            i = base + np.uint64(k)
+            pos[k] = _rsqrt(max(F32(counts[i]), c.one), c)
+        for k in range(m):
+            delta[k] = _radius(high[k], c)
+        for k in range(m):
+            i = base + np.uint64(k)
+            cos_t, sin_t = _rotation(low[k], c)
+            kept, radius = exponent[k], delta[k]
+            step = gap[k] * kept
+            size = abs(step)
+            delta[k] = step + c2c * size * (kept + c.one) * pos[k] * (radius * cos_t)
+            redraw[k] = radius * sin_t
+            d_cycles[k] = size * per_step[i]
+        if n_steps == m:  # float64 state out: every cell steps (plain stores) ...
+            for k in range(m):
+                i = base + np.uint64(k)
+                lo = g_lo[i] + 0.25 * closing[k]
+                hi = g_hi[i] - 0.75 * closing[k]
+                g[i] = min(max(g0_s[k] + delta[k], lo), hi)
+                t_prog[i] = at
+                z_relax[i] = redraw[k]
+                cycles[i] += d_cycles[k]
+        elif n_steps:  # ... or those that do
+            for k in range(m):
+                i = base + np.uint64(k)
+                lo = g_lo[i] + 0.25 * closing[k]
+                hi = g_hi[i] - 0.75 * closing[k]
+                g_new = min(max(g0_s[k] + delta[k], lo), hi)
+                g[i] = g_new if steps[k] else g[i]
+                t_prog[i] = at if steps[k] else t_prog[i]
+                z_relax[i] = redraw[k] if steps[k] else z_relax[i]
+                cycles[i] += d_cycles[k] if steps[k] else c.zero
+        if n_steps:
+            n_active += n_steps
+            touched[n_touched] = start
+            n_touched += 1
+    return n_active, n_touched
+
+
+@_kernel
+def stepped_cells(counts, formed, stuck, touched, out):
+    """The flat indices of the cells that soft_bounds_steps stepped (counts > 0, formed, not
+    stuck), found in the blocks it touched, into `out`; returns how many."""
+    n = 0
+    for start in touched:
+        for i in range(start, min(start + _BLOCK, counts.size)):
+            if counts[i] != 0 and formed[i] and not stuck[i] and n < out.size:
+                out[n] = i
+                n += 1
+    return n
+
+
+@_kernel
+def coincidences(gates, pulses, out):
+    """out[i, j] = sum over trains k of popcount(gates[k, i] & pulses[k, j]) (uint8, saturated
+    at 255); returns the largest and the total of these sums. Rows that no train gates are zero
+    without a look at the columns."""
+    _wide_vectors()
+    n_trains, n_rows = gates.shape
+    n_cols = pulses.shape[1]
+    if pulses.shape[0] != n_trains or out.shape[0] != n_rows or out.shape[1] != n_cols:
+        raise ValueError("coincidences: gates, pulses and out do not match")
+    acc = np.zeros(n_cols, np.uint32)
+    most, total = np.uint32(0), np.int64(0)
+    for i in range(n_rows):
+        out_i = out[i]
+        gated = False
+        for k in range(n_trains):
+            gate = gates[k, i]
+            if gate != 0:
+                pulses_k = pulses[k]
+                if not gated:
+                    for j in range(n_cols):
+                        acc[j] = np.uint32(_popcount(gate & pulses_k[j]))
+                    gated = True
+                else:
+                    for j in range(n_cols):
+                        acc[j] += np.uint32(_popcount(gate & pulses_k[j]))
+        if gated:
+            row_most, row_total = np.uint32(0), np.uint32(0)
+            for j in range(n_cols):
+                row_most = max(row_most, acc[j])
+                row_total += acc[j]
+                out_i[j] = min(acc[j], np.uint32(255))
+            most = max(most, row_most)
+            total += row_total
+        else:
+            out_i[:] = 0
+    return most, total
+
+
+@_kernel
+def most_after_each(gates, pulses, most_after):
+    """most_after[k] = the largest coincidence count of any cell after trains 0..k (where a run
+    of trains has to be split, coincidences' slow companion)."""
+    n_trains, n_rows = gates.shape
+    n_cols = pulses.shape[1]
+    if pulses.shape[0] != n_trains or most_after.size != n_trains:
+        raise ValueError("most_after_each: gates, pulses and most_after do not match")
+    acc = np.zeros(n_cols, np.uint32)
+    most_after[:] = 0
+    for i in range(n_rows):
+        acc[:] = 0
+        row_most = np.uint32(0)
+        for k in range(n_trains):
+            gate = gates[k, i]
+            if gate != 0:
+                pulses_k = pulses[k]
+                for j in range(n_cols):
+                    acc[j] += np.uint32(_popcount(gate & pulses_k[j]))
+                row_most = np.uint32(0)
+                for j in range(n_cols):
+                    row_most = max(row_most, acc[j])
+            most_after[k] = max(most_after[k], row_most)
+
+
+@_kernel
+def add_train_totals(gates, pulses, totals):
+    """totals[k] += the coincidences of train k, sum over cells of popcount(gates[k, i] &
+    pulses[k, j]), as sum over slots s of (rows firing in s) x (columns firing in s): no pass over
+    the cells."""
+    n_trains, n_rows = gates.shape
+    n_cols = pulses.shape[1]
+    if pulses.shape[0] != n_trains or totals.size != n_trains:
+        raise ValueError("add_train_totals: gates, pulses and totals do not match")
+    rows, cols = np.zeros(32, np.int64), np.zeros(32, np.int64)
+    for k in range(n_trains):
+        rows[:] = 0
+        cols[:] = 0
+        for i in range(n_rows):
+            gate = gates[k, i]
+            for s in range(32):
+                rows[s] += (gate >> np.uint32(s)) & np.uint32(1)
+        for j in range(n_cols):
+            pulse = pulses[k, j]
+            for s in range(32):
+                cols[s] += (pulse >> np.uint32(s)) & np.uint32(1)
+        for s in range(32):
+            totals[k] += rows[s] * cols[s]
+
+
+def _warm_up() -> None:
+    """Compile every kernel for the argument types the simulator passes (or load it from numba's
+    cache: milliseconds), on tiny arrays: at import, so that the first update of a session (or of
+    a timed test) does not pay the ~3.5 s that a first compilation takes on a fresh checkout."""
+    n = 2 * BLOCK + 3
+    f8, f4, u1, flag = np.zeros(n), np.zeros(n, np.float32), np.zeros(n, np.uint8), np.zeros(n, np.bool_)
+    touched, law = np.zeros(n, np.int64), np.ones(9)
+    soft_bounds_steps(u1, flag, flag, f8, f8.copy(), f8.copy(), f8.copy(), f8, f8, f4, f4, f8, False,
+                      np.zeros(4, np.uint64), 1.0, True, 1.0, 0.0, 0.0, np.uint64(1), law, touched, CONSTANTS)
+    stepped_cells(u1, flag, flag, touched[:0], touched)
+    normal_pairs(np.uint64(1), f4, f4.copy(), CONSTANTS)
+    gates, out = np.zeros((1, 3), np.uint32), np.zeros((3, 3), np.uint8)
+    coincidences(gates, gates, out)
+    most_after_each(gates, gates, np.zeros(1, np.uint32))
+    add_train_totals(gates, gates, np.zeros(1, np.int64))
+
+
+_warm_up()
