@@ -126,6 +126,10 @@ the paired difference, +0.8 +- 0.7, is within about one standard error) with 40 
 pulses.
 
 (* before the bit trains' float32 draws changed the random stream; every other row after.)
+The defaults measured again with the parallel update as one compiled pass (a new random
+stream, the same law) and the read path of the same change (bench/training.py, same seeds):
+ttv2 95.4 +- 2.1 (92.5, 97.2, 96.4), agad 96.0 +- 0.7 (95.0, 96.7, 96.4), sgd 90.3 +- 3.6
+(85.2, 92.2, 93.3), floating point 97.1: within the spread of the rows above.
 
 Single-seed 20-epoch screens (seed 0, ttv2 93.3 and agad 89.4 at the defaults then) that were
 worse: ttv2 transfer_lr 0.1 or 0.01, lr 0.02, transfer_pulses 1, g_scale 10 uS; agad lr 0.1 or
