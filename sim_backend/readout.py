@@ -104,15 +104,12 @@ class ReadState:
 
     def static(self, name: str) -> np.ndarray:
         """A flat float32 copy of a per-cell array that only a state write or new parameters
-        change: "rate", "closing_span" (the window closing per decade of cycles, in S:
-        endurance_closing / ln 10 (g_hi - g_lo)) or "cycles_per_step" (1 / (2 (g_hi - g_lo)),
-        the cycles a step of 1 S counts)."""
+        change: "rate" or "cycles_per_step" (1 / (2 (g_hi - g_lo)), the cycles a step of 1 S
+        counts)."""
         if name not in self.statics:
             chip = self.chip
             if name == "rate":
                 value = chip._rate
-            elif name == "closing_span":
-                value = chip.p.endurance_closing / np.log(10.0) * (chip._g_hi - chip._g_lo)
             else:
                 value = 0.5 / (chip._g_hi - chip._g_lo)
             self.statics[name] = np.ascontiguousarray(value, dtype=np.float32).reshape(-1)
