@@ -44,17 +44,17 @@ Analog operations (labctl.crossbar; inputs of an MVM in [-1, 1], currents in A):
   directions. Biases get one such update per mini-batch from the summed error. Segments shorter
   than 32 slots are packed into one train (a cell only sees coincidences of its own segment). A
   step's trains (every matrix, weights and biases, transfers' row writes) are queued and sent
-  at its end as one UPDATE_SEQUENCE request on their bounding block (SET trains first), flushed
-  before any read of the array.
+  at its end as one UPDATE_SEQUENCE request per matrix (SET trains first; the twin's cost of a
+  request grows with its trains x the cells of its block), flushed before any read of the array.
 
 Requests per mini-batch: one backward MVM reading every bias the forward pass needs (each
 matrix's pair d = (+1, -1), 0 V on the other columns), one forward MVM per layer, for ttv2 /
 agad one forward MVM per layer reading the transfer's rows of A (A as the previous step left
 it, read with the forward pass instead of after this step's update, so no update request has
 to be sent in the middle of a step; the transfer's C writes then reach C one step later than
-in aihwkit's order), one backward MVM per hidden layer, and one update request: digits
-64-32-10 with sgd 5 requests, ttv2 / agad 7 (before: 6 and 10 with one update request per
-matrix, and before that 6 and ~11, with three update requests and the read after each). The per-epoch evaluation is one forward pass over training and test set.
+in aihwkit's order), one backward MVM per hidden layer, and the updates: digits 64-32-10 with
+sgd 6 requests, ttv2 / agad 10 (before: 6 and ~11, with three update requests and the read
+after each). The per-epoch evaluation is one forward pass over training and test set.
 
 Before training every device is brought to its symmetry point (`sp_cycles` alternating SET and
 RESET pulses of width `sp_width` on the whole used block), which leaves small random weights

@@ -172,22 +172,6 @@ def test_stochastic_update_moves_weights_along_minus_x_d_on_average():
     assert [polarity for _, polarity, _ in xbar.calls] == [1] * 2 * n + [-1] * 2 * n
 
 
-def test_one_flush_sends_every_matrix_trains_in_one_request_and_credits_each_its_own():
-    xbar = IdealCrossbar(4, 16)
-    queue = PulseQueue(xbar, (0, 0, 4, 16), SETUP)
-    first, second = (AnalogMatrix(xbar, MatrixCells(0, c0, 4, 3), SETUP, np.random.default_rng(c0), name, queue)
-                     for c0, name in ((0, "C1"), (8, "C2")))
-    first.dw = second.dw = 2 * xbar.step / SETUP.g_scale
-    first.update(np.array([[1.0, 0.5, 0.0, 0.0]]), np.array([[1.0, 0.0, 0.0]]), 0.05)
-    second.update(np.array([[0.0, 0.0, 1.0, -1.0]]), np.array([[0.0, 0.5, -1.0]]), 0.05)
-    assert xbar.requests == 0  # queued
-    total = queue.flush()
-    assert xbar.requests == 1 and total == first.coincidences + second.coincidences
-    moved = np.abs(xbar.G - 30e-6) / xbar.step  # coincidences per cell: each matrix its own
-    assert first.coincidences == round(moved[:, :8].sum()) > 0
-    assert second.coincidences == round(moved[:, 8:].sum()) > 0
-
-
 def test_bias_update_and_row_writes_give_exact_pulse_counts():
     xbar = IdealCrossbar(4, 8)
     m = matrix(xbar)

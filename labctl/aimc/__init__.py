@@ -3,7 +3,7 @@
 - data: the tasks (Iris, digits), their split and input scaling, default learning rates;
 - floatnet: the floating-point baseline model (and the activations and loss it shares);
 - layout: where each layer's differential weight matrix and bias pair sit on the array;
-- pulses: stochastic bit trains and the queue that sends a step's updates as one request;
+- pulses: stochastic bit trains and the queue that sends a step's updates, one request per matrix;
 - tile: AnalogMatrix, a weight matrix on an array block (MVMs, updates, row reads/writes),
   and the symmetry-point programming and step calibration before training;
 - network: AnalogNetwork, layers of analog matrices;

@@ -1,6 +1,6 @@
 """Stochastic pulse trains of parallel updates (Gokmen & Vlasov 2016) and their transport: bit
 trains, segments packed into 32-slot trains, and a queue that sends a training step's trains as
-one UPDATE_SEQUENCE request."""
+one UPDATE_SEQUENCE request per matrix."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,13 +75,17 @@ def bounding_block(blocks: list[tuple[int, int, int, int]]) -> tuple[int, int, i
 
 class PulseQueue:
     """Parallel updates of the matrices of one block, queued and sent to the board at flush():
-    one update_sequence on the bounding block of every queued train (SET trains first, in the
-    order queued within a polarity; matrices hold disjoint cells, so their order does not
-    matter), each owner (a matrix) credited with the coincidences of its own trains. One
-    request rather than one per matrix since the twin's update is one compiled pass over the
-    cells: digits epochs sgd 0.33 -> 0.30 s, ttv2 0.55 -> 0.49 s, agad unchanged (0.65 s).
-    Every read of a matrix flushes the queue first, so a read always sees the updates queued
-    before it."""
+    per owner (a matrix) one update_sequence on the bounding block of its queued trains (SET
+    trains first, in the order queued within a polarity). Matrices hold disjoint cells, so their
+    order does not matter; the twin's cost of a request grows with trains x cells of its block,
+    so per-matrix requests cost less than one request on the whole run's block (digits ttv2:
+    4.2 ms instead of 6.2 ms per step). With the compiled update one request on the bounding
+    block of every matrix was 7-10 % faster in wall time (sgd, ttv2), but its trains carry a
+    word for every line of that block: a ttv2 digits epoch spent 165 s instead of 119 s of
+    virtual time on the 921600-baud link, the cells aged that much more between update and
+    read, and ttv2's 40-epoch accuracy fell from 95.4 to 92.6 %: per matrix it stays. Every
+    read of a matrix flushes its queue first, so a read always sees the updates queued before
+    it."""
 
     def __init__(self, xbar, block: tuple[int, int, int, int], setup: PulseSetup):
         self.xbar, self.block, self.setup = xbar, block, setup
@@ -104,25 +108,22 @@ class PulseQueue:
 
     def flush(self) -> int:
         """Send the queued trains; returns their coincidences."""
-        queued, self._queued = [(owner, chunk) for owner, chunks in self._queued.values() for chunk in chunks], {}
-        if not queued:
-            return 0
-        queued.sort(key=lambda item: -item[1][0])  # SET first, stable within a polarity
-        s = self.setup
-        r0, c0, n_rows, n_cols = block = bounding_block(list({chunk[1] for _, chunk in queued}))
-        n = sum(len(chunk[2]) for _, chunk in queued)
-        rows, cols = np.zeros((n, n_rows), np.uint32), np.zeros((n, n_cols), np.uint32)
-        lengths, polarities, start = np.empty(n, np.int64), np.empty(n, np.int64), 0
-        spans = []
-        for owner, (polarity, (br, bc, nr, nc), r, c, length) in queued:
-            end = start + len(r)
-            rows[start:end, br - r0:br - r0 + nr] = r
-            cols[start:end, bc - c0:bc - c0 + nc] = c
-            lengths[start:end], polarities[start:end] = length, polarity
-            spans.append((owner, start, end))
-            start = end
-        amplitudes = np.where(polarities > 0, s.v_set, s.v_reset)
-        counts = self.xbar.update_sequence(rows, cols, lengths, polarities, amplitudes, s.width, None, s.v_gate, block)
-        for owner, first, end in spans:
-            owner.coincidences += int(counts[first:end].sum())
-        return int(counts.sum())
+        groups, self._queued = list(self._queued.values()), {}
+        s, total = self.setup, 0
+        for owner, chunks in groups:
+            chunks = sorted(chunks, key=lambda chunk: -chunk[0])  # SET first, stable within a polarity
+            r0, c0, n_rows, n_cols = block = bounding_block(list({chunk[1] for chunk in chunks}))
+            n = sum(len(chunk[2]) for chunk in chunks)
+            rows, cols = np.zeros((n, n_rows), np.uint32), np.zeros((n, n_cols), np.uint32)
+            lengths, polarities, start = np.empty(n, np.int64), np.empty(n, np.int64), 0
+            for polarity, (br, bc, nr, nc), r, c, length in chunks:
+                end = start + len(r)
+                rows[start:end, br - r0:br - r0 + nr] = r
+                cols[start:end, bc - c0:bc - c0 + nc] = c
+                lengths[start:end], polarities[start:end], start = length, polarity, end
+            amplitudes = np.where(polarities > 0, s.v_set, s.v_reset)
+            counts = self.xbar.update_sequence(rows, cols, lengths, polarities, amplitudes, s.width, None, s.v_gate,
+                                               block)
+            owner.coincidences += int(np.sum(counts))
+            total += int(np.sum(counts))
+        return total
