@@ -294,6 +294,23 @@ def closed_form(chip, counts, v_cell, width):
     return np.clip(g0 + step, lo, hi), step, sigma, (lo, hi)
 
 
+def pulse_with_and_without_noise(chip, counts, v_cell):
+    """chip.pulse_counts(counts, v_cell, ...) and the same on a copy without cycle-to-cycle noise:
+    (the state before, the noise-free copy, closed_form's (expected, step, sigma, bounds))."""
+    before = {name: getattr(chip, name).copy() for name in ("g", "t_prog", "z_relax", "cycles")}
+    law = closed_form(chip, counts, v_cell, 100e-9)
+    exact = ArrayPhysics.from_state(chip.state(), replace(chip.p, c2c_noise=0.0))
+    for c in (exact, chip):
+        c.pulse_counts(counts, v_cell, 1.2, 100e-9, 200e-9)
+    return before, exact, law
+
+
+def assert_left_as_they_were(before, cells, *chips):
+    for after in chips:
+        for name, value in before.items():
+            np.testing.assert_array_equal(getattr(after, name)[cells], value[cells])
+
+
 @pytest.mark.parametrize("v_cell", [1.35, -1.3])
 @pytest.mark.parametrize("age", [0.3, 5000.0])
 @pytest.mark.parametrize("idle", [0.0, 0.03, 0.5, 0.95])
@@ -310,15 +327,10 @@ def test_pulse_counts_follow_the_closed_form_in_every_layout(v_cell, age, idle):
     counts[rng.random(chip.shape) < idle] = 0
     chip.formed[0, :3] = False  # coincidences on cells that cannot move
     chip.stuck[1, :3] = True
-    before = {name: getattr(chip, name).copy() for name in ("g", "t_prog", "z_relax", "cycles")}
     active = (counts > 0) & chip.formed & ~chip.stuck
-    expected, step, sigma, (lo, hi) = closed_form(chip, counts, v_cell, 100e-9)
-    exact = ArrayPhysics.from_state(chip.state(), replace(chip.p, c2c_noise=0.0))
-    exact.pulse_counts(counts, v_cell, 1.2, 100e-9, 200e-9)
-    chip.pulse_counts(counts, v_cell, 1.2, 100e-9, 200e-9)
+    before, exact, (expected, step, sigma, (lo, hi)) = pulse_with_and_without_noise(chip, counts, v_cell)
+    assert_left_as_they_were(before, ~active, chip, exact)
     for after in (chip, exact):
-        for name, value in before.items():
-            np.testing.assert_array_equal(getattr(after, name)[~active], value[~active])
         assert np.all(after.t_prog[active] == chip.clock.now)
         assert np.all((after.g >= after.g_lo) & (after.g <= after.g_hi))
         np.testing.assert_allclose(after.cycles - before["cycles"],

@@ -10,7 +10,7 @@ from labctl.sim import kernels
 from labctl.sim.physics import ArrayPhysics
 from numba import njit
 
-from test_physics import closed_form, formed_chip
+from test_physics import assert_left_as_they_were, closed_form, formed_chip, pulse_with_and_without_noise
 
 
 @pytest.mark.parametrize("gap", [1e-7, 1e-3, 30.0, None])
@@ -36,14 +36,8 @@ def test_updates_in_a_row_follow_the_closed_form(gap, cycles, v_cell):
     else:
         chip.clock.advance(gap)
     counts = np.where(idle, 0, rng.integers(1, 8, chip.shape))
-    before = {name: getattr(chip, name).copy() for name in ("g", "t_prog", "z_relax", "cycles")}
-    expected, step, sigma, (lo, hi) = closed_form(chip, counts, v_cell, 100e-9)
-    exact = ArrayPhysics.from_state(chip.state(), replace(chip.p, c2c_noise=0.0))
-    exact.pulse_counts(counts, v_cell, 1.2, 100e-9, 200e-9)
-    chip.pulse_counts(counts, v_cell, 1.2, 100e-9, 200e-9)
-    for after in (chip, exact):
-        for name, value in before.items():
-            np.testing.assert_array_equal(getattr(after, name)[idle], value[idle])
+    before, exact, (expected, step, sigma, (lo, hi)) = pulse_with_and_without_noise(chip, counts, v_cell)
+    assert_left_as_they_were(before, idle, chip, exact)
     active = ~idle
     np.testing.assert_allclose(exact.g[active], expected[active], rtol=0, atol=1e-11)
     np.testing.assert_allclose(chip.cycles - before["cycles"], np.where(active, np.abs(step) / (2 * (chip.g_hi - chip.g_lo)), 0.0),
