@@ -42,7 +42,7 @@ from labctl.instruments.fpga_wire import (
 )
 
 from .clock import VirtualClock
-from .physics import _kernels
+from .physics import load_kernels
 
 FIRMWARE = "1.0"
 MAX_CHANNELS = (MAX_PAYLOAD - 3) // 5  # the STATUS reply must fit in one frame
@@ -164,7 +164,7 @@ class VirtualBoard:
                                                                   tuple[np.ndarray, np.ndarray] | None]] = {}
         self._update_blocks: dict[tuple[tuple[int, int, int, int], bytes], tuple] = {}  # _update_wiring
         self._count_buffers: dict[tuple[int, tuple[int, int]], np.ndarray] = {}  # _run_counts
-        _kernels()  # compiled or loaded here, not in the first update (sim_backend.physics._kernels)
+        load_kernels()  # compiled or loaded here, not in the first update (sim_backend.physics.load_kernels)
         self._mvm: MvmSettings = MVM_DEFAULTS.copy()
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
         # of every mapped line; MVM batches and PULSE_CELLS lists may fill a whole frame.
@@ -535,7 +535,7 @@ class VirtualBoard:
             sides = [pulses[0] & ~pulses[1], pulses[1] & ~pulses[0]]
         # per side, the trains that pulse it
         pulsed: list[np.ndarray | None] = [None if side is None else np.asarray(side.any(axis=1)) for side in sides]
-        kernels = _kernels()
+        kernels = load_kernels()
         totals = np.zeros(len(trains), np.int64)  # each train's coincidences
         keys = np.stack([polarities.astype(float), amplitudes.astype(float)], axis=1)
         start = 0
@@ -584,7 +584,7 @@ class VirtualBoard:
         """Per side that trains start..end-1 pulse: each cell's coincidences summed over them
         (uint8, in a buffer reused until the next update: the chip model takes it as it is), the
         most of any cell and their sum (sim_backend.kernels.coincidences)."""
-        kernels, run = _kernels(), {}
+        kernels, run = load_kernels(), {}
         for side, (pulses, fired) in enumerate(zip(sides, pulsed)):
             if pulses is not None and fired is not None and fired[start:end].any():
                 shape = (gates.shape[1], pulses.shape[1])

@@ -32,7 +32,7 @@ _SMALL = 4096  # conductance() of fewer cells: plain numpy (a chunked pass costs
 _READ_CHUNK = _CHUNK  # cells per pass of conductance()'s law (float64 work buffers of 512 kB)
 
 
-def _kernels():
+def load_kernels():
     """The compiled kernels (sim_backend.kernels), imported on first use: numba's import and the
     kernels' cache load take ~0.4 s, which a process that never simulates (most CLI commands,
     which import this module) need not pay."""
@@ -221,7 +221,7 @@ class ArrayPhysics:
         self.shape = (rows, cols)
         self._read = ReadState(self)
         self._scratch: dict[tuple, np.ndarray] = {}
-        _kernels()  # compiled (a fresh checkout, ~4 s) or loaded from numba's cache here, not in an update
+        load_kernels()  # compiled (a fresh checkout, ~4 s) or loaded from numba's cache here, not in an update
         self.p = params or DeviceParams.load()
         self.clock = clock or VirtualClock()
 
@@ -877,7 +877,7 @@ class ArrayPhysics:
                         p.drift_sigma_slope, p.drift_sigma_0, p.read_noise, np.log(2.0 * p.t_read_noise), G_NOISE_REF])
         key = np.uint64(self.rng.bit_generator.random_raw())  # seeds the kernel's generator
         formed, stuck = self._flat("_formed"), self._flat("_stuck")
-        kernels = _kernels()
+        kernels = load_kernels()
         touched = np.empty(-(-size // kernels.BLOCK), np.int64)
         n_active, n_touched = kernels.soft_bounds_steps(
             flat, formed, stuck, *state, rate, per_step, state[0] if cached is None else cached.reshape(-1),
@@ -905,7 +905,7 @@ class ArrayPhysics:
         Eight times faster than Generator.standard_normal's ziggurat, which draws one value at
         a time."""
         first, second = self._work("normal", n), self._work("normal_2", n)
-        kernels = _kernels()
+        kernels = load_kernels()
         kernels.normal_pairs(np.uint64(self.rng.bit_generator.random_raw()), first, second, kernels.CONSTANTS)
         return first, second
 
