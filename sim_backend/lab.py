@@ -125,6 +125,19 @@ class SimLab:
         formed = physics._formed[rows, cols]
         g = physics.conductance((rows, cols)) if formed.any() else physics._g[rows, cols]  # pristine: programmed g
         solve = physics._solve
+        if rows.size <= 8:  # one by one in Python floats, as _solve takes so few cells
+            solve_cell = physics._solve_cell
+            few = list(zip(lines, v_gate.tolist(), formed.tolist(), g.tolist(), w.tolist()))
+
+            def current_of_few(v: float) -> float:
+                total = 0.0
+                for (bl_on, bl, sl_on, sl), gate, is_formed, g_k, w_k in few:
+                    v_cell = (v if bl_on else bl) - (v if sl_on else sl)
+                    if v_cell != 0:
+                        total += w_k * solve_cell(v_cell, gate, is_formed, g_k)[1]
+                return total
+
+            return current_of_few
 
         def current(v: float) -> float:
             v_cell = [(v if bl_on else bl) - (v if sl_on else sl) for bl_on, bl, sl_on, sl in lines]

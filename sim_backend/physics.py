@@ -14,6 +14,7 @@ import json
 import sys
 import tomllib
 from dataclasses import dataclass, fields
+from math import cosh, sinh, tanh
 from pathlib import Path
 from typing import Any
 
@@ -477,39 +478,47 @@ class ArrayPhysics:
 
         Kirchhoff's I_ReRAM(x) = I_T(V - x) has a residual increasing and convex in x; Newton
         started at the linear divider (which over-estimates x) converges monotonically in a few
-        steps. Up to 8 cells (e.g. the cell routed to the SMU) iterate one by one in Python
-        floats, the same laws and arithmetic (results equal to a few ulp; each cell stops when
-        its own step is converged): numpy's per-call cost dominates tiny arrays.
+        steps. Up to 8 cells (e.g. the cell routed to the SMU) go one by one through
+        _solve_cell: numpy's per-call cost dominates tiny arrays.
         """
         if v_cell.size <= 8 and np.shape(v_gate) == np.shape(formed) == np.shape(g) == v_cell.shape:
-            from math import cosh, sinh, tanh
-
-            p = self.p
-            scale = float(np.sinh(p.v_read / p.v_nonlinear) / (p.v_read / p.v_nonlinear))
             x_out, i_out = np.empty(v_cell.size), np.empty(v_cell.size)
+            for k, cell in enumerate(zip(v_cell.tolist(), v_gate.tolist(), formed.tolist(), g.tolist())):
+                x_out[k], i_out[k] = self._solve_cell(*cell)
+            return x_out, i_out
+        return self._solve_array(v_cell, v_gate, formed, g)
+
+    def _solve_cell(self, v: float, v_gate: float, formed: bool, g: float) -> tuple[float, float]:
+        """_solve of one cell in Python floats: the same laws and arithmetic (results equal to a
+        few ulp), stopping when its own step is converged; the array form for a closed selector,
+        NaN or an overflow (inf / NaN as numpy gives them)."""
+        p = self.p
+        overdrive = max(v_gate - p.v_th, 0.0) / (p.v_gate_ref - p.v_th)
+        if overdrive > 0 and v == v and g == g:
             try:
-                for k, (v, gate, is_formed, g_k) in enumerate(zip(
-                        v_cell.tolist(), v_gate.tolist(), formed.tolist(), g.tolist())):
-                    overdrive = max(gate - p.v_th, 0.0) / (p.v_gate_ref - p.v_th)
-                    if not overdrive > 0 or v != v or g_k != g_k:
-                        raise ZeroDivisionError  # closed selector or NaN: the array form's rules
-                    a, b = (g_k / scale, p.v_nonlinear) if is_formed else (p.g_pristine, p.v_pristine)
-                    ab = a * b
-                    i_sat, v_knee = p.i_sat_ref * overdrive**2, p.i_sat_ref * p.r_on_ref * overdrive
-                    g_sel = i_sat / v_knee
-                    sign, v = (1.0 if v > 0 else -1.0 if v < 0 else 0.0), abs(v)
-                    x = v * g_sel / (g_sel + a)
-                    for _ in range(_NEWTON_STEPS):
-                        u = x / b
-                        t = tanh((v - x) / v_knee)
-                        step = (ab * sinh(u) - i_sat * t) / (a * cosh(u) + g_sel * (1.0 - t * t))
-                        x = min(max(x - step, 0.0), v)
-                        if abs(step) < 1e-10:
-                            break
-                    x_out[k], i_out[k] = sign * x, sign * ab * sinh(x / b)
-                return x_out, i_out
+                u_read = p.v_read / p.v_nonlinear
+                a, b = (g / (sinh(u_read) / u_read), p.v_nonlinear) if formed else (p.g_pristine, p.v_pristine)
+                ab = a * b
+                i_sat, v_knee = p.i_sat_ref * overdrive**2, p.i_sat_ref * p.r_on_ref * overdrive
+                g_sel = i_sat / v_knee
+                sign, v = (1.0 if v > 0 else -1.0 if v < 0 else 0.0), abs(v)
+                x = v * g_sel / (g_sel + a)
+                for _ in range(_NEWTON_STEPS):
+                    u = x / b
+                    t = tanh((v - x) / v_knee)
+                    step = (ab * sinh(u) - i_sat * t) / (a * cosh(u) + g_sel * (1.0 - t * t))
+                    x = min(max(x - step, 0.0), v)
+                    if abs(step) < 1e-10:
+                        break
+                return sign * x, sign * ab * sinh(x / b)
             except (OverflowError, ZeroDivisionError):
-                pass  # the array form below (inf / NaN as numpy gives them)
+                pass
+        x_arr, i_arr = self._solve_array(np.array([v]), np.array([v_gate]), np.array([formed]), np.array([g]))
+        return float(x_arr[0]), float(i_arr[0])
+
+    def _solve_array(self, v_cell: np.ndarray, v_gate: np.ndarray, formed: np.ndarray,
+                     g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """_solve in numpy."""
         sign, v = np.sign(v_cell), np.abs(v_cell)
         a, b = self._conduction(formed, g)
         ab = a * b
@@ -724,7 +733,7 @@ class ArrayPhysics:
             chunks.append((start, min(start + size, n_levels)))
             start, size = chunks[-1][1], 2 * size
         if not formed.any():  # pristine: no relaxation, no read noise
-            v_r, i = self._solve(v_pair, gate_pair, formed, self._g[block][r, c])
+            v_r, i = self._read.pristine_solve(v_pair, gate_pair, self._g[block][r, c])
             currents = np.bincount(level, w * i, n_levels)
             active = level[v_r >= v_form]
             over = np.flatnonzero(np.abs(currents) > limit)

@@ -84,6 +84,7 @@ class ReadState:
         self.views: dict[tuple, _View] = {}
         self.tables: dict[tuple, np.ndarray] = {}
         self.drives: dict[tuple, np.ndarray] = {}
+        self.pristine_solves: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self.statics: dict[str, np.ndarray] = {}
         self._v_form_min: float | None = None
         self._top: float | None = None
@@ -191,6 +192,13 @@ class ReadState:
             return self.chip._solve(np.full(_GRID, v_cell), np.full(_GRID, v_gate), np.ones(_GRID, dtype=bool),
                                     self._grid())[0]
         return _remember(self.tables, (v_cell, v_gate), tabulate)
+
+    def pristine_solve(self, v_cell: np.ndarray, v_gate: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """chip._solve of pristine cells (1-D arrays; read-only results): they change only by
+        forming, so a forming ramp solves the same levels for cell after cell."""
+        key = b"".join(array.tobytes() for array in np.broadcast_arrays(v_cell, v_gate, g))
+        return _remember(self.pristine_solves, key,
+                         lambda: self.chip._solve(v_cell, v_gate, np.zeros(v_cell.size, dtype=bool), g))
 
     def drive_table(self, v_cell: float, v_gate: float) -> tuple[np.ndarray, float]:
         """Switching drive of formed cells over the grid of G at the start of a pulse of v_cell

@@ -658,6 +658,25 @@ def test_normal_draws_split_into_chunks_are_one_draw():
     assert a.bit_generator.state == b.bit_generator.state
 
 
+def test_a_pristine_ramp_solved_for_one_cell_serves_the_next_until_the_parameters_change():
+    """quiet_ramp keeps the circuit solve of a pristine ramp (ReadState.pristine_solve): the
+    next cell's ramp reads what a chip that never ramped reads, and new parameters (a leakier
+    pristine law) are read at once."""
+    def ramp(chip, row):
+        v_wl = np.where(np.arange(3) == row, 1.2, 0.0)
+        on_ramp = (np.zeros(3, bool), np.array([False, True, False, False]), np.zeros(4, bool))
+        return chip.quiet_ramp(v_wl, np.full(4, NAN), np.zeros(4), on_ramp, np.arange(0.01, 1.0, 0.01), 1e-3,
+                               np.array([0.0, 1.0, 0.0, 0.0]))
+    chip = ArrayPhysics(3, 4, seed=2)
+    ramp(chip, 0)
+    np.testing.assert_array_equal(ramp(chip, 1), ramp(ArrayPhysics(3, 4, seed=2), 1))
+    leaky = replace(chip.p, g_pristine=3 * chip.p.g_pristine)
+    chip.p = leaky
+    got, want = ramp(chip, 2), ramp(ArrayPhysics(3, 4, seed=2, params=leaky), 2)
+    np.testing.assert_array_equal(got, want)
+    assert got[-1] > 2 * ramp(ArrayPhysics(3, 4, seed=2), 2)[-1]
+
+
 @pytest.mark.parametrize("formed", [False, True])
 def test_a_quiet_ramp_reads_what_apply_reads_level_by_level(formed):
     """One cell's BL ramped (SL grounded, its gate open, a neighbour column biased but not on
