@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/labctl demo
 
 test: lint
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -n auto
 
 # mypy cannot follow the package-dir mapping (nor the editable install's import hook): build/mypy/labctl
 # gives it the mapped packages as symlinks; [tool.mypy] in pyproject.toml does the rest.
