@@ -88,6 +88,13 @@ def _expect_length(payload: bytes, n: int) -> None:
         raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected {n}")
 
 
+def _as_slice(indices: np.ndarray) -> slice | None:
+    """The slice that selects exactly these indices, in order, or None if they are not one run."""
+    if len(indices) and np.array_equal(indices, np.arange(indices[0], indices[0] + len(indices))):
+        return slice(int(indices[0]), int(indices[0]) + len(indices))
+    return None
+
+
 def _dac_output(volts: float) -> float:
     """What a DAC set to `volts` puts out: its f4 register's value."""
     return float(np.float32(volts))
@@ -520,7 +527,7 @@ class VirtualBoard:
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"{name} has a pulse after slot {lengths[k] - 1} "
                                                  f"(train length {lengths[k]})")
         n_rows = block[2]
-        wired_rows, chip_rows, chip_cols, targets, whole_chip, plain = self._update_wiring(block, polarities)
+        wired_rows, region, chip_cols, targets, whole_chip, plain = self._update_wiring(block, polarities)
         gates = trains[:, :n_rows] if wired_rows is None else trains[:, :n_rows][:, wired_rows]
         gates = np.array(gates, np.uint32, order="C")  # the kernels' one array type: writable, C order
         # the pulses of the +amplitude and the -amplitude side (V_BL - V_SL) per train and chip
@@ -537,12 +544,12 @@ class VirtualBoard:
         pulsed: list[np.ndarray | None] = [None if side is None else np.asarray(side.any(axis=1)) for side in sides]
         kernels = load_kernels()
         totals = np.zeros(len(trains), np.int64)  # each train's coincidences
-        keys = np.stack([polarities.astype(float), amplitudes.astype(float)], axis=1)
+        # where a run of one polarity and amplitude ends
+        run_ends = np.append(np.flatnonzero((polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1])),
+                             len(trains) - 1) + 1
         start = 0
         while start < len(trains):
-            end = start + 1
-            while end < len(trains) and np.array_equal(keys[end], keys[start]):
-                end += 1
+            end = int(run_ends[np.searchsorted(run_ends, start, side="right")])
             run = self._run_counts(gates, sides, pulsed, start, end)
             if max((most for _, most, _ in run.values()), default=0) > MAX_TRAIN_LENGTH:
                 # split the run where a cell would collect more coincidences than one train gives
@@ -566,7 +573,7 @@ class VirtualBoard:
                 if most:
                     if not whole_chip:
                         full = np.zeros((self.physics.rows, self.physics.cols), np.uint8)
-                        full[np.ix_(chip_rows, chip_cols)] = counts
+                        full[region] = counts
                         counts = full
                     v_cell = float(amplitudes[start]) * (1.0 if side == 0 else -1.0)
                     self.physics.pulse_counts(counts, v_cell, v_gate, width, period)
@@ -599,7 +606,8 @@ class VirtualBoard:
 
     def _update_wiring(self, block: tuple[int, int, int, int], polarities: np.ndarray) -> tuple:
         """Where an update's trains land, kept per (block, polarities) until the next
-        CONFIGURE_MAP: (which block rows reach a chip row, None for all; those chip rows; the
+        CONFIGURE_MAP: (which block rows reach a chip row, None for all; the index of the chip
+        region they and the pulsed columns span (slices where both are contiguous); the
         chip columns pulsed, sorted; per side (BL, SL) the (train, block column, index into the
         chip columns) of each column pulse landing on that side; whether that is the whole chip;
         the side that takes all column pulses in the block's column order, or None).
@@ -633,7 +641,10 @@ class VirtualBoard:
         for side, (k, j, column) in enumerate(targets):
             if len(k) == len(polarities) * n_cols and np.array_equal(column, j) and not len(targets[1 - side][0]):
                 plain = side
-        wiring = self._update_blocks[key] = wired_rows, chip_rows, chip_cols, targets, whole_chip, plain
+        # slices (a view, no fancy-index copy) where the rows and the columns are each a contiguous run
+        row_run, col_run = _as_slice(chip_rows), _as_slice(chip_cols)
+        region = (row_run, col_run) if row_run and col_run else np.ix_(chip_rows, chip_cols)
+        wiring = self._update_blocks[key] = wired_rows, region, chip_cols, targets, whole_chip, plain
         return wiring
 
     def _pulse_cells(self, payload: bytes) -> bytes:

@@ -234,6 +234,10 @@ class ArrayPhysics:
     def p(self, params: DeviceParams) -> None:
         self._p = params
         self._read.invalidate()
+        # soft_bounds_steps' constants of these parameters (sim_backend.kernels gives their order)
+        self._step_law = np.array([params.c2c_noise, params.endurance_n0, params.endurance_closing / np.log(10.0),
+                                   params.drift_mean, params.drift_sigma_slope, params.drift_sigma_0,
+                                   params.read_noise, np.log(2.0 * params.t_read_noise), G_NOISE_REF])
 
     def reset(self) -> None:
         """A pristine chip: device-to-device draws from the seed, nothing formed."""
@@ -870,20 +874,17 @@ class ArrayPhysics:
         bookkeeping. Counts go in as uint8 (what the board sends) or, above 255, uint32 (a
         second compiled form)."""
         p, size = self.p, self.rows * self.cols
-        # (writable too: numba compiles a read-only array type apart)
-        flat = np.require(counts, np.uint8 if n_max <= 0xFF else np.uint32, ["C", "W"]).reshape(-1)
+        dtype = np.uint8 if n_max <= 0xFF else np.uint32
+        if counts.dtype != dtype or not (counts.flags.c_contiguous and counts.flags.writeable):
+            # (writable too: numba compiles a read-only array type apart)
+            counts = np.require(counts, dtype, ["C", "W"])
+        flat = counts.reshape(-1)
         state = [self._flat(name) for name in ("_g", "_t_prog", "_z_relax", "_cycles", "_g_lo", "_g_hi")]
-        # the read state's arrays as the kernel was compiled for (no-ops as the read state keeps them)
-        rate, per_step = (np.require(self._read.static(name), np.float32, ["C"]).reshape(-1)
-                          for name in ("rate", "cycles_per_step"))
+        # the read state keeps these as the kernel was compiled for: flat float32, complex64, float64
+        rate, per_step = self._read.static("rate"), self._read.static("cycles_per_step")
         table, scale = self._read.drive_table(v_cell, v_gate)
-        table = np.require(table, np.complex64, ["C"])
         cached = self._read.fresh_g()  # every cell's conductance now, when the read state has it
-        if cached is not None:
-            cached = np.require(cached, np.float64, ["C"])
         setting = v_cell >= 0
-        law = np.array([p.c2c_noise, p.endurance_n0, p.endurance_closing / np.log(10.0), p.drift_mean,
-                        p.drift_sigma_slope, p.drift_sigma_0, p.read_noise, np.log(2.0 * p.t_read_noise), G_NOISE_REF])
         key = np.uint64(self.rng.bit_generator.random_raw())  # seeds the kernel's generator
         formed, stuck = self._flat("_formed"), self._flat("_stuck")
         kernels = load_kernels()
@@ -891,7 +892,7 @@ class ArrayPhysics:
         n_active, n_touched = kernels.soft_bounds_steps(
             flat, formed, stuck, *state, rate, per_step, state[0] if cached is None else cached.reshape(-1),
             cached is not None, table.view(np.uint64), scale, setting, width / (p.tau_set if setting else p.tau_reset),
-            self.clock.now, at, key, law, touched, kernels.CONSTANTS)
+            self.clock.now, at, key, self._step_law, touched, kernels.CONSTANTS)
         if 4 * n_active > size:  # more than a quarter stale: the next refresh re-evaluates every cell anyway
             self._read.programmed(...)
         elif n_active:
