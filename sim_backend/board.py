@@ -42,7 +42,7 @@ from labctl.instruments.fpga_wire import (
 )
 
 from .clock import VirtualClock
-from .physics import load_kernels
+from .physics import _block_index, load_kernels
 
 FIRMWARE = "1.0"
 MAX_CHANNELS = (MAX_PAYLOAD - 3) // 5  # the STATUS reply must fit in one frame
@@ -86,13 +86,6 @@ class _Fault(Exception):
 def _expect_length(payload: bytes, n: int) -> None:
     if len(payload) != n:
         raise _Fault(ErrorCode.BAD_LENGTH, f"payload of {len(payload)} bytes, expected {n}")
-
-
-def _as_slice(indices: np.ndarray) -> slice | None:
-    """The slice that selects exactly these indices, in order, or None if they are not one run."""
-    if len(indices) and np.array_equal(indices, np.arange(indices[0], indices[0] + len(indices))):
-        return slice(int(indices[0]), int(indices[0]) + len(indices))
-    return None
 
 
 def _dac_output(volts: float) -> float:
@@ -607,7 +600,7 @@ class VirtualBoard:
     def _update_wiring(self, block: tuple[int, int, int, int], polarities: np.ndarray) -> tuple:
         """Where an update's trains land, kept per (block, polarities) until the next
         CONFIGURE_MAP: (which block rows reach a chip row, None for all; the index of the chip
-        region they and the pulsed columns span (slices where both are contiguous); the
+        region they and the pulsed columns span (physics._block_index: slices where contiguous); the
         chip columns pulsed, sorted; per side (BL, SL) the (train, block column, index into the
         chip columns) of each column pulse landing on that side; whether that is the whole chip;
         the side that takes all column pulses in the block's column order, or None).
@@ -641,10 +634,8 @@ class VirtualBoard:
         for side, (k, j, column) in enumerate(targets):
             if len(k) == len(polarities) * n_cols and np.array_equal(column, j) and not len(targets[1 - side][0]):
                 plain = side
-        # slices (a view, no fancy-index copy) where the rows and the columns are each a contiguous run
-        row_run, col_run = _as_slice(chip_rows), _as_slice(chip_cols)
-        region = (row_run, col_run) if row_run and col_run else np.ix_(chip_rows, chip_cols)
-        wiring = self._update_blocks[key] = wired_rows, region, chip_cols, targets, whole_chip, plain
+        wiring = self._update_blocks[key] = (wired_rows, _block_index(chip_rows, chip_cols), chip_cols, targets,
+                                             whole_chip, plain)
         return wiring
 
     def _pulse_cells(self, payload: bytes) -> bytes:

@@ -238,6 +238,10 @@ class ArrayPhysics:
         self._step_law = np.array([params.c2c_noise, params.endurance_n0, params.endurance_closing / np.log(10.0),
                                    params.drift_mean, params.drift_sigma_slope, params.drift_sigma_0,
                                    params.read_noise, np.log(2.0 * params.t_read_noise), G_NOISE_REF])
+        # relax_cells' (kernels.relax_cells gives their order)
+        self._relax_law = np.array([params.read_noise, params.t_read_noise, params.drift_sigma_slope,
+                                    params.drift_sigma_0, params.drift_mean, params.endurance_n0,
+                                    params.endurance_closing, G_NOISE_REF])
 
     def reset(self) -> None:
         """A pristine chip: device-to-device draws from the seed, nothing formed."""

@@ -125,9 +125,10 @@ class ReadState:
     # -- per-cell state --------------------------------------------------------------------------
     def refresh(self, block=...) -> None:
         """Bring the conductance and noise of the stale cells of `block` (an index of
-        physics._block_index; default all) up to the clock (ArrayPhysics._relaxed: chunked, in
-        reused buffers; the cells' state gathered by flat index when they are few or the block
-        is part of the array). A read refreshes only the block it reads: the cells a training
+        physics._block_index; default all) up to the clock: every cell by ArrayPhysics._relaxed
+        (chunked, in reused buffers), the stale cells by flat index when they are few or the
+        block is part of the array by the compiled kernels.relax_cells (gathered, evaluated and
+        scattered in one pass). A read refreshes only the block it reads: the cells a training
         step programs in other matrices wait for their own reads."""
         chip, now = self.chip, self.chip.clock.now
         if self.expiry is not None and now <= self.fresh_until and now >= self._evaluated_at:
@@ -154,15 +155,8 @@ class ReadState:
         if stale is ...:
             chip._relaxed(state, now, *outputs, fresh=FRESH)
         else:
-            for start in range(0, stale.size, _DERIVE_CHUNK):
-                part = stale[start:start + _DERIVE_CHUNK]
-                gathered = [array.take(part, out=chip._work(f"gather_{i}", part.size, array.dtype))
-                            for i, array in enumerate(state)]
-                values = [chip._work(f"values_{i}", part.size, array.dtype)
-                          for i, array in enumerate(outputs)]
-                chip._relaxed(gathered, now, *values, fresh=FRESH)
-                for array, value in zip(outputs, values):
-                    array[part] = value
+            from .physics import load_kernels  # (physics imports this module: not at its top)
+            load_kernels().relax_cells(stale, *state, chip._relax_law, now, FRESH, *outputs)
         if whole:  # the earliest expiry of a part is not that of the array
             self.fresh_until = float(expiry.min())
         self._evaluated_at = now

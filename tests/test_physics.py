@@ -464,6 +464,32 @@ def test_chunked_conductance_and_read_state_follow_the_plain_law(monkeypatch, ag
     np.testing.assert_allclose(read.expiry, chip.clock.now + FRESH * np.maximum(age, 1.0), rtol=1e-15)
 
 
+@pytest.mark.parametrize("ages", ["young", "aged", "mixed", "updated young"])
+@pytest.mark.parametrize("shape", [(80, 70), (260, 260)])  # a float64 and a float32 read state
+def test_stale_cells_refreshed_by_index_follow_the_plain_law(ages, shape):
+    """A quarter or fewer stale cells are refreshed by the compiled gather (kernels.relax_cells):
+    pristine, clipped, cycled and never-cycled cells of every age get the plain law's
+    conductance, noise and expiry; the cells that were not stale keep their values."""
+    from labctl.sim.readout import FRESH
+    chip = varied_chip(*shape, ages)
+    read = chip._read
+    read.refresh()
+    before = read.g.copy(), read.rel2.copy(), read.expiry.copy()
+    stale = np.random.default_rng(3).random(chip.shape) < 0.2
+    chip._g[stale] *= 1.01  # a state the cached values do not hold: only a refresh brings it in
+    read.programmed(stale)
+    read.refresh()
+    g = chip.conductance()
+    age = chip.clock.now - chip._t_prog
+    rel2 = np.where(chip._formed, (chip.read_noise_sigma(g, age) / g) ** 2, 0.0)
+    np.testing.assert_allclose(read.g[stale], plain_conductance(chip)[stale], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(read.rel2[stale], rel2[stale], rtol=1e-12 if read.rel2.dtype == np.float64 else 1e-7,
+                               atol=0)
+    np.testing.assert_allclose(read.expiry[stale], chip.clock.now + FRESH * np.maximum(age, 1.0)[stale], rtol=1e-15)
+    for cached, old in zip((read.g, read.rel2, read.expiry), before):
+        np.testing.assert_array_equal(cached[~stale], old[~stale])
+
+
 def test_float32_read_state_rel2_is_rounded_only():
     chip = varied_chip(260, 260, "mixed")  # above F32_CELLS: a float32 read state
     g = chip.conductance()
