@@ -425,8 +425,9 @@ def soft_bounds_steps(counts, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g
     block with one goes through the law in a few loops over its cells, each of one precision
     (float64 state in and out, float32 arithmetic, 64-bit generator words), through work arrays
     on the stack: LLVM vectorizes a loop at the width its widest type allows, and a loop that
-    mixes them ran at half the float32 width or not at all. Every cell of such a block is
-    computed; the state is written back as it was where a cell does not step. Two shortcuts,
+    mixes them ran at half the float32 width or not at all. Every cell of such a block from its
+    first to its last coincidence is computed; the state is written back as it was where a cell
+    does not step. Two shortcuts,
     each exact to float32: cells of a block that share one programming time (a dense update's
     cells at the next update) take ln t and the ramp as numbers, and a block whose cells have
     cycled less than 2^-6 n0 takes the window closing's log1p as its series.
@@ -471,9 +472,17 @@ def soft_bounds_steps(counts, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g
             seen |= counts[i]
         if seen == 0:
             continue
+        # the block's cells from its first to its last coincidence: a block that a narrow matrix
+        # only partly covers (32 of a row's 128 cells) computes its own cells only
+        first, last = 0, m - 1
+        while counts[base + np.uint64(first)] == 0:
+            first += 1
+        while counts[base + np.uint64(last)] == 0:
+            last -= 1
+        base, m = base + np.uint64(first), last - first + 1
         large = False  # float64 state in (and which shortcuts hold), in one loop: the more
         n_steps = 0  # arrays one loop reads, the more of their cache misses overlap
-        t_0 = t_prog[start]
+        t_0 = t_prog[base]
         shared = True  # every cell that steps programmed at t_0 (the others' results are not kept)
         for k in range(m):
             i = base + np.uint64(k)
@@ -530,7 +539,7 @@ def soft_bounds_steps(counts, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g
             value, rise = _pair(table[node])
             drive = np.float64(value) + np.float64(u - F32(node)) * np.float64(rise)
             exponent[k] = F32(-(np.float64(counts[i]) * np.float64(rate[i]) * drive * width_per_tau))
-        _words(key, start, high, low, m)
+        _words(key, start + first, high, low, m)
         # float32: soft bounds, step = (bound - g0) (1 - (1 - f)^n), (1 - f)^n = exp(-n rate drive w / tau),
         # with cycle-to-cycle noise c2c |step| (1 - f)^n / sqrt(n); one function per loop: a loop
         # of several is one long chain of dependent operations per vector, which the core can
