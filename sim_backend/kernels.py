@@ -66,6 +66,8 @@ from numba.extending import intrinsic
 # cache=True: compiled once per machine and source version (numba's cache in __pycache__); fastmath
 # only "contract" (fused multiply-adds); numpy's error model (no division-by-zero checks in loops)
 _kernel = njit(cache=True, fastmath={"contract"}, error_model="numpy", boundscheck=False)
+# the read state's kernels: no contraction either, each operation rounded as numpy rounds it
+_exact = njit(cache=True, error_model="numpy", boundscheck=False)
 _inline = njit(inline="always", cache=True, fastmath={"contract"}, error_model="numpy", boundscheck=False)
 F32 = np.float32
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64: the golden-ratio increment and the mix
@@ -695,7 +697,7 @@ def add_train_totals(gates, pulses, totals):
             totals[k] += rows[s] * cols[s]
 
 
-@_kernel
+@_exact
 def relax_cells(cells, g, t_prog, z_relax, cycles, g_lo, g_hi, formed, law, now, fresh, out_g, out_rel2, out_expiry):
     """ArrayPhysics._relaxed for the flat cells `cells` (int64) of the state arrays (flat), written
     into the flat read-state arrays out_g, out_rel2, out_expiry at the same cells: the gather, the
@@ -733,6 +735,29 @@ def relax_cells(cells, g, t_prog, z_relax, cycles, g_lo, g_hi, formed, law, now,
         out_rel2[i] = level * level * max(math.log((max(age, 0.0) + t_r) / two_t_r), 0.0)
 
 
+@_exact
+def derive_cells(cells, g, rel2, formed, tables, rises, pristine, scale, values, noise):
+    """ReadState._derive at the flat cells `cells` (int64): each cell's grid position u = g scale
+    (float64, its node clipped to the last interval), and per table k of `tables` (terms, nodes)
+    values[k, cell] = tables[k, node] + rises[k, node] f (f the fraction, in the tables' dtype),
+    the pristine coefficient pristine[k] for a pristine cell; noise[cell] = values[0, cell]^2
+    rel2[cell]. The same operations in the same order and dtype as the numpy form: equal to it."""
+    last = tables.shape[1] - 2
+    fraction = np.empty(1, tables.dtype)  # (a store rounds to the tables' dtype, as numpy's cast)
+    for n in range(len(cells)):
+        i = cells[n]
+        u = g[i] * scale
+        whole = min(math.floor(u), last)
+        node = np.intp(whole)
+        fraction[0] = u - whole
+        for k in range(tables.shape[0]):
+            if formed[i]:
+                values[k, i] = rises[k, node] * fraction[0] + tables[k, node]
+            else:
+                values[k, i] = pristine[k]
+        noise[i] = values[0, i] * values[0, i] * rel2[i]
+
+
 def _warm_up() -> None:
     """Compile every kernel for the argument types the simulator passes (or load it from numba's
     cache: milliseconds), on tiny arrays: at import, so that the first update of a session (or of
@@ -750,6 +775,8 @@ def _warm_up() -> None:
     add_train_totals(gates, gates, np.zeros(1, np.int64))
     for rel2 in (f8, f4):  # a float64 and a float32 read state
         relax_cells(touched[:1], f8, f8, f8, f8, f8, f8, flag, law, 0.0, 0.0, f8.copy(), rel2.copy(), f8.copy())
+        tables = np.zeros((2, n), rel2.dtype)
+        derive_cells(touched[:1], f8, rel2, flag, tables, tables[:, 1:].copy(), law[:2], 1.0, tables.copy(), rel2.copy())
 
 
 _warm_up()

@@ -268,12 +268,13 @@ class ReadState:
             self._derive(view, group, cells)
 
     def _derive(self, view: _View, group: tuple[str, str], cells) -> None:
-        """Interpolate the pair `group` of per-cell arrays at `cells` (... for all: into the
-        arrays already held, or new ones; otherwise flat indices), in chunks of _DERIVE_CHUNK
-        with reused buffers: the grid position in float64 as _interp, the interpolation in the
-        read state's dtype (float32: the tables rounded to float32 and two float32 operations,
-        < 3e-7 relative against the float64 interpolation, < 6e-7 for the squared noise
-        arrays: four orders below the read noise, as the float32 storage)."""
+        """Interpolate the pair `group` of per-cell arrays at `cells`: ... for all (into the
+        arrays already held, or new ones), in chunks of _DERIVE_CHUNK with reused buffers;
+        otherwise flat indices (a read's refreshed cells), in one compiled pass of the same
+        operations (kernels.derive_cells). The grid position in float64 as _interp, the
+        interpolation in the read state's dtype (float32: the tables rounded to float32 and two
+        float32 operations, < 3e-7 relative against the float64 interpolation, < 6e-7 for the
+        squared noise arrays: four orders below the read noise, as the float32 storage)."""
         chip, dtype = self.chip, self.dtype
         value_name, noise_name = group
         coef = value_name == "coef"
@@ -294,23 +295,18 @@ class ReadState:
         noise = view.cells[noise_name].reshape(-1)
         g, rel2, _ = self._cells()
         g, rel2, formed = g.reshape(-1), rel2.reshape(-1), chip._flat("_formed")
-        n_cells = g.size if cells is ... else cells.size
         scale = (_GRID - 1) / view.g_top
-        for start in range(0, n_cells, _DERIVE_CHUNK):
-            stop = min(start + _DERIVE_CHUNK, n_cells)
-            n = stop - start
+        if cells is not ...:
+            from .physics import load_kernels  # (physics imports this module: not at its top)
+            load_kernels().derive_cells(cells, g, rel2, formed, tables, rises, pristine, scale, values, noise)
+            return
+        for start in range(0, g.size, _DERIVE_CHUNK):
+            part = slice(start, min(start + _DERIVE_CHUNK, g.size))
+            g_part, rel2_part, formed_part = g[part], rel2[part], formed[part]
 
-            def work(name: str, dtype=np.float64, n=n) -> np.ndarray:
+            def work(name: str, dtype=np.float64, n=g_part.size) -> np.ndarray:
                 return chip._work("derive_" + name, n, dtype)
 
-            if cells is ...:
-                part = slice(start, stop)
-                g_part, rel2_part, formed_part = g[part], rel2[part], formed[part]
-            else:
-                part = cells[start:stop]
-                g_part = g.take(part, out=work("g"))
-                rel2_part = rel2.take(part, out=work("rel2", rel2.dtype))
-                formed_part = formed.take(part, out=work("formed", bool))
             u = np.multiply(g_part, scale, out=work("u"))
             whole = np.floor(u, out=work("whole"))  # u >= 0: the truncation of _interp
             if whole[-1] > _GRID - 2 or whole.max() > _GRID - 2:
@@ -326,7 +322,7 @@ class ReadState:
             some_pristine = bool(pristine_part.any())
             low = work("low", dtype)
             for k, (table, rise) in enumerate(zip(tables, rises)):
-                high = values[k, part] if cells is ... else work("high", dtype)  # in place when all
+                high = values[k, part]  # in place
                 table.take(i, out=low, mode="clip")  # i is in range: clip only skips the check
                 rise.take(i, out=high, mode="clip")  # table[i + 1] - table[i]
                 high *= u
@@ -335,13 +331,7 @@ class ReadState:
                     np.copyto(high, pristine[k], where=pristine_part)
                 if k == 0:
                     slope2 = np.multiply(high, high, out=low)
-                    if cells is ...:
-                        np.multiply(slope2, rel2_part, out=noise[part], casting="same_kind")
-                    else:
-                        slope2 *= rel2_part
-                        noise[part] = slope2
-                if cells is not ...:
-                    values[k, part] = high
+                    np.multiply(slope2, rel2_part, out=noise[part], casting="same_kind")
 
     def _tabulate(self, v_gate: float, v_max: float) -> _View:
         """I(V) of formed cells over a grid of G and of pristine cells, through exact solves at

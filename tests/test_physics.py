@@ -490,6 +490,29 @@ def test_stale_cells_refreshed_by_index_follow_the_plain_law(ages, shape):
         np.testing.assert_array_equal(cached[~stale], old[~stale])
 
 
+@pytest.mark.parametrize("shape", [(40, 50), (260, 260)])  # a float64 and a float32 read state
+def test_per_view_arrays_derived_by_index_equal_the_whole_array_derivation(shape):
+    """A read's refreshed cells are re-derived by the compiled pass (kernels.derive_cells); it
+    does the numpy derivation's operations in its order and dtype: the same bits."""
+    chip = varied_chip(*shape, "mixed")
+    read = chip._read
+    view = read.view(1.2, 0.2)
+    groups = (("at_max", "noise_at_max"), ("coef", "noise_slope"))
+    for value_name, _ in groups:
+        read.cell_array(view, value_name)
+    cells = np.flatnonzero(np.random.default_rng(0).random(chip.shape) < 0.1)
+    read.g.reshape(-1)[cells] *= 1.003  # (pristine cells among them too)
+    read.rel2.reshape(-1)[cells] *= 1.1
+    for group in groups:
+        read._derive(view, group, cells)
+    by_index = {name: array.reshape(-1, chip.rows * chip.cols)[:, cells] for name, array in view.cells.items()}
+    for group in groups:
+        read._derive(view, group, ...)
+    assert len(by_index) == 4
+    for name, array in view.cells.items():
+        np.testing.assert_array_equal(by_index[name], array.reshape(-1, chip.rows * chip.cols)[:, cells], err_msg=name)
+
+
 def test_float32_read_state_rel2_is_rounded_only():
     chip = varied_chip(260, 260, "mixed")  # above F32_CELLS: a float32 read state
     g = chip.conductance()
