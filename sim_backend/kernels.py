@@ -1,6 +1,6 @@
 """Compiled kernels of the simulated chip (numba): the parallel update's coincidence counts and
-closed-form soft-bounds steps (one call per update, one pass over the cells), and the Box-Muller
-normal draws of the update and of the MVM read noise.
+closed-form soft-bounds steps (one call per update, one pass over the cells), the Box-Muller
+normal draws of the update and of the MVM read noise, and the read state's refresh by index.
 
 Why compiled: numpy evaluates a per-cell law one operation at a time, each a pass over the
 array; pulse_counts' law took ~50 such passes (~6 ms at 512 x 512). Here each cell's law runs
@@ -358,25 +358,47 @@ def _words(key, start, high, low, m):
         high[k], low[k] = np.uint32(word >> _S32), np.uint32(word & _LOW32)
 
 
+@_inline
+def _add_draws(mean, variance, out, element, draws, m):
+    """out = mean + sqrt(max(variance, 0)) z for the m draws z, at out's elements from the one
+    of flat (C order) index `element` on (row and column counted on: no division per element)."""
+    width = out.shape[1]
+    row, col = element // width, element % width
+    for k in range(m):
+        var = variance[row, col]
+        var = var if var > 0 else var - var  # max(var, 0) in var's dtype, NaN kept
+        out[row, col] = mean[row, col] + np.float64(np.sqrt(var)) * np.float64(draws[k])
+        col += 1
+        if col == width:
+            row, col = row + 1, 0
+
+
 @_kernel
-def normal_pairs(key, first, second, constants):
-    """Fill first and second (float32, equal lengths) with independent standard normals:
-    pair k from output k of the SplitMix64 stream of `key` (a uint64). `constants`: CONSTANTS."""
+def add_noise(key, mean, variance, out, constants):
+    """out = mean + sqrt(max(variance, 0)) z elementwise over 2-D arrays of one shape (out
+    float64 in C order; mean and variance float32 or float64, in any layout), z independent
+    standard normals (float32, tails to 6.8 sigma): Box-Muller pairs, pair k from output k of
+    the SplitMix64 stream of `key` (a uint64), its cosine draw for element k of out (C order),
+    its sine draw for element half + k (half = ceil(size / 2)). `constants`: CONSTANTS."""
     _wide_vectors()
-    if second.size != first.size or constants.size != CONSTANTS.size:
-        raise ValueError("normal_pairs: first and second differ in size, or constants is not CONSTANTS")
+    if mean.shape != out.shape or variance.shape != out.shape or constants.size != CONSTANTS.size:
+        raise ValueError("add_noise: mean, variance and out differ in shape, or constants is not CONSTANTS")
     c = _constants(constants)
+    n = out.size
+    half = (n + 1) // 2
     high, low = carray(_stack(_BLOCK, np.uint32), _BLOCK), carray(_stack(_BLOCK, np.uint32), _BLOCK)
     radius = carray(_stack(_BLOCK, np.float32), _BLOCK)
-    for start in range(0, first.size, _BLOCK):
-        stop = min(start + _BLOCK, first.size)
-        a, b = first[start:stop], second[start:stop]
-        _words(key, start, high, low, a.size)
-        for k in range(a.size):
+    first, second = carray(_stack(_BLOCK, np.float32), _BLOCK), carray(_stack(_BLOCK, np.float32), _BLOCK)
+    for start in range(0, half, _BLOCK):
+        m = min(_BLOCK, half - start)
+        _words(key, start, high, low, m)
+        for k in range(m):
             radius[k] = _radius(high[k], c)
-        for k in range(a.size):
+        for k in range(m):
             cos_t, sin_t = _rotation(low[k], c)
-            a[k], b[k] = radius[k] * cos_t, radius[k] * sin_t
+            first[k], second[k] = radius[k] * cos_t, radius[k] * sin_t
+        _add_draws(mean, variance, out, start, first, m)
+        _add_draws(mean, variance, out, half + start, second, min(m, n - half - start))
 
 
 BLOCK = _BLOCK = 128  # cells whose coincidences are checked before any is computed (sparse updates); work in L1
@@ -768,7 +790,10 @@ def _warm_up() -> None:
     soft_bounds_steps(u1, flag, flag, f8, f8.copy(), f8.copy(), f8.copy(), f8, f8, f4, f4, f8, False,
                       np.zeros(4, np.uint64), 1.0, True, 1.0, 0.0, 0.0, np.uint64(1), law, touched, CONSTANTS)
     stepped_cells(u1, flag, flag, touched[:0], touched)
-    normal_pairs(np.uint64(1), f4, f4.copy(), CONSTANTS)
+    for dtype in (np.float64, np.float32):  # a float64 and a float32 read state's MVMs, row- and column-major
+        sums = np.zeros((3, 2), dtype)
+        for layout in (sums, sums.T.copy().T):
+            add_noise(np.uint64(1), layout, layout, np.zeros((3, 2)), CONSTANTS)
     gates, out = np.zeros((1, 3), np.uint32), np.zeros((3, 3), np.uint8)
     coincidences(gates, gates, out)
     most_after_each(gates, gates, np.zeros(1, np.uint32))

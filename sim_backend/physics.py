@@ -640,19 +640,14 @@ class ArrayPhysics:
         return out
 
     def _noisy(self, mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
-        """mean + a Gaussian draw of the given variance for each element (float64 out, C order).
-        The draws are Box-Muller pairs (_normal_pairs, float32: 6e-8 of a sigma), a quarter of
-        the cost of Generator.standard_normal, which a forward MVM's batch spent ~0.3 ms on."""
-        sigma = np.sqrt(np.maximum(variance, 0.0))
+        """mean + a Gaussian draw of the given variance for each element (2-D arrays; float64
+        out, C order), in one compiled pass (kernels.add_noise: Box-Muller pairs of the
+        kernels' generator, float32, 6e-8 of a sigma, tails to 6.8 sigma), keyed by one 64-bit
+        output of the chip's generator. A sixteenth of the cost of Generator.standard_normal's
+        ziggurat, which draws one value at a time (a forward MVM's batch spent ~0.3 ms on it)."""
         out = np.empty(np.shape(mean))
-        np.copyto(out, sigma)
-        flat = out.reshape(-1)
-        for start in range(0, flat.size, 2 * _CHUNK):
-            n = min(flat.size - start, 2 * _CHUNK)
-            first, second = self._normal_pairs((n + 1) // 2)
-            flat[start:start + first.size] *= first
-            flat[start + first.size:start + n] *= second[:n - first.size]
-        out += mean
+        kernels = load_kernels()
+        kernels.add_noise(np.uint64(self.rng.bit_generator.random_raw()), mean, variance, out, kernels.CONSTANTS)
         return out
 
     # -- dynamics ------------------------------------------------------------------------------
@@ -911,17 +906,6 @@ class ArrayPhysics:
         if key not in self._scratch:
             self._scratch[key] = np.empty(_CHUNK, dtype)
         return self._scratch[key][:n]
-
-    def _normal_pairs(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Two independent arrays of n standard normal draws (float32, in work buffers, n <=
-        _CHUNK): Box-Muller pairs of the compiled generator (sim_backend.kernels.normal_pairs,
-        float32, tails to 6.8 sigma), seeded by one 64-bit output of the chip's generator.
-        Eight times faster than Generator.standard_normal's ziggurat, which draws one value at
-        a time."""
-        first, second = self._work("normal", n), self._work("normal_2", n)
-        kernels = load_kernels()
-        kernels.normal_pairs(np.uint64(self.rng.bit_generator.random_raw()), first, second, kernels.CONSTANTS)
-        return first, second
 
     def _programmed(self, cells, at: float) -> None:
         """Restart the relaxation of `cells` (an index): programming time and trajectory draw."""

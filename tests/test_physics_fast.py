@@ -170,12 +170,17 @@ def test_float32_functions_are_accurate_to_a_few_ulp():
     assert ulps(rsqrt, 1 / np.sqrt(exact)).max() < 3
 
 
+def standard_normals(key: int, shape: tuple[int, int]) -> np.ndarray:
+    """kernels.add_noise's draws themselves: mean 0, variance 1."""
+    out = np.empty(shape)
+    kernels.add_noise(np.uint64(key), np.zeros(shape), np.ones(shape), out, kernels.CONSTANTS)
+    return out
+
+
 def test_float32_box_muller_pairs_are_independent_standard_normals():
-    chip = ArrayPhysics(2, 2, seed=9)
     n = 1 << 16
-    draws = [np.concatenate(chip._normal_pairs(n)) for _ in range(4)]
-    z = np.concatenate(draws).astype(np.float64)
-    assert z.dtype == np.float64 and z.size == 8 * n
+    z = np.concatenate([standard_normals(key, (2, n)).reshape(-1) for key in (1, 2, 3, 4)])
+    assert z.size == 8 * n and np.array_equal(z, z.astype(np.float32))  # float32 draws
     assert abs(z.mean()) < 5 / np.sqrt(z.size)
     assert z.std() == pytest.approx(1.0, abs=5 * np.sqrt(0.5 / z.size))
     assert np.mean(z**4) == pytest.approx(3.0, abs=0.05)
@@ -183,11 +188,27 @@ def test_float32_box_muller_pairs_are_independent_standard_normals():
         phi = 0.5 * (1 + erf(q / sqrt(2)))
         assert np.mean(z < q) == pytest.approx(phi, abs=5 * np.sqrt(phi * (1 - phi) / z.size) + 1e-6)
     assert np.isfinite(z).all() and np.abs(z).max() <= 6.8
-    first, second = chip._normal_pairs(n)
+    first, second = standard_normals(5, (2, n))  # the two draws of each pair: elements k and n + k
     assert abs(np.corrcoef(first, second)[0, 1]) < 5 / np.sqrt(n)
     assert abs(np.corrcoef(first**2, second**2)[0, 1]) < 5 / np.sqrt(n)  # independent, not only uncorrelated
     # consecutive cells' pairs (outputs k and k + 1 of one stream) are independent too
     assert abs(np.corrcoef(first[:-1], first[1:])[0, 1]) < 5 / np.sqrt(n)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_read_noise_is_the_mean_plus_sigma_times_the_draws_in_any_layout(dtype):
+    """add_noise(mean, variance) = mean + sqrt(max(variance, 0)) z with the draws z of its key,
+    whatever the inputs' layout (a backward MVM passes transposed products)."""
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=(37, 11)).astype(dtype)
+    variance = rng.normal(size=(37, 11)).astype(dtype)  # some negative: no noise there
+    z = standard_normals(7, mean.shape)
+    expected = mean + np.sqrt(np.maximum(variance, 0.0)).astype(np.float64) * z
+    for m, v in ((mean, variance), (np.asfortranarray(mean), np.asfortranarray(variance))):
+        out = np.empty(mean.shape)
+        kernels.add_noise(np.uint64(7), m, v, out, kernels.CONSTANTS)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-15)  # (one fused multiply-add: an ulp of the terms)
+    assert np.array_equal(out[variance <= 0], mean[variance <= 0])
 
 
 @njit(cache=False)  # (not cached: numba would not see a change of the kernels it inlines)
