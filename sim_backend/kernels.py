@@ -48,8 +48,8 @@ sqrt(-2 ln u), u = (k + 1/2) / 2^32 (tails to 6.8 sigma, beyond which a normal h
 mass), the low 32 bits the angle, reduced exactly in integers to [-pi/4, pi/4) and a quadrant.
 
 Compilation: cache=True, once per machine and source version (numba keeps the machine code in
-__pycache__ next to this file); importing this module compiles (~4 s on a fresh checkout) or loads
-(~0.25 s, after numba's own ~0.2 s import) every kernel for the types the simulator passes
+__pycache__ next to this file); importing this module compiles (~10 s on a fresh checkout) or loads
+(~0.5 s with numba's own import) every kernel for the types the simulator passes
 (_warm_up), so that no update pays it. sim_backend.physics imports it on first need.
 """
 from __future__ import annotations
@@ -783,7 +783,7 @@ def derive_cells(cells, g, rel2, formed, tables, rises, pristine, scale, values,
 def _warm_up() -> None:
     """Compile every kernel for the argument types the simulator passes (or load it from numba's
     cache: milliseconds), on tiny arrays: at import, so that the first update of a session (or of
-    a timed test) does not pay the ~3.5 s that a first compilation takes on a fresh checkout."""
+    a timed test) does not pay the ~10 s that a first compilation takes on a fresh checkout."""
     n = 2 * BLOCK + 3
     f8, f4, u1, flag = np.zeros(n), np.zeros(n, np.float32), np.zeros(n, np.uint8), np.zeros(n, np.bool_)
     touched, law = np.zeros(n, np.int64), np.ones(9)

@@ -222,7 +222,7 @@ class ArrayPhysics:
         self.shape = (rows, cols)
         self._read = ReadState(self)
         self._scratch: dict[tuple, np.ndarray] = {}
-        load_kernels()  # compiled (a fresh checkout, ~4 s) or loaded from numba's cache here, not in an update
+        load_kernels()  # compiled (a fresh checkout, ~10 s) or loaded from numba's cache here, not in an update
         self.p = params or DeviceParams.load()
         self.clock = clock or VirtualClock()
 
