@@ -742,8 +742,9 @@ def relax_cells(cells, g, t_prog, z_relax, cycles, g_lo, g_hi, formed, law, now,
             out_rel2[i] = 0.0
             continue
         log_t = math.log(at_least_1)
+        growth = max(math.log((at_least_1 + t_r) / two_t_r), 0.0)  # the read noise's at max(age, 1 s)
         noise = read_noise * math.log10(max(g_prog, g_ref) / g_ref)
-        noise2 = noise * noise * max(math.log((at_least_1 + t_r) / two_t_r), 0.0)
+        noise2 = noise * noise * growth
         measured = sigma_slope * log_t + sigma_0
         spread = math.sqrt(max(measured * measured - noise2, 0.0))
         drift = min(age, 1.0) * (-drift_mean * log_t + spread * z_relax[i])
@@ -754,7 +755,9 @@ def relax_cells(cells, g, t_prog, z_relax, cycles, g_lo, g_hi, formed, law, now,
         value = min(max(g_prog + drift, lo), hi)
         out_g[i] = value
         level = read_noise * math.log10(max(value, g_ref) / g_ref) / value
-        out_rel2[i] = level * level * max(math.log((max(age, 0.0) + t_r) / two_t_r), 0.0)
+        if age < 1.0:  # (from 1 s on, the growth above)
+            growth = max(math.log((max(age, 0.0) + t_r) / two_t_r), 0.0)
+        out_rel2[i] = level * level * growth
 
 
 @_exact
