@@ -163,7 +163,7 @@ class VirtualBoard:
         self._mvm_blocks: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                   tuple[np.ndarray, np.ndarray] | None]] = {}
         self._update_blocks: dict[tuple[tuple[int, int, int, int], bytes], tuple] = {}  # _update_wiring
-        self._count_buffers: dict[tuple[int, tuple[int, int]], np.ndarray] = {}  # _run_counts
+        self._segment_counts: np.ndarray | None = None  # _fire_trains' counts of a segment of trains, per side
         load_kernels()  # compiled or loaded here, not in the first update (sim_backend.physics.load_kernels)
         self._mvm: MvmSettings = MVM_DEFAULTS.copy()
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
@@ -524,53 +524,37 @@ class VirtualBoard:
         gates = trains[:, :n_rows] if wired_rows is None else trains[:, :n_rows][:, wired_rows]
         gates = np.array(gates, np.uint32, order="C")  # the kernels' one array type: writable, C order
         # the pulses of the +amplitude and the -amplitude side (V_BL - V_SL) per train and chip
-        # column (None: a side no train pulses; a correctly wired block pulses one)
-        sides: list[np.ndarray | None] = [None, None]
+        # column (a correctly wired block pulses one side per train)
+        sides = np.zeros((2, len(trains), len(chip_cols)), np.uint32)  # BL, SL pulses per chip column
         if plain is not None:
-            sides[plain] = np.array(trains[:, n_rows:], np.uint32, order="C")
+            sides[plain] = trains[:, n_rows:]
         else:
-            pulses = np.zeros((2, len(trains), len(chip_cols)), np.uint32)  # BL, SL pulses per chip column
             for side, (k, j, column) in enumerate(targets):
-                pulses[side, k, column] = trains[k, n_rows + j]
-            sides = [pulses[0] & ~pulses[1], pulses[1] & ~pulses[0]]
-        # per side, the trains that pulse it
-        pulsed: list[np.ndarray | None] = [None if side is None else np.asarray(side.any(axis=1)) for side in sides]
-        kernels = load_kernels()
+                sides[side, k, column] = trains[k, n_rows + j]
+            both = sides[0] & sides[1]  # a column wired to both lines: neither side's pulse
+            sides ^= both
+        pulsed = sides.any(axis=2)
+        # each train's run: consecutive trains of one polarity and amplitude
+        runs = np.cumsum(np.append(0, (polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1])))
+        shape = (2, gates.shape[1], len(chip_cols))
+        if self._segment_counts is None or self._segment_counts.shape != shape:
+            self._segment_counts = np.empty(shape, np.uint8)  # reused: the chip model takes it as it is
+        counts, most = self._segment_counts, np.zeros(2, np.uint32)
         totals = np.zeros(len(trains), np.int64)  # each train's coincidences
-        # where a run of one polarity and amplitude ends
-        run_ends = np.append(np.flatnonzero((polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1])),
-                             len(trains) - 1) + 1
+        kernels = load_kernels()
         start = 0
         while start < len(trains):
-            end = int(run_ends[np.searchsorted(run_ends, start, side="right")])
-            run = self._run_counts(gates, sides, pulsed, start, end)
-            if max((most for _, most, _ in run.values()), default=0) > MAX_TRAIN_LENGTH:
-                # split the run where a cell would collect more coincidences than one train gives
-                most_after = np.zeros(end - start, np.uint32)
-                for pulses, fired in zip(sides, pulsed):
-                    if pulses is not None and fired is not None and fired[start:end].any():
-                        each = np.empty(end - start, np.uint32)
-                        kernels.most_after_each(gates[start:end], np.ascontiguousarray(pulses[start:end]), each)
-                        np.maximum(most_after, each, out=most_after)
-                end = start + max(int(np.searchsorted(most_after, MAX_TRAIN_LENGTH, side="right")), 1)
-                run = self._run_counts(gates, sides, pulsed, start, end)
-            for side, (_, _, total) in run.items():  # the run's trains' coincidences
-                pulses = sides[side]
-                if end - start == 1:
-                    totals[start] += total
-                elif pulses is not None:
-                    kernels.add_train_totals(gates[start:end], np.ascontiguousarray(pulses[start:end]),
-                                             totals[start:end])
+            end = int(kernels.segment_counts(gates, sides, pulsed, runs, start, MAX_TRAIN_LENGTH, counts, most, totals))
             busy = 0
-            for side, (counts, most, _) in run.items():
-                if most:
+            for side in (0, 1):
+                if most[side]:
+                    side_counts = counts[side]
                     if not whole_chip:
-                        full = np.zeros((self.physics.rows, self.physics.cols), np.uint8)
-                        full[region] = counts
-                        counts = full
+                        side_counts = np.zeros((self.physics.rows, self.physics.cols), np.uint8)
+                        side_counts[region] = counts[side]
                     v_cell = float(amplitudes[start]) * (1.0 if side == 0 else -1.0)
-                    self.physics.pulse_counts(counts, v_cell, v_gate, width, period)
-                    busy += int(most)
+                    self.physics.pulse_counts(side_counts, v_cell, v_gate, width, period)
+                    busy += int(most[side])
             # pulse_counts runs the clock on by (most coincidences) x period; the trains last all
             # of their slots
             slots = int(lengths[start:end].sum())
@@ -578,24 +562,6 @@ class VirtualBoard:
                 self._idle((slots - busy) * period)
             start = end
         return totals
-
-    def _run_counts(self, gates: np.ndarray, sides: list[np.ndarray | None], pulsed: list[np.ndarray | None],
-                    start: int, end: int) -> dict[int, tuple[np.ndarray, int, int]]:
-        """Per side that trains start..end-1 pulse: each cell's coincidences summed over them
-        (uint8, in a buffer reused until the next update: the chip model takes it as it is), the
-        most of any cell and their sum (sim_backend.kernels.coincidences)."""
-        kernels, run = load_kernels(), {}
-        for side, (pulses, fired) in enumerate(zip(sides, pulsed)):
-            if pulses is not None and fired is not None and fired[start:end].any():
-                shape = (gates.shape[1], pulses.shape[1])
-                counts = self._count_buffers.get((side, shape))
-                if counts is None:
-                    if len(self._count_buffers) >= 8:
-                        self._count_buffers.clear()
-                    counts = self._count_buffers[(side, shape)] = np.empty(shape, np.uint8)
-                most, total = kernels.coincidences(gates[start:end], np.ascontiguousarray(pulses[start:end]), counts)
-                run[side] = counts, int(most), int(total)
-        return run
 
     def _update_wiring(self, block: tuple[int, int, int, int], polarities: np.ndarray) -> tuple:
         """Where an update's trains land, kept per (block, polarities) until the next

@@ -631,92 +631,79 @@ def stepped_cells(counts, formed, stuck, touched, out):
 
 
 @_kernel
-def coincidences(gates, pulses, out):
-    """out[i, j] = sum over trains k of popcount(gates[k, i] & pulses[k, j]) (uint8, saturated
-    at 255); returns the largest and the total of these sums. Rows that no train gates are zero
-    without a look at the columns."""
+def segment_counts(gates, pulses, pulsed, runs, start, most_allowed, counts, most, totals):
+    """The coincidences of the next segment of an update's trains, from train `start`: the
+    longest run of trains start, start + 1, ... of one run (runs[k], the run of train k:
+    consecutive trains of one polarity and amplitude) in which no cell collects more than
+    most_allowed, at least one train. gates (trains, rows) are the row trains of the chip rows,
+    pulses (2, trains, cols) the column trains reaching each side (BL, SL) of the chip columns,
+    pulsed (2, trains) whether a train pulses that side at all. Fills counts (2, rows, cols,
+    uint8) with each side's sum over the segment's trains of popcount(gate & pulse), most (2)
+    with the most of any cell per side and totals[k] (int64) with train k's coincidences, for
+    the segment's trains; returns the segment's end. A train that would take a cell past
+    most_allowed is added and taken back, once per segment: one pass over the gated rows per
+    train (the first that gates a row writes it), the others zeroed at the end; a side whose
+    most is 0 is left as it was."""
     _wide_vectors()
     n_trains, n_rows = gates.shape
-    n_cols = pulses.shape[1]
-    if pulses.shape[0] != n_trains or out.shape[0] != n_rows or out.shape[1] != n_cols:
-        raise ValueError("coincidences: gates, pulses and out do not match")
-    acc = np.zeros(n_cols, np.uint32)
-    most, total = np.uint32(0), np.int64(0)
-    for i in range(n_rows):
-        out_i = out[i]
-        gated = False
-        for k in range(n_trains):
-            gate = gates[k, i]
-            if gate != 0:
-                pulses_k = pulses[k]
-                if not gated:
-                    for j in range(n_cols):
-                        acc[j] = np.uint32(_popcount(gate & pulses_k[j]))
-                    gated = True
-                else:
-                    for j in range(n_cols):
-                        acc[j] += np.uint32(_popcount(gate & pulses_k[j]))
-        if gated:
-            row_most, row_total = np.uint32(0), np.uint32(0)
-            for j in range(n_cols):
-                row_most = max(row_most, acc[j])
-                row_total += acc[j]
-                out_i[j] = min(acc[j], np.uint32(255))
-            most = max(most, row_most)
-            total += row_total
-        else:
-            out_i[:] = 0
-    return most, total
-
-
-@_kernel
-def most_after_each(gates, pulses, most_after):
-    """most_after[k] = the largest coincidence count of any cell after trains 0..k (where a run
-    of trains has to be split, coincidences' slow companion)."""
-    n_trains, n_rows = gates.shape
-    n_cols = pulses.shape[1]
-    if pulses.shape[0] != n_trains or most_after.size != n_trains:
-        raise ValueError("most_after_each: gates, pulses and most_after do not match")
-    acc = np.zeros(n_cols, np.uint32)
-    most_after[:] = 0
-    for i in range(n_rows):
-        acc[:] = 0
-        row_most = np.uint32(0)
-        for k in range(n_trains):
-            gate = gates[k, i]
-            if gate != 0:
-                pulses_k = pulses[k]
-                for j in range(n_cols):
-                    acc[j] += np.uint32(_popcount(gate & pulses_k[j]))
-                row_most = np.uint32(0)
-                for j in range(n_cols):
-                    row_most = max(row_most, acc[j])
-            most_after[k] = max(most_after[k], row_most)
-
-
-@_kernel
-def add_train_totals(gates, pulses, totals):
-    """totals[k] += the coincidences of train k, sum over cells of popcount(gates[k, i] &
-    pulses[k, j]), as sum over slots s of (rows firing in s) x (columns firing in s): no pass over
-    the cells."""
-    n_trains, n_rows = gates.shape
-    n_cols = pulses.shape[1]
-    if pulses.shape[0] != n_trains or totals.size != n_trains:
-        raise ValueError("add_train_totals: gates, pulses and totals do not match")
-    rows, cols = np.zeros(32, np.int64), np.zeros(32, np.int64)
-    for k in range(n_trains):
-        rows[:] = 0
-        cols[:] = 0
-        for i in range(n_rows):
-            gate = gates[k, i]
-            for s in range(32):
-                rows[s] += (gate >> np.uint32(s)) & np.uint32(1)
-        for j in range(n_cols):
-            pulse = pulses[k, j]
-            for s in range(32):
-                cols[s] += (pulse >> np.uint32(s)) & np.uint32(1)
-        for s in range(32):
-            totals[k] += rows[s] * cols[s]
+    n_cols = pulses.shape[2]
+    if (pulses.shape[0] != 2 or pulses.shape[1] != n_trains or pulsed.shape[0] != 2 or pulsed.shape[1] != n_trains
+            or runs.size != n_trains or counts.shape[0] != 2 or counts.shape[1] != n_rows or counts.shape[2] != n_cols
+            or most.size != 2 or totals.size != n_trains or not 0 <= start < n_trains):
+        raise ValueError("segment_counts: the arrays do not match")
+    most[:] = 0
+    reached = np.zeros((2, n_rows), np.bool_)  # rows a train of the segment gates: written, then added to
+    peaks = np.zeros(2, np.uint32)
+    end = start
+    while end < n_trains and runs[end] == runs[start]:
+        total = np.int64(0)
+        for side in range(2):
+            peak = np.uint32(0)
+            if pulsed[side, end]:
+                pulses_k = pulses[side, end]
+                for i in range(n_rows):
+                    gate = gates[end, i]
+                    if gate != 0:
+                        row = counts[side, i]
+                        row_total, row_peak = np.uint32(0), np.uint8(0)
+                        if reached[side, i]:
+                            for j in range(n_cols):  # (uint8 sums: at most 2 x 32)
+                                hits = _popcount(gate & pulses_k[j])
+                                row_total += hits
+                                value = row[j] + np.uint8(hits)
+                                row_peak = max(row_peak, value)
+                                row[j] = value
+                        else:
+                            reached[side, i] = True
+                            for j in range(n_cols):
+                                hits = _popcount(gate & pulses_k[j])
+                                row_total += hits
+                                row_peak = max(row_peak, np.uint8(hits))
+                                row[j] = np.uint8(hits)
+                        total += row_total
+                        peak = max(peak, np.uint32(row_peak))
+            peaks[side] = peak  # the most of the cells this train reached (counts only grow)
+        if max(peaks[0], peaks[1]) > most_allowed and end > start:  # take the train back: it opens the next segment
+            for side in range(2):
+                if pulsed[side, end]:
+                    pulses_k = pulses[side, end]
+                    for i in range(n_rows):
+                        gate = gates[end, i]
+                        if gate != 0:
+                            row = counts[side, i]
+                            for j in range(n_cols):
+                                row[j] -= np.uint8(_popcount(gate & pulses_k[j]))
+            break
+        totals[end] = total
+        for side in range(2):
+            most[side] = max(most[side], peaks[side])
+        end += 1
+    for side in range(2):  # the rows no train of the segment gates (a side without pulses: all)
+        if most[side]:
+            for i in range(n_rows):
+                if not reached[side, i]:
+                    counts[side, i] = 0
+    return end
 
 
 @_exact
@@ -797,10 +784,9 @@ def _warm_up() -> None:
         sums = np.zeros((3, 2), dtype)
         for layout in (sums, sums.T.copy().T):
             add_noise(np.uint64(1), layout, layout, np.zeros((3, 2)), CONSTANTS)
-    gates, out = np.zeros((1, 3), np.uint32), np.zeros((3, 3), np.uint8)
-    coincidences(gates, gates, out)
-    most_after_each(gates, gates, np.zeros(1, np.uint32))
-    add_train_totals(gates, gates, np.zeros(1, np.int64))
+    gates, pulses = np.zeros((1, 3), np.uint32), np.zeros((2, 1, 2), np.uint32)
+    segment_counts(gates, pulses, np.ones((2, 1), np.bool_), np.zeros(1, np.int64), 0, 32,
+                   np.zeros((2, 3, 2), np.uint8), np.zeros(2, np.uint32), np.zeros(1, np.int64))
     for rel2 in (f8, f4):  # a float64 and a float32 read state
         relax_cells(touched[:1], f8, f8, f8, f8, f8, f8, flag, law, 0.0, 0.0, f8.copy(), rel2.copy(), f8.copy())
         tables = np.zeros((2, n), rel2.dtype)
