@@ -850,13 +850,14 @@ class ArrayPhysics:
         Each cell's switching drive at v_cell is interpolated in G from exact circuit solves
         (sim_backend.readout). One compiled pass over the cells (sim_backend.kernels,
         soft_bounds_steps: its docstring gives the arithmetic and its precision), which skips
-        blocks of cells without a coincidence.
+        blocks of cells without a coincidence. With the gates at or below the selector's
+        threshold no current flows and no cell changes (the pulses still take their time).
         """
         counts = np.asarray(counts)
         if counts.shape != self.shape or (counts.dtype.kind != "u" and counts.min(initial=0) < 0):
             raise ValueError(f"counts must be non-negative with shape {self.shape}")
         n_max = int(counts.max(initial=0))
-        if n_max:
+        if n_max and v_gate > self.p.v_th:
             self._train(counts, n_max, float(v_cell), float(v_gate), float(width), self.clock.now + n_max * period)
         self.clock.advance(n_max * period)
 

@@ -493,6 +493,22 @@ def test_update_with_no_coincidence_changes_nothing_but_time(fpga, chip):
     assert chip.clock.now - t0 == pytest.approx(4 * float(F4(2e-6)))
 
 
+@pytest.mark.parametrize("v_gate", [0.0, "below v_th"])
+def test_update_with_the_gates_off_changes_nothing_but_time(fpga, chip, v_gate):
+    """At or below the selector's threshold no current flows: the coincidences are counted and
+    take their time, and every cell keeps its state (found by the fuzz tests: a drive table of a
+    closed gate was NaN, and the NaN conductances then crashed the next update)."""
+    v_gate = float(F4(chip.p.v_th - 0.05)) if v_gate == "below v_th" else v_gate
+    chip.g = np.full((4, 6), 40e-6)
+    state, t0 = {k: v.copy() for k, v in chip.state().items() if k != "meta"}, chip.clock.now
+    for polarity in (1, -1):
+        assert fpga.parallel_update([0xFF] * 4, [0xFF] * 6, 8, polarity, 1.35, 1e-7, 1e-6, v_gate) == 8 * 24
+    for key, value in chip.state().items():
+        if key != "meta":
+            np.testing.assert_array_equal(value, state[key], err_msg=key)
+    assert chip.clock.now - t0 == pytest.approx(16 * float(F4(1e-6)))
+
+
 def random_trains(rng, n, lines, length, p=0.15):
     bits = rng.random((n, lines, length)) < p
     return (bits.astype(np.uint32) << np.arange(length, dtype=np.uint32)).sum(axis=2, dtype=np.uint32)
