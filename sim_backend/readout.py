@@ -29,7 +29,7 @@ from types import EllipsisType
 import numpy as np
 
 FRESH = 1e-2
-F32_CELLS = 1 << 16
+F32_CELLS = 1 << 15  # 128 x 256 and below: float64; 256 x 256 and above: float32
 _GRID = 1 << 15  # conductance grid of the I(V) tables: linear interpolation to < 1e-10 relative
 _MAX_TERMS = 4  # odd terms of I(V): V, V^3, V^5, V^7
 _TERM_RTOL = 1e-9  # fewest terms whose polynomial matches the circuit this closely up to v_max
