@@ -630,6 +630,44 @@ def stepped_cells(counts, formed, stuck, touched, out):
     return n
 
 
+@_inline
+def _add_train(gates, pulses, pulsed, k, counts, reached, peaks, take_back):
+    """Add train k's coincidences popcount(gate & pulse) to counts (both sides; a row no train of
+    the segment reached yet is written), or take them back; returns the train's total and puts
+    in peaks[side] the most of the cells it reached (counts only grow within a segment)."""
+    total = np.int64(0)
+    for side in range(2):
+        peak = np.uint8(0)
+        if pulsed[side, k]:
+            pulses_k = pulses[side, k]
+            for i in range(gates.shape[1]):
+                gate = gates[k, i]
+                if gate == 0:
+                    continue
+                row = counts[side, i]
+                row_total = np.uint32(0)
+                if take_back:
+                    for j in range(pulses_k.size):
+                        row[j] -= np.uint8(_popcount(gate & pulses_k[j]))
+                elif reached[side, i]:
+                    for j in range(pulses_k.size):  # (uint8 sums: at most 2 x 32)
+                        hits = _popcount(gate & pulses_k[j])
+                        row_total += hits
+                        value = row[j] + np.uint8(hits)
+                        peak = max(peak, value)
+                        row[j] = value
+                else:
+                    reached[side, i] = True
+                    for j in range(pulses_k.size):
+                        hits = _popcount(gate & pulses_k[j])
+                        row_total += hits
+                        peak = max(peak, np.uint8(hits))
+                        row[j] = np.uint8(hits)
+                total += row_total
+        peaks[side] = peak
+    return total
+
+
 @_kernel
 def segment_counts(gates, pulses, pulsed, runs, start, most_allowed, counts, most, totals):
     """The coincidences of the next segment of an update's trains, from train `start`: the
@@ -656,43 +694,9 @@ def segment_counts(gates, pulses, pulsed, runs, start, most_allowed, counts, mos
     peaks = np.zeros(2, np.uint32)
     end = start
     while end < n_trains and runs[end] == runs[start]:
-        total = np.int64(0)
-        for side in range(2):
-            peak = np.uint32(0)
-            if pulsed[side, end]:
-                pulses_k = pulses[side, end]
-                for i in range(n_rows):
-                    gate = gates[end, i]
-                    if gate != 0:
-                        row = counts[side, i]
-                        row_total, row_peak = np.uint32(0), np.uint8(0)
-                        if reached[side, i]:
-                            for j in range(n_cols):  # (uint8 sums: at most 2 x 32)
-                                hits = _popcount(gate & pulses_k[j])
-                                row_total += hits
-                                value = row[j] + np.uint8(hits)
-                                row_peak = max(row_peak, value)
-                                row[j] = value
-                        else:
-                            reached[side, i] = True
-                            for j in range(n_cols):
-                                hits = _popcount(gate & pulses_k[j])
-                                row_total += hits
-                                row_peak = max(row_peak, np.uint8(hits))
-                                row[j] = np.uint8(hits)
-                        total += row_total
-                        peak = max(peak, np.uint32(row_peak))
-            peaks[side] = peak  # the most of the cells this train reached (counts only grow)
+        total = _add_train(gates, pulses, pulsed, end, counts, reached, peaks, False)
         if max(peaks[0], peaks[1]) > most_allowed and end > start:  # take the train back: it opens the next segment
-            for side in range(2):
-                if pulsed[side, end]:
-                    pulses_k = pulses[side, end]
-                    for i in range(n_rows):
-                        gate = gates[end, i]
-                        if gate != 0:
-                            row = counts[side, i]
-                            for j in range(n_cols):
-                                row[j] -= np.uint8(_popcount(gate & pulses_k[j]))
+            _add_train(gates, pulses, pulsed, end, counts, reached, peaks, True)
             break
         totals[end] = total
         for side in range(2):
