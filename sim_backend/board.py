@@ -163,7 +163,7 @@ class VirtualBoard:
         self._mvm_blocks: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                   tuple[np.ndarray, np.ndarray] | None]] = {}
         self._update_blocks: dict[tuple[tuple[int, int, int, int], bytes], tuple] = {}  # _update_wiring
-        self._segment_counts: np.ndarray | None = None  # _fire_trains' counts of a segment of trains, per side
+        self._segment_counts: dict[tuple[int, int, int], np.ndarray] = {}  # _fire_trains' buffers, per shape
         load_kernels()  # compiled or loaded here, not in the first update (sim_backend.physics.load_kernels)
         self._mvm: MvmSettings = MVM_DEFAULTS.copy()
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
@@ -536,10 +536,15 @@ class VirtualBoard:
         pulsed = sides.any(axis=2)
         # each train's run: consecutive trains of one polarity and amplitude
         runs = np.cumsum(np.append(0, (polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1])))
+        # a segment's counts per side, in a buffer reused per block shape (the chip model takes it
+        # as it is; a training step's requests go to the same few blocks)
         shape = (2, gates.shape[1], len(chip_cols))
-        if self._segment_counts is None or self._segment_counts.shape != shape:
-            self._segment_counts = np.empty(shape, np.uint8)  # reused: the chip model takes it as it is
-        counts, most = self._segment_counts, np.zeros(2, np.uint32)
+        counts = self._segment_counts.get(shape)
+        if counts is None:
+            if len(self._segment_counts) >= 8:
+                self._segment_counts.clear()
+            counts = self._segment_counts[shape] = np.empty(shape, np.uint8)
+        most = np.zeros(2, np.uint32)
         totals = np.zeros(len(trains), np.int64)  # each train's coincidences
         kernels = load_kernels()
         start = 0
