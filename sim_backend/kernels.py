@@ -764,7 +764,7 @@ def derive_cells(cells, g, rel2, formed, tables, rises, pristine, scale, values,
         i = cells[n]
         u = g[i] * scale
         whole = min(math.floor(u), last)
-        node = np.intp(whole)
+        node = min(max(np.intp(whole), 0), last)  # (in range for any g, a NaN too: numpy's take clips)
         fraction[0] = u - whole
         for k in range(tables.shape[0]):
             if formed[i]:
