@@ -474,6 +474,7 @@ def soft_bounds_steps(counts, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g
     closing_rate = F32(closing_rate)
     scale = F32(scale)
     top = F32(table.size - 1)
+    last_node = np.uint32(table.size - 1)
     n_active = n_touched = 0
     f32, f64 = np.float32, np.float64
     x_s, win, a1 = carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK), carray(_stack(_BLOCK, f32), _BLOCK)
@@ -555,11 +556,11 @@ def soft_bounds_steps(counts, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g
             g0 = cached[i] if use_cached else min(max(g[i] + drift[k], lo), hi)
             g0_s[k] = g0
             gap[k] = F32(g0 - (hi if setting else lo))
-            pos[k] = min(max(F32(g0) * scale, c.zero), top)  # g0 < g_top: only a NaN is clipped
+            pos[k] = min(max(F32(g0) * scale, c.zero), top)  # g0 < g_top: a no-op (a NaN stays: its node is clipped)
         for k in range(m):  # the switching drive at the start, interpolated in G (one 64-bit gather
             i = base + np.uint64(k)  # of (value, rise) per cell, by an unsigned index: no negative-
             u = pos[k]  # index wraparound), and the exponent of (1 - f)^n = exp(-n rate drive w / tau),
-            node = np.uint32(u)  # in float64 (float32 products would round it by up to 2 ulp)
+            node = min(np.uint32(u), last_node)  # in float64 (float32 products would round it by up to 2 ulp)
             value, rise = _pair(table[node])
             drive = np.float64(value) + np.float64(u - F32(node)) * np.float64(rise)
             exponent[k] = F32(-(np.float64(counts[i]) * np.float64(rate[i]) * drive * width_per_tau))
