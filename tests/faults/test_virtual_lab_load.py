@@ -34,6 +34,46 @@ def ask(addr, line: bytes, timeout=5.0) -> bytes:
         return s.makefile("rb").readline()
 
 
+def settled(lab, threads_before: set) -> bool:
+    """No connection's thread left (a handler releases its slot just before its thread exits)
+    and every slot of every port free."""
+    if set(threading.enumerate()) - threads_before:
+        return False
+    for server in lab._servers:
+        free = 0
+        while free < MAX_CLIENTS and server.slots.acquire(blocking=False):
+            free += 1
+        for _ in range(free):
+            server.slots.release()
+        if free < MAX_CLIENTS:
+            return False
+    return True
+
+
+def settle(lab, threads_before: set) -> None:
+    """Wait for settled(): on a loaded machine closed connections may still be served, or wait
+    in a port's accept queue, and each is accepted, served and closed in turn."""
+    deadline = time.monotonic() + 20
+    while not settled(lab, threads_before) and time.monotonic() < deadline:
+        for thread in set(threading.enumerate()) - threads_before:
+            try:
+                thread.join(timeout=10)
+            except RuntimeError:
+                pass  # started but not yet running: joined on the next pass
+        time.sleep(0.01)  # (a connection still queued: accepted within one poll of its server)
+    assert settled(lab, threads_before)
+
+
+def answer(lab, name: str, line: bytes, threads_before: set) -> bytes:
+    """The port's reply; a connection closed at accept (every slot held: the bound at work) is
+    tried again once the connections holding the slots are gone."""
+    for _ in range(20):
+        if reply := ask(address(lab, name), line):
+            return reply
+        settle(lab, threads_before)
+    raise AssertionError(f"{name} closed 20 connections in a row at accept")
+
+
 def test_connect_disconnect_churn_leaves_every_port_answering_and_no_threads_behind(lab):
     threads_before = set(threading.enumerate())
     ports = [address(lab, name) for name in ("smu", "pulse", "board")]
@@ -54,51 +94,15 @@ def test_connect_disconnect_churn_leaves_every_port_answering_and_no_threads_beh
         w.join(timeout=60)
     assert not any(w.is_alive() for w in workers)
 
-    def settled() -> bool:
-        """No connection's thread left (a handler releases its slot just before its thread
-        exits) and every slot of every port free."""
-        if set(threading.enumerate()) - threads_before:
-            return False
-        for server in lab._servers:
-            free = 0
-            while free < MAX_CLIENTS and server.slots.acquire(blocking=False):
-                free += 1
-            for _ in range(free):
-                server.slots.release()
-            if free < MAX_CLIENTS:
-                return False
-        return True
-
-    def settle():
-        """Wait for settled(): on a loaded machine the churn's last connections may still wait in
-        a port's accept queue, and each is accepted, served and closed in turn."""
-        deadline = time.monotonic() + 20
-        while not settled() and time.monotonic() < deadline:
-            for thread in set(threading.enumerate()) - threads_before:
-                try:
-                    thread.join(timeout=10)
-                except RuntimeError:
-                    pass  # started but not yet running: joined on the next pass
-            time.sleep(0.01)  # (a connection still queued: accepted within one poll of its server)
-        assert settled()
-
-    def answer(name: str, line: bytes) -> bytes:
-        """The port's reply; a connection closed at accept (every slot held: the bound at work)
-        is tried again once the connections holding the slots are gone."""
-        for _ in range(20):
-            if reply := ask(address(lab, name), line):
-                return reply
-            settle()
-        raise AssertionError(f"{name} closed 20 connections in a row at accept")
-
-    settle()
-    assert answer("smu", b"*IDN?\n").startswith(b"KEITHLEY")
-    assert b"81160A" in answer("pulse", b"*IDN?\n")
-    assert answer("smu", b":OUTP?\n").strip() == b"0"  # cut messages changed nothing
-    settle()  # and every slot is given back
+    settle(lab, threads_before)
+    assert answer(lab, "smu", b"*IDN?\n", threads_before).startswith(b"KEITHLEY")
+    assert b"81160A" in answer(lab, "pulse", b"*IDN?\n", threads_before)
+    assert answer(lab, "smu", b":OUTP?\n", threads_before).strip() == b"0"  # cut messages changed nothing
+    settle(lab, threads_before)  # and every slot is given back
 
 
 def test_connections_beyond_the_bound_are_closed_at_accept(lab):
+    threads_before = set(threading.enumerate())
     addr = address(lab, "smu")
     held = [socket.create_connection(addr, timeout=5) for _ in range(MAX_CLIENTS)]
     try:
@@ -110,7 +114,7 @@ def test_connections_beyond_the_bound_are_closed_at_accept(lab):
     finally:
         for s in held:
             s.close()
-    assert ask(addr, b"*IDN?\n").startswith(b"KEITHLEY")
+    assert answer(lab, "smu", b"*IDN?\n", threads_before).startswith(b"KEITHLEY")  # once their handlers end
 
 
 def test_an_endless_message_is_dropped_with_an_input_buffer_overrun(lab):
