@@ -898,7 +898,7 @@ class ArrayPhysics:
         elif n_active:
             stepped = np.empty(n_active, np.int64)
             kernels.stepped_cells(flat, formed, stuck, touched[:n_touched], stepped)
-            self._read.programmed(np.divmod(stepped, self.cols))
+            self._read.programmed_flat(stepped)
 
     def _work(self, name: str, n: int, dtype=np.float32) -> np.ndarray:
         """A reused work buffer of n <= _CHUNK elements: a fresh temporary of megabytes costs

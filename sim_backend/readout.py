@@ -95,6 +95,12 @@ class ReadState:
             self.expiry[cells] = -np.inf
             self.fresh_until = -np.inf
 
+    def programmed_flat(self, cells: np.ndarray) -> None:
+        """programmed() of cells given by flat index (what the update kernel reports)."""
+        if self.expiry is not None:
+            self.expiry.put(cells, -np.inf)
+            self.fresh_until = -np.inf
+
     def fresh_g(self) -> np.ndarray | None:
         """Every cell's conductance now as a read sees it (the cached one, within FRESH of
         its relaxation) when no cell is stale; None otherwise."""
