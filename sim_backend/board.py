@@ -101,7 +101,11 @@ def quantize(values: np.ndarray, bits: int, full_scale: float = 1.0) -> np.ndarr
     if bits == 0:
         return values
     levels = 2 ** (bits - 1) - 1
-    return np.round(values * (levels / full_scale)) * (full_scale / levels)
+    # in one new array: a fresh temporary per step of a 64 x 512 batch costs ~30 us of page faults
+    codes = np.multiply(values, levels / full_scale)
+    np.rint(codes, out=codes)  # (np.round's rounding: half to even)
+    codes *= full_scale / levels
+    return codes
 
 
 def _head(payload: bytes, dtype: np.dtype) -> np.void:
@@ -424,7 +428,9 @@ class VirtualBoard:
         block, d = self._mvm_request(payload, "MVM_BACKWARD", backward=True)
         n_rows = block[2]
         cfg = self._mvm
-        volts = (quantize(d, cfg["dac_bits"]) * float(cfg["v_read"])).astype(np.float32)
+        volts = quantize(d, cfg["dac_bits"])
+        volts *= float(cfg["v_read"])
+        volts = volts.astype(np.float32)
         rows, bls, sls, chip = self._mvm_lines(block)
         if chip and self.physics.read_only(float(np.abs(volts).max(initial=0.0))):
             return self._integrated(self.physics.read_rows(*chip, volts, _dac_output(cfg["v_gate"]),
@@ -709,9 +715,10 @@ class VirtualBoard:
                 - np.where(bl_col >= 0, per_row[:, bl_col], 0.0))
 
     def _integrated(self, outputs: np.ndarray) -> bytes:
-        """Integrator outputs (A-equivalent) clipped to ±i_range, quantized to adc_bits."""
+        """Integrator outputs (A-equivalent) clipped to ±i_range, quantized to adc_bits (clipped in
+        place: the outputs are the twin's own, just computed)."""
         i_range = self._mvm["i_range"]
-        clipped = np.clip(outputs, -i_range, i_range)
+        clipped = np.clip(outputs, -i_range, i_range, out=outputs if outputs.dtype == np.float64 else None)
         return quantize(clipped, self._mvm["adc_bits"], i_range).astype("<f8", copy=False).tobytes()
 
     def _idle(self, duration: float) -> None:
