@@ -451,10 +451,10 @@ def soft_bounds_steps(counts, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g
     on the stack: LLVM vectorizes a loop at the width its widest type allows, and a loop that
     mixes them ran at half the float32 width or not at all. Every cell of such a block from its
     first to its last coincidence is computed; the state is written back as it was where a cell
-    does not step. Two shortcuts,
-    each exact to float32: cells of a block that share one programming time (a dense update's
-    cells at the next update) take ln t and the ramp as numbers, and a block whose cells have
-    cycled less than 2^-6 n0 takes the window closing's log1p as its series.
+    does not step. Two shortcuts, each exact to float32: cells of a block that share one
+    programming time (a dense update's cells at the next update) take ln t and the ramp as
+    numbers, and a block whose cells have cycled less than 2^-6 n0 takes the window closing's
+    log1p as its series.
     """
     _wide_vectors()
     n_cells = counts.size  # (bounds are not checked in the loops: the arrays' sizes are, here)

@@ -161,8 +161,7 @@ class ReadState:
         if stale is ...:
             chip._relaxed(state, now, *outputs, fresh=FRESH)
         else:
-            from .physics import load_kernels  # (physics imports this module: not at its top)
-            load_kernels().relax_cells(stale, *state, chip._relax_law, now, FRESH, *outputs)
+            _kernels().relax_cells(stale, *state, chip._relax_law, now, FRESH, *outputs)
         if whole:  # the earliest expiry of a part is not that of the array
             self.fresh_until = float(expiry.min())
         self._evaluated_at = now
@@ -303,8 +302,7 @@ class ReadState:
         g, rel2, formed = g.reshape(-1), rel2.reshape(-1), chip._flat("_formed")
         scale = (_GRID - 1) / view.g_top
         if cells is not ...:
-            from .physics import load_kernels  # (physics imports this module: not at its top)
-            load_kernels().derive_cells(cells, g, rel2, formed, tables, rises, pristine, scale, values, noise)
+            _kernels().derive_cells(cells, g, rel2, formed, tables, rises, pristine, scale, values, noise)
             return
         for start in range(0, g.size, _DERIVE_CHUNK):
             part = slice(start, min(start + _DERIVE_CHUNK, g.size))
@@ -363,6 +361,13 @@ class ReadState:
                 break
         return _View(g_top, np.ascontiguousarray(tables[:, :-1]), np.ascontiguousarray(currents[-1, :-1]),
                      tables[:, -1], float(currents[-1, -1]))
+
+
+def _kernels():
+    """sim_backend.kernels, as physics.load_kernels gives it (physics imports this module, so
+    not at its top)."""
+    from .physics import load_kernels
+    return load_kernels()
 
 
 def _whole(block, shape: tuple[int, int]) -> bool:
