@@ -151,10 +151,11 @@ class ReadState:
             # counted first: the indices of most of a large array cost more than the count
             stale = ... if np.count_nonzero(expired) > size // 4 else np.flatnonzero(expired)
         else:
-            expired = self.expiry[block] < now
-            if not expired.any():
+            rows, cols = _block_lines(block, chip.shape)
+            stale = np.empty(rows.size * cols.size, np.int64)
+            stale = stale[:_kernels().cells_below(self.expiry.reshape(-1), chip.cols, rows, cols, now, stale)]
+            if not stale.size:
                 return
-            stale = _flat_cells(block, expired, chip.shape)
         g, rel2, expiry = self._cells()
         outputs = g.reshape(-1), rel2.reshape(-1), expiry.reshape(-1)
         state = [chip._flat(name) for name in _RELAX_STATE]
@@ -264,11 +265,11 @@ class ReadState:
             cells = mask if mask is ... else np.flatnonzero(mask)
             view.dirty = None
         else:
-            dirty = mask.reshape(shape)[block]
-            if not dirty.any():
+            rows, cols = _block_lines(block, shape)
+            cells = np.empty(rows.size * cols.size, np.int64)
+            cells = cells[:_kernels().take_marked(mask, shape[1], rows, cols, cells)]
+            if not cells.size:
                 return
-            cells = _flat_cells(block, dirty, shape)
-            mask[cells] = False
         for group in {_GROUPS[known] for known in view.cells}:
             self._derive(view, group, cells)
 
@@ -378,12 +379,11 @@ def _whole(block, shape: tuple[int, int]) -> bool:
                for axis, n in zip(block, shape))
 
 
-def _flat_cells(block, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Flat indices into the array of the cells where `mask` (the shape of array[block]) is set."""
-    r, c = np.nonzero(mask)
-    lines = [np.arange(*axis.indices(n)) if isinstance(axis, slice) else np.asarray(axis).reshape(-1)
-             for axis, n in zip(block, shape)]
-    return lines[0][r] * shape[1] + lines[1][c]
+def _block_lines(block, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column lines (int64) of an index of physics._block_index."""
+    rows, cols = (np.arange(*axis.indices(n), dtype=np.int64) if isinstance(axis, slice)
+                  else np.asarray(axis, dtype=np.int64).reshape(-1) for axis, n in zip(block, shape))
+    return rows, cols
 
 
 def _remember(cache: dict, key, make):

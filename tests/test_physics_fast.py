@@ -250,3 +250,26 @@ def test_a_nan_conductance_cannot_take_an_update_out_of_its_tables():
             with np.errstate(invalid="ignore"):  # (numpy's cast of the NaN's grid position)
                 c.read_forward(np.arange(4), np.arange(4), np.ones((1, 4)), 0.2, 1.2, 1e-6)
     np.testing.assert_array_equal(chip.g.reshape(-1)[1:], clean.g.reshape(-1)[1:])
+
+
+def test_a_blocks_cell_scans_list_its_cells_row_by_row():
+    """cells_below and take_marked (a read's scan for its block's stale and dirty cells) list the
+    flat indices of exactly the block's cells that qualify, row by row as np.nonzero of the block
+    would, for scattered as well as contiguous lines; take_marked clears the marks it takes and
+    no other."""
+    rng = np.random.default_rng(3)
+    shape = (9, 13)
+    values = rng.random(shape)
+    marks = rng.random(shape) < 0.4
+    for rows, cols in ((np.arange(2, 7), np.arange(13)), (np.array([8, 1, 4]), np.array([0, 12, 5, 6]))):
+        block = np.ix_(rows, cols)
+        flat = (rows[:, None] * shape[1] + cols[None, :])
+        out = np.empty(flat.size, np.int64)
+        n = kernels.cells_below(values.reshape(-1), shape[1], rows, cols, 0.3, out)
+        np.testing.assert_array_equal(out[:n], flat[values[block] < 0.3])
+        left = marks.copy()
+        n = kernels.take_marked(left.reshape(-1), shape[1], rows, cols, out)
+        np.testing.assert_array_equal(out[:n], flat[marks[block]])
+        expected = marks.copy()
+        expected[block] = False
+        np.testing.assert_array_equal(left, expected)

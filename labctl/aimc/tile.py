@@ -98,17 +98,16 @@ class AnalogMatrix:
         a = np.minimum(np.sqrt(lr * x_max * d_max / (self.dw * L)), 1.0)  # = b
         row_bits = bit_trains(np.abs(x) / x_max * a, L, self.rng)
         col_bits = bit_trains(np.abs(d) / d_max * a, L, self.rng)
-        grow = -np.sign(d)  # direction of w_ij for x_i > 0
-        zero = np.uint64(0)
-        for polarity in (1, -1):
-            rows, cols = [], []
-            for x_sign in (1.0, -1.0):
-                s = x_sign * grow
-                rows.append(np.where(np.sign(x) == x_sign, row_bits, zero))
-                cols.append(np.hstack([np.where(s == polarity, col_bits, zero), np.where(s == -polarity, col_bits, zero)]))
-            rows, cols = np.vstack(rows), np.vstack(cols)
-            fires = rows.any(axis=1) & cols.any(axis=1)
-            self.pulses.add(self, self.cells.weight_block, polarity, rows[fires], cols[fires], L)
+        # Per sign of x one segment per sample (the x > 0 rows, then the x < 0 rows), the same
+        # for both calls; w_ij grows where x_i d_j < 0: the SET call pulses G+ of those
+        # columns and G- of the others, the RESET call the other way round.
+        rows = np.vstack([row_bits * (x > 0), row_bits * (x < 0)])
+        grow, shrink = col_bits * (d < 0), col_bits * (d > 0)  # the columns whose w grows for x > 0
+        up, down = np.hstack([grow, shrink]), np.hstack([shrink, grow])
+        fires = rows.any(axis=1) & np.tile(up.any(axis=1), 2)
+        rows = rows[fires]
+        for polarity, cols in ((1, np.vstack([up, down])), (-1, np.vstack([down, up]))):
+            self.pulses.add(self, self.cells.weight_block, polarity, rows, cols[fires], L)
 
     def update_bias(self, grad: np.ndarray, lr: float) -> None:
         """Stochastic update b -= lr grad (one train of train_length slots per call)."""
@@ -120,10 +119,9 @@ class AnalogMatrix:
     def _bias_pulses(self, row_bits: np.ndarray, direction: np.ndarray, seg_len: int, on: np.uint64) -> None:
         """Bias rows j fire row_bits[j]; the pair's + column (or - column) fires `on` so b_j moves
         in `direction[j]` (+1 / -1) by one step per coincidence."""
-        zero = np.uint64(0)
-        for polarity in (1, -1):
-            rows = np.array([np.where(direction == sign, row_bits, zero) for sign in (polarity, -polarity)])
-            cols = np.array([[on, zero], [zero, on]], dtype=np.uint64)
+        up, down = row_bits * (direction > 0), row_bits * (direction < 0)
+        cols = np.array([[on, 0], [0, on]], dtype=np.uint64)
+        for polarity, rows in ((1, np.array([up, down])), (-1, np.array([down, up]))):
             fires = rows.any(axis=1)
             self.pulses.add(self, self.cells.bias_block, polarity, rows[fires], cols[fires], seg_len)
 
