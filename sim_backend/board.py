@@ -42,7 +42,7 @@ from labctl.instruments.fpga_wire import (
 )
 
 from .clock import VirtualClock
-from .physics import _block_index, load_kernels
+from .physics import load_kernels
 
 FIRMWARE = "1.0"
 MAX_CHANNELS = (MAX_PAYLOAD - 3) // 5  # the STATUS reply must fit in one frame
@@ -62,8 +62,9 @@ class ChipModel(Protocol):
     def apply(self, v_wl: np.ndarray, v_bl: np.ndarray, v_sl: np.ndarray,
               duration: float) -> np.ndarray: ...
 
-    def pulse_counts(self, counts: np.ndarray, v_cell: float, v_gate: float, width: float,
-                     period: float) -> None: ...
+    def pulse_trains(self, rows: np.ndarray, cols: np.ndarray, gates: np.ndarray, pulses: np.ndarray,
+                     runs: np.ndarray, amplitudes: np.ndarray, lengths: np.ndarray, v_gate: float, width: float,
+                     period: float) -> np.ndarray: ...
 
     def pulse_cells(self, rows: np.ndarray, cols: np.ndarray, v_cell: np.ndarray, v_gate: float,
                     width: np.ndarray, period: float) -> None: ...
@@ -166,7 +167,6 @@ class VirtualBoard:
         self._mvm_blocks: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                   tuple[np.ndarray, np.ndarray] | None]] = {}
         self._update_blocks: dict[tuple[tuple[int, int, int, int], bytes], tuple] = {}  # _update_wiring
-        self._segment_counts: dict[tuple[int, int, int], np.ndarray] = {}  # _fire_trains' buffers, per shape
         load_kernels()  # compiled or loaded here, not in the first update (sim_backend.physics.load_kernels)
         self._mvm: MvmSettings = MVM_DEFAULTS.copy()
         # The longest valid request is a SET_DAC naming every channel once or a PARALLEL_UPDATE
@@ -498,10 +498,8 @@ class VirtualBoard:
         after the other on the block; width, period and v_gate from `req`. Returns each train's
         coincidences.
 
-        Consecutive trains of one polarity and amplitude compose like the slots of one train
-        (physics.pulse_counts: closed-form soft-bounds steps from the conductance at the start),
-        so they go to the chip model together while no cell collects more coincidences than one
-        train can give it (MAX_TRAIN_LENGTH)."""
+        The chip model takes the trains on the chip lines they reach (physics.pulse_trains), with
+        each train's run: consecutive trains of one polarity and amplitude, which compose."""
         width, period, v_gate = (float(req[k]) for k in ("width", "period", "v_gate"))
         lengths = lengths.astype(np.int64)
         bad = np.flatnonzero((lengths < 1) | (lengths > MAX_TRAIN_LENGTH))
@@ -525,7 +523,7 @@ class VirtualBoard:
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"{name} has a pulse after slot {lengths[k] - 1} "
                                                  f"(train length {lengths[k]})")
         n_rows = block[2]
-        wired_rows, region, chip_cols, targets, whole_chip, plain = self._update_wiring(block, polarities)
+        wired_rows, chip_rows, chip_cols, targets, plain = self._update_wiring(block, polarities)
         gates = trains[:, :n_rows] if wired_rows is None else trains[:, :n_rows][:, wired_rows]
         gates = np.array(gates, np.uint32, order="C")  # the kernels' one array type: writable, C order
         # the pulses of the +amplitude and the -amplitude side (V_BL - V_SL) per train and chip
@@ -538,48 +536,19 @@ class VirtualBoard:
                 sides[side, k, column] = trains[k, n_rows + j]
             both = sides[0] & sides[1]  # a column wired to both lines: neither side's pulse
             sides ^= both
-        pulsed = sides.any(axis=2)
         # each train's run: consecutive trains of one polarity and amplitude
-        runs = np.cumsum(np.append(0, (polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1])))
-        # a segment's counts per side, in a buffer reused per block shape (the chip model takes it
-        # as it is; a training step's requests go to the same few blocks)
-        shape = (2, gates.shape[1], len(chip_cols))
-        counts = self._segment_counts.get(shape)
-        if counts is None:
-            if len(self._segment_counts) >= 8:
-                self._segment_counts.clear()
-            counts = self._segment_counts[shape] = np.empty(shape, np.uint8)
-        most = np.zeros(2, np.uint32)
-        totals = np.zeros(len(trains), np.int64)  # each train's coincidences
-        kernels = load_kernels()
-        start = 0
-        while start < len(trains):
-            end = int(kernels.segment_counts(gates, sides, pulsed, runs, start, MAX_TRAIN_LENGTH, counts, most, totals))
-            busy = 0
-            for side in (0, 1):
-                if most[side]:
-                    side_counts = counts[side]
-                    if not whole_chip:
-                        side_counts = np.zeros((self.physics.rows, self.physics.cols), np.uint8)
-                        side_counts[region] = counts[side]
-                    v_cell = float(amplitudes[start]) * (1.0 if side == 0 else -1.0)
-                    self.physics.pulse_counts(side_counts, v_cell, v_gate, width, period)
-                    busy += int(most[side])
-            # pulse_counts runs the clock on by (most coincidences) x period; the trains last all
-            # of their slots
-            slots = int(lengths[start:end].sum())
-            if busy < slots:
-                self._idle((slots - busy) * period)
-            start = end
-        return totals
+        changes = (polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1])
+        runs = np.zeros(len(trains), np.int64)
+        np.cumsum(changes, out=runs[1:])
+        return self.physics.pulse_trains(chip_rows, chip_cols, gates, sides, runs, amplitudes, lengths, v_gate,
+                                         width, period)
 
     def _update_wiring(self, block: tuple[int, int, int, int], polarities: np.ndarray) -> tuple:
         """Where an update's trains land, kept per (block, polarities) until the next
-        CONFIGURE_MAP: (which block rows reach a chip row, None for all; the index of the chip
-        region they and the pulsed columns span (physics._block_index: slices where contiguous); the
-        chip columns pulsed, sorted; per side (BL, SL) the (train, block column, index into the
-        chip columns) of each column pulse landing on that side; whether that is the whole chip;
-        the side that takes all column pulses in the block's column order, or None).
+        CONFIGURE_MAP: (which block rows reach a chip row, None for all; the chip rows they reach;
+        the chip columns pulsed, sorted; per side (BL, SL) the (train, block column, index into the
+        chip columns) of each column pulse landing on that side; the side that takes all column
+        pulses in the block's column order, or None).
 
         The trains leave the board on the mapped channels and reach whatever chip line each
         channel is wired to: a column pulse on a BL sets, on an SL resets. Counts are taken on the
@@ -600,8 +569,6 @@ class VirtualBoard:
         for target in (on_bl, on_sl):
             k, j = np.nonzero(target >= 0)
             targets.append((k, j, np.searchsorted(chip_cols, target[k, j])))
-        whole_chip = (np.array_equal(chip_rows, np.arange(self.physics.rows))
-                      and np.array_equal(chip_cols, np.arange(self.physics.cols)))
         if len(self._update_blocks) >= 64:  # sequences of many polarity patterns: keep a few
             self._update_blocks.clear()
         # a side on which every column pulse of every train lands, block column j on chip column j
@@ -610,8 +577,7 @@ class VirtualBoard:
         for side, (k, j, column) in enumerate(targets):
             if len(k) == len(polarities) * n_cols and np.array_equal(column, j) and not len(targets[1 - side][0]):
                 plain = side
-        wiring = self._update_blocks[key] = (wired_rows, _block_index(chip_rows, chip_cols), chip_cols, targets,
-                                             whole_chip, plain)
+        wiring = self._update_blocks[key] = wired_rows, chip_rows, chip_cols, targets, plain
         return wiring
 
     def _pulse_cells(self, payload: bytes) -> bytes:

@@ -712,6 +712,83 @@ def segment_counts(gates, pulses, pulsed, runs, start, most_allowed, counts, mos
 
 
 @_exact
+def fire_segments(gates, pulses, pulsed, runs, most_allowed, counts, totals, rows, cols, chip_cols, whole, chip_counts,
+                  table_of, tables, scale, lengths, gate_open, width_per_tau, period, formed, stuck, g, t_prog,
+                  z_relax, cycles, g_lo, g_hi, rate, per_step, cached, fresh, now, key, law, expiry, touched,
+                  stepped, constants):
+    """An update's trains on the chip's lines, segment after segment (segment_counts), each
+    side of a segment that has coincidences in one soft_bounds_steps call: ArrayPhysics.
+    pulse_trains' loop in one compiled call. gates, pulses, pulsed, runs, counts (2, len(rows),
+    len(cols)) and totals as segment_counts; rows, cols (int64) the chip lines of the gates and
+    the pulses on a chip of chip_cols columns, `whole` whether they are every line in order
+    (counts[side] is then the chip's), else the counts go through chip_counts (flat uint8,
+    zero, left zero). Side 0 takes v_cell = +amplitude, side 1 -amplitude: tables[table_of[k,
+    side]] is the drive table (uint64 view) of train k's v_cell, width_per_tau[side] the width
+    over tau_set or tau_reset. lengths (int64) are the trains' slots, `period` the slot period;
+    with gate_open False no cell steps (the pulses still take their time). The state arrays,
+    rate, per_step, law and constants as soft_bounds_steps; `cached` is the read state's
+    conductance, used while fresh[0] <= the clock <= fresh[1] and no cell has stepped. A
+    stepped cell's expiry (the read state's, flat; size 0: none) goes to -inf, unless more
+    than a quarter of the chip stepped in one call (reported: every cell is then stale).
+    Side-call j takes the outputs from j x size on of the SplitMix64 stream of `key`. The clock
+    runs from `now` as pulse_counts and the board's idle slots run it (a side its most
+    coincidences x period, a segment all its slots), in float64 without contraction, as Python
+    adds. Returns (the clock at the end, cells stepped, whether every cell is stale)."""
+    size = g.size
+    n_trains = gates.shape[0]
+    most = np.zeros(2, np.uint32)
+    n_stepped, all_stale, calls = 0, False, 0
+    start = 0
+    while start < n_trains:
+        end = segment_counts(gates, pulses, pulsed, runs, start, most_allowed, counts, most, totals)
+        busy = np.int64(0)
+        for side in range(2):
+            n_max = np.int64(most[side])
+            if n_max == 0:
+                continue
+            at = now + n_max * period
+            if gate_open:
+                flat = counts[side].reshape(size) if whole else chip_counts
+                if not whole:
+                    _scatter_counts(counts[side], rows, cols, chip_cols, flat)
+                use_cached = n_stepped == 0 and fresh[0] <= now <= fresh[1]
+                side_key = key + np.uint64(calls) * np.uint64(size) * _GAMMA
+                calls += 1
+                n_active, n_touched = soft_bounds_steps(
+                    flat, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g_hi, rate, per_step, cached, use_cached,
+                    tables[table_of[start, side]], scale, side == 0, width_per_tau[side], now, at, side_key, law,
+                    touched, constants)
+                if n_active:
+                    n_stepped += n_active
+                    if 4 * n_active > size:
+                        all_stale = True
+                    elif expiry.size:
+                        for k in range(stepped_cells(flat, formed, stuck, touched[:n_touched], stepped)):
+                            expiry[stepped[k]] = -np.inf
+                if not whole:
+                    _scatter_counts(counts[side], rows, cols, chip_cols, flat, True)
+            now += n_max * period
+            busy += n_max
+        slots = np.int64(0)
+        for k in range(start, end):
+            slots += lengths[k]
+        if busy < slots:
+            now += (slots - busy) * period
+        start = end
+    return now, n_stepped, all_stale
+
+
+@_exact
+def _scatter_counts(region, rows, cols, chip_cols, flat, clear=False):
+    """The counts of the region rows x cols (line indices) into the chip's flat counts, or
+    (clear) zeros where they went."""
+    for r in range(rows.size):
+        row_start = rows[r] * chip_cols
+        for c in range(cols.size):
+            flat[row_start + cols[c]] = 0 if clear else region[r, c]
+
+
+@_exact
 def relax_cells(cells, g, t_prog, z_relax, cycles, g_lo, g_hi, formed, law, now, fresh, out_g, out_rel2, out_expiry):
     """ArrayPhysics._relaxed for the flat cells `cells` (int64) of the state arrays (flat), written
     into the flat read-state arrays out_g, out_rel2, out_expiry at the same cells: the gather, the
@@ -830,6 +907,15 @@ def _warm_up() -> None:
     lines = np.arange(2, dtype=np.int64)
     cells_below(f8, 2, lines, lines, 1.0, touched)
     take_marked(flag, 2, lines, lines, touched)
+    gates, pulses = np.ones((1, 2), np.uint32), np.ones((2, 1, 2), np.uint32)
+    lines, counts = np.arange(2, dtype=np.int64), np.zeros((2, 2, 2), np.uint8)
+    cell = f8[:4]
+    for whole in (True, False):
+        fire_segments(gates, pulses, np.ones((2, 1), np.bool_), np.zeros(1, np.int64), 32, counts, np.zeros(1, np.int64),
+                      lines, lines, 2, whole, np.zeros(4, np.uint8), np.zeros((1, 2), np.int64), np.zeros((1, 4), np.uint64),
+                      1.0, np.ones(1, np.int64), False, np.ones(2), 1.0, flag[:4], flag[:4], cell, cell, cell, cell,
+                      cell, cell, f4[:4], f4[:4], cell, np.array([1.0, 0.0]), 0.0, np.uint64(1), law, f8[:0], touched,
+                      touched, CONSTANTS)
     for rel2 in (f8, f4):  # a float64 and a float32 read state
         relax_cells(touched[:1], f8, f8, f8, f8, f8, f8, flag, law, 0.0, 0.0, f8.copy(), rel2.copy(), f8.copy())
         tables = np.zeros((2, n), rel2.dtype)

@@ -29,6 +29,7 @@ _SUBSTEPS = 8  # re-solve the series circuit while a cell switches (self-limitin
 _FIT_STEP = 0.05  # V: read_rows fits I(V) up to max|V| rounded up to this (few fits, reused)
 _CHUNK = 1 << 16  # elements of a reused work buffer (256-512 kB)
 G_NOISE_REF = 1e-6  # S: the read-noise law grows with log10(G / G_NOISE_REF)
+SEGMENT_COINCIDENCES = 32  # the most one train gives a cell: consecutive trains compose in closed form up to it
 _SMALL = 4096  # conductance() of fewer cells: plain numpy (a chunked pass costs more calls)
 _READ_CHUNK = _CHUNK  # cells per pass of conductance()'s law (float64 work buffers of 512 kB)
 
@@ -37,8 +38,13 @@ def load_kernels():
     """The compiled kernels (sim_backend.kernels), imported on first use: numba's import and the
     kernels' cache load take ~0.4 s, which a process that never simulates (most CLI commands,
     which import this module) need not pay."""
-    from . import kernels
+    kernels = sys.modules.get(_KERNELS)
+    if kernels is None:
+        from . import kernels
     return kernels
+
+
+_KERNELS = __name__.rpartition(".")[0] + ".kernels"
 
 
 def _block_index(rows, cols) -> tuple:
@@ -222,6 +228,7 @@ class ArrayPhysics:
         self.shape = (rows, cols)
         self._read = ReadState(self)
         self._scratch: dict[tuple, np.ndarray] = {}
+        self._buffers: dict[str, np.ndarray] = {}
         load_kernels()  # compiled (a fresh checkout, ~10 s) or loaded from numba's cache here, not in an update
         self.p = params or DeviceParams.load()
         self.clock = clock or VirtualClock()
@@ -860,6 +867,72 @@ class ArrayPhysics:
         if n_max and v_gate > self.p.v_th:
             self._train(counts, n_max, float(v_cell), float(v_gate), float(width), self.clock.now + n_max * period)
         self.clock.advance(n_max * period)
+
+    def pulse_trains(self, rows, cols, gates: np.ndarray, pulses: np.ndarray, runs: np.ndarray,
+                     amplitudes: np.ndarray, lengths: np.ndarray, v_gate: float, width: float,
+                     period: float) -> np.ndarray:
+        """Fire the trains of a parallel update one after the other on chip rows `rows` and
+        columns `cols` (line indices): train k opens row i's gates at v_gate in the slots of
+        gates[k, i] (a bitmask) and pulses column j in the slots of pulses[0, k, j] with
+        V_BL - V_SL = +amplitudes[k] (SET) or of pulses[1, k, j] with -amplitudes[k] (RESET),
+        `width` s each, a slot every `period` s; train k lasts lengths[k] slots. A cell steps
+        once per slot in which its row and its column pulse. Returns each train's coincidences.
+
+        Consecutive trains of one run (runs[k]: consecutive trains of one polarity and
+        amplitude) compose like the slots of one train (pulse_counts' closed form from the
+        conductance at the start) while no cell collects more coincidences than one train can
+        give it (32): each side of such a segment is one pulse_counts, all of them in one
+        compiled call (kernels.fire_segments): one generator output keys their draws (the
+        first takes those pulse_counts would, the others continue its stream past the chip's
+        cells)."""
+        kernels = load_kernels()
+        rows, cols = (np.asarray(lines, np.int64).reshape(-1) for lines in (rows, cols))
+        gates, pulses = (a if a.dtype == np.uint32 and a.flags.c_contiguous and a.flags.writeable
+                         else np.require(a, np.uint32, ["C", "W"]) for a in (gates, pulses))
+        n, size = len(gates), self.rows * self.cols
+        if gates.shape != (n, rows.size) or pulses.shape != (2, n, cols.size) or len(runs) != n:
+            raise ValueError(f"pulse_trains: gates {gates.shape}, pulses {pulses.shape} and {len(runs)} runs "
+                             f"for {rows.size} rows and {cols.size} columns")
+        pulsed = np.any(pulses, axis=2)
+        counts = self._buffer("segment_counts", (2, rows.size, cols.size), np.uint8)
+        totals = np.zeros(n, np.int64)
+        whole = (rows.size == self.rows and cols.size == self.cols and np.array_equal(rows, np.arange(self.rows))
+                 and np.array_equal(cols, np.arange(self.cols)))
+        gate_open = v_gate > self.p.v_th
+        key = np.uint64(self.rng.bit_generator.random_raw() if gate_open else 0)
+        tables, table_of, scale = self._read.train_tables(runs, amplitudes, pulsed if gate_open else None, v_gate)
+        read = self._read
+        fresh = (np.array([read._evaluated_at, read.fresh_until]) if read.g is not None and read.expiry is not None
+                 else np.array([1.0, 0.0]))
+        state = [self._flat(name) for name in ("_g", "_t_prog", "_z_relax", "_cycles", "_g_lo", "_g_hi")]
+        now, n_stepped, all_stale = kernels.fire_segments(
+            gates, pulses, pulsed, np.asarray(runs, np.int64), SEGMENT_COINCIDENCES, counts, totals, rows, cols,
+            self.cols, whole, np.empty(0, np.uint8) if whole else self._chip_counts(), table_of, tables, scale,
+            np.asarray(lengths, np.int64), gate_open, np.array([width / self.p.tau_set, width / self.p.tau_reset]),
+            float(period), self._flat("_formed"), self._flat("_stuck"), *state, read.static("rate"),
+            read.static("cycles_per_step"), state[0] if read.g is None else read.g.reshape(-1), fresh,
+            self.clock.now, key, self._step_law, np.empty(0) if read.expiry is None else read.expiry.reshape(-1),
+            np.empty(-(-size // kernels.BLOCK), np.int64), np.empty(size // 4 + 1, np.int64), kernels.CONSTANTS)
+        if all_stale:
+            read.programmed(...)
+        elif n_stepped:
+            read.marked_stale()
+        self.clock.now = now
+        return totals
+
+    def _chip_counts(self) -> np.ndarray:
+        """fire_segments' flat uint8 counts of the whole chip (zero: it leaves them so)."""
+        if "chip_counts" not in self._buffers:
+            self._buffers["chip_counts"] = np.zeros(self.rows * self.cols, np.uint8)
+        return self._buffers["chip_counts"]
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A reused array of this shape (uninitialized): a fresh one of the block's size at every
+        update would cost its page faults (512 kB at 512 x 512)."""
+        array = self._buffers.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._buffers[name] = np.empty(shape, dtype)
+        return array
 
     def _flat(self, name: str) -> np.ndarray:
         """The private state array `name` as a flat view (made C-contiguous first if needed)."""

@@ -84,6 +84,7 @@ class ReadState:
         self.views: dict[tuple, _View] = {}
         self.tables: dict[tuple, np.ndarray] = {}
         self.drives: dict[tuple, np.ndarray] = {}
+        self.train_stacks: dict[tuple, np.ndarray] = {}
         self.pristine_solves: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self.statics: dict[str, np.ndarray] = {}
         self._v_form_min: float | None = None
@@ -100,6 +101,11 @@ class ReadState:
         if self.expiry is not None:
             self.expiry.put(cells, -np.inf)
             self.fresh_until = -np.inf
+
+    def marked_stale(self) -> None:
+        """Cells were marked stale in `expiry` directly (kernels.fire_segments): none is fresh
+        until the next refresh."""
+        self.fresh_until = -np.inf
 
     def fresh_g(self) -> np.ndarray | None:
         """Every cell's conductance now as a read sees it (the cached one, within FRESH of
@@ -217,7 +223,41 @@ class ReadState:
                 drive = np.maximum((-v_r - p.v_reset_th) / (p.v_reset_ref - p.v_reset_th), 0.0) ** p.v_power
             drive = drive[::_DRIVE_STEP]
             return (drive + 1j * np.append(np.diff(drive), 0.0)).astype(np.complex64)
-        return _remember(self.drives, (v_cell, v_gate), tabulate), (_GRID - 1) / _DRIVE_STEP / self._g_top
+        return _remember(self.drives, (v_cell, v_gate), tabulate), self.drive_scale
+
+    def train_tables(self, runs: np.ndarray, amplitudes: np.ndarray, pulsed: np.ndarray | None, v_gate: float
+                     ) -> tuple[np.ndarray, np.ndarray, float]:
+        """The drive tables an update's trains need (kernels.fire_segments): (the tables of the
+        v_cells used, stacked (k, nodes) as uint64, the row of train k's side s (v_cell =
+        +amplitudes[k] on side 0, -amplitudes[k] on side 1) in table_of[k, s], the scale). Only
+        the sides a run pulses (pulsed, (2, trains); None: none) are tabulated; one stack per
+        set of v_cells is kept."""
+        n = len(runs)
+        table_of = np.zeros((n, 2), np.int64)
+        needed: list[float] = []
+        if pulsed is not None:
+            first = np.ones(n, bool)
+            np.not_equal(runs[1:], runs[:-1], out=first[1:])
+            starts = np.flatnonzero(first).tolist()
+            for start, end in zip(starts, starts[1:] + [n]):
+                for side in range(2):
+                    if pulsed[side, start:end].any():
+                        v_cell = float(amplitudes[start]) * (1.0 if side == 0 else -1.0)
+                        if v_cell not in needed:
+                            needed.append(v_cell)
+                        table_of[start:end, side] = needed.index(v_cell)
+        key = (tuple(needed), float(v_gate))
+
+        def stack() -> np.ndarray:
+            if not needed:
+                return np.zeros((1, 1), np.uint64)
+            return np.stack([self.drive_table(v_cell, v_gate)[0].view(np.uint64) for v_cell in needed])
+        return _remember(self.train_stacks, key, stack), table_of, self.drive_scale
+
+    @property
+    def drive_scale(self) -> float:
+        """Nodes of a drive table per siemens of conductance."""
+        return (_GRID - 1) / _DRIVE_STEP / self._g_top
 
     def _grid(self) -> np.ndarray:
         grid = np.linspace(0.0, self._g_top, _GRID)

@@ -3,6 +3,7 @@ PARALLEL_UPDATE and UPDATE_SEQUENCE. Exact bytes against a scripted transport, t
 real (noise-free unless said otherwise) physics."""
 import struct
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -552,15 +553,34 @@ def test_update_sequence_is_its_trains_fired_one_after_the_other():
     assert together[moved].std() == pytest.approx(apart[moved].std(), rel=0.1)
 
 
-def test_no_cell_composes_more_coincidences_than_one_train_gives(fpga, chip, monkeypatch):
-    steps = []
-    pulse_counts = chip.pulse_counts
-    monkeypatch.setattr(chip, "pulse_counts", lambda counts, *a: (steps.append(counts.copy()), pulse_counts(counts, *a)))
-    full = np.full((3, 4, 6), 0xFFFF, np.uint32)  # 16 coincidences on every cell per train
-    counts = fpga.update_sequence(full[:, :, 0], full[:, 0, :], 16, 1, 1.35, 1e-7, 1e-6, 1.2)
-    assert counts.tolist() == [16 * 24] * 3
-    assert [int(s.max()) for s in steps] == [32, 16]  # two trains, then the third
-    assert sum(int(s.sum()) for s in steps) == 3 * 16 * 24
+class _Key:
+    """A chip generator stand-in whose next output (the key of a pulse_counts) is `key`."""
+
+    def __init__(self, key: int):
+        self.bit_generator = SimpleNamespace(random_raw=lambda: key)
+
+
+@pytest.mark.parametrize("block", [(0, 0, 4, 6), (1, 2, 2, 3)])
+def test_no_cell_composes_more_coincidences_than_one_train_gives(fpga, chip, block):
+    """Three trains of 16 coincidences on every cell of a block: the chip model composes the
+    first two (32, as much as one train gives) and then takes the third, in one compiled call.
+    The chip ends exactly as a copy given pulse_counts of 32 and then of 16 on the block's
+    cells, the second keyed further along the first's stream, past the chip's cells."""
+    r0, c0, n_rows, n_cols = block
+    chip.g = np.full((4, 6), 40e-6)
+    twin = ArrayPhysics.from_state(chip.state())
+    full = np.full((3, max(n_rows, n_cols)), 0xFFFF, np.uint32)
+    counts = fpga.update_sequence(full[:, :n_rows], full[:, :n_cols], 16, 1, 1.35, 1e-7, 1e-6, 1.2, r0, c0)
+    assert counts.tolist() == [16 * n_rows * n_cols] * 3
+    key = twin.rng.bit_generator.random_raw()
+    cells = np.zeros((4, 6), np.uint8)
+    for n, k in ((32, key), (16, key + 4 * 6 * 0x9E3779B97F4A7C15)):
+        cells[r0:r0 + n_rows, c0:c0 + n_cols] = n
+        twin.rng = _Key(k % 2**64)
+        twin.pulse_counts(cells, float(F4(1.35)), float(F4(1.2)), float(F4(1e-7)), float(F4(1e-6)))
+    for name in ArrayPhysics.STATE_KEYS:
+        np.testing.assert_array_equal(getattr(chip, name), getattr(twin, name), err_msg=name)
+    assert chip.clock.now == twin.clock.now
 
 
 def test_board_rejects_a_sequence_with_one_bad_train_and_changes_nothing(fpga, chip):
