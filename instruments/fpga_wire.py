@@ -8,7 +8,6 @@ firmware emulator (sim_backend/board.py) both use it; it knows neither.
 from __future__ import annotations
 
 import binascii
-import functools
 import re
 import zlib
 from collections.abc import Callable, Mapping
@@ -21,9 +20,11 @@ LINK_BAUD = 921600  # the board's UART (8N1)
 START = 0xA5
 HEADER_SIZE = 5  # start, seq, cmd, length (u16 LE)
 CRC_SIZE = 2
-MAX_PAYLOAD = 0xFFFF
-# Long frames carry the MVM batches (docs/fpga-protocol.md): start 0xA6, a u32 length and a
-# CRC-32, whose Hamming distance holds over megabytes where CRC-16's does not.
+MAX_PAYLOAD = 0xFFFF  # the longest short frame a receiver accepts
+# Senders put a payload in a short frame only while CRC-16/CCITT keeps Hamming distance 4 over
+# it: 32751 bits, seq through payload (docs/fpga-protocol.md). Longer payloads go in long frames:
+# start 0xA6, a u32 length and a CRC-32, whose distance holds over megabytes.
+SHORT_FRAME_PAYLOAD = 32751 // 8 - 4  # 4089 bytes
 START_LONG = 0xA6
 LONG_HEADER_SIZE = 7  # start, seq, cmd, length (u32 LE)
 LONG_CRC_SIZE = 4
@@ -121,51 +122,9 @@ class LineMode(IntEnum):
 
 
 def crc16(data: bytes | bytearray | memoryview, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final XOR); `crc`
-    continues the CRC of the bytes before `data`. The value of binascii.crc_hqx(data, crc),
-    which goes byte after byte (~0.45 GB/s); from 8 kB on table-driven in numpy, twice as fast."""
-    if len(data) < _NUMPY_CRC_FROM:
-        return binascii.crc_hqx(data, crc)
-    position, skip, offsets = _crc16_tables()
-    n = min(len(data) // _CRC_BLOCK, len(skip) - 1)
-    # The CRC is linear: the register after a block of _CRC_BLOCK bytes (from 0) is the XOR of
-    # what each byte adds by its value and offset; after the whole run of blocks it is the XOR
-    # of each block's, carried past the blocks after it, and of the initial register.
-    terms = position.take(np.add(offsets[:n * _CRC_BLOCK], np.frombuffer(data, np.uint8, n * _CRC_BLOCK)))
-    lanes = np.bitwise_xor.reduce(terms.view(np.uint64).reshape(n, -1), axis=1)
-    blocks = lanes ^ (lanes >> 16) ^ (lanes >> 32) ^ (lanes >> 48)
-    after = np.arange(n - 1, -1, -1)
-    register = np.bitwise_xor.reduce(skip[after, 0, (blocks >> 8) & 0xFF] ^ skip[after, 1, blocks & 0xFF])
-    register ^= skip[n, 0, crc >> 8] ^ skip[n, 1, crc & 0xFF]
-    return binascii.crc_hqx(memoryview(data)[n * _CRC_BLOCK:], int(register))
-
-
-_CRC_BLOCK = 256  # bytes
-_NUMPY_CRC_FROM = 8192  # bytes: below, crc_hqx is as fast
-
-
-@functools.cache
-def _crc16_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """position[r << 8 | v]: the register at the end of a block (from 0) whose byte r is v, the
-    others 0; skip[j, 0, h], skip[j, 1, l]: the registers h << 8 and l after j blocks of zero
-    bytes (j up to a short frame's 256 blocks); offsets: r << 8 for each byte of 256 blocks."""
-    one_byte = np.array([binascii.crc_hqx(bytes((v,)), 0) for v in range(256)], np.uint16)
-
-    def zero_byte(register: np.ndarray) -> np.ndarray:
-        return ((register << 8) & 0xFFFF) ^ one_byte[register >> 8]
-
-    position = [one_byte]  # position[k][v]: byte v, then k zero bytes
-    for _ in range(_CRC_BLOCK - 1):
-        position.append(zero_byte(position[-1]))
-    values = np.arange(256, dtype=np.uint16)
-    skip = [np.stack([values << 8, values])]
-    block = skip[0]
-    for _ in range(_CRC_BLOCK):
-        block = zero_byte(block)
-    for _ in range(MAX_PAYLOAD // _CRC_BLOCK + 1):
-        skip.append(block[0][skip[-1] >> 8] ^ block[1][skip[-1] & 0xFF])
-    offsets = np.tile(values << 8, MAX_PAYLOAD // _CRC_BLOCK + 1)
-    return np.concatenate(position[::-1]), np.stack(skip), offsets
+    """CRC-16/CCITT-FALSE of short frames (poly 0x1021, init 0xFFFF, no reflection, no final
+    XOR); `crc` continues the CRC of the bytes before `data`."""
+    return binascii.crc_hqx(data, crc)
 
 
 def crc32(data: bytes | memoryview) -> int:
@@ -176,9 +135,9 @@ def crc32(data: bytes | memoryview) -> int:
 
 def encode_frame(seq: int, cmd: int, *payload: bytes) -> bytes:
     """One frame: 0xA5, seq, cmd, len u16 LE, payload, CRC-16 u16 LE over seq..payload; a payload
-    over MAX_PAYLOAD bytes goes in a long frame: 0xA6, seq, cmd, len u32 LE, payload, CRC-32 u32
-    LE over seq..payload. The payload may come in parts (a head, then an array's bytes): they
-    are copied once, into the frame."""
+    over SHORT_FRAME_PAYLOAD bytes goes in a long frame: 0xA6, seq, cmd, len u32 LE, payload,
+    CRC-32 u32 LE over seq..payload. The payload may come in parts (a head, then an array's
+    bytes): they are copied once, into the frame."""
     if not (0 <= seq <= 0xFF and 0 <= cmd <= 0xFF):
         raise ValueError(f"seq {seq} and cmd {cmd} must be bytes (0..255)")
     size = sum(len(part) for part in payload)
@@ -186,7 +145,7 @@ def encode_frame(seq: int, cmd: int, *payload: bytes) -> bytes:
         raise ValueError(f"payload of {size} bytes exceeds {MAX_LONG_PAYLOAD}")
     global _recent
     # the CRC runs over the head, then the payload
-    if size > MAX_PAYLOAD:
+    if size > SHORT_FRAME_PAYLOAD:
         start, head, crc, crc_size = START_LONG, bytes((seq, cmd)) + size.to_bytes(4, "little"), zlib.crc32, 4
     else:
         start, head, crc, crc_size = START, bytes((seq, cmd)) + size.to_bytes(2, "little"), crc16, 2

@@ -2,7 +2,15 @@
 import zlib
 
 import pytest
-from labctl.instruments.fpga_wire import MAX_LONG_PAYLOAD, Frame, FrameDecoder, crc16, crc32, encode_frame
+from labctl.instruments.fpga_wire import (
+    MAX_LONG_PAYLOAD,
+    SHORT_FRAME_PAYLOAD,
+    Frame,
+    FrameDecoder,
+    crc16,
+    crc32,
+    encode_frame,
+)
 
 
 def bitwise_crc(data: bytes) -> int:
@@ -42,7 +50,21 @@ def test_encode_rejects_out_of_range():
         encode_frame(256, 1)
     with pytest.raises(ValueError, match="exceeds 4194304"):
         encode_frame(0, 1, bytes(MAX_LONG_PAYLOAD + 1))
-    assert len(encode_frame(0, 1, bytes(65535))) == 65535 + 7
+
+
+
+def test_payloads_past_crc16s_hamming_distance_go_in_long_frames_and_receivers_take_either():
+    """CRC-16/CCITT keeps Hamming distance 4 over 32751 bits: a sender puts seq..payload in a
+    short frame up to 4 + 4089 bytes, a longer payload in a long frame (CRC-32). A receiver
+    still accepts a short frame up to 65535 payload bytes."""
+    short, long = encode_frame(0, 1, bytes(SHORT_FRAME_PAYLOAD)), encode_frame(0, 1, bytes(SHORT_FRAME_PAYLOAD + 1))
+    assert (short[0], len(short)) == (0xA5, SHORT_FRAME_PAYLOAD + 7)
+    assert 8 * (len(short) - 3) <= 32751 < 8 * (len(short) - 3 + 1)  # seq..payload, one byte more
+    assert (long[0], len(long)) == (0xA6, SHORT_FRAME_PAYLOAD + 1 + 11)
+    head = bytes((5, 0x31)) + (65535).to_bytes(2, "little")
+    payload = bytes(range(256)) * 255 + bytes(255)
+    frame = b"\xa5" + head + payload + crc16(head + payload).to_bytes(2, "little")
+    assert FrameDecoder().feed(frame) == [Frame(5, 0x31, payload)]
 
 
 def test_payloads_over_64k_go_in_long_frames_with_crc32():
