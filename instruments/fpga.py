@@ -332,9 +332,10 @@ class FpgaBoard:
         entries = _sequence_entries(lengths, polarities, amplitudes)
         width, period, v_gate = _update_timing(width, period, v_gate)
         r0, c0, n_rows, n_cols = self._update_block(r0, c0, n_rows, n_cols, rows.shape[1], cols.shape[1])
-        bits = np.hstack([self._trains("row_trains", rows.reshape(-1), MAX_TRAIN_LENGTH).reshape(n, -1),
-                          self._trains("col_trains", cols.reshape(-1), MAX_TRAIN_LENGTH).reshape(n, -1)])
-        late = np.flatnonzero((bits.astype(np.int64) >> entries["train_length"][:, None].astype(np.int64)).any(axis=1))
+        bits = np.concatenate([self._trains("row_trains", rows.reshape(-1), MAX_TRAIN_LENGTH).reshape(n, -1),
+                               self._trains("col_trains", cols.reshape(-1), MAX_TRAIN_LENGTH).reshape(n, -1)], axis=1)
+        used = np.bitwise_or.reduce(bits, axis=1).astype(np.uint64)  # each train's slots, over its lines
+        late = np.flatnonzero(used >> entries["train_length"].astype(np.uint64))
         if len(late):
             k = late[0]
             raise ValueError(f"train {k} has bits outside its {entries['train_length'][k]} slots")
@@ -469,6 +470,8 @@ class FpgaBoard:
             raise ValueError(f"{name} must be one bitmask per line, got shape {trains.shape}")
         if trains.size and trains.dtype.kind not in "iu":
             raise TypeError(f"{name} must be integer bitmasks, got dtype {trains.dtype}")
+        if trains.dtype.kind == "u" and 8 * trains.dtype.itemsize <= length:  # no value can be out of range
+            return trains.astype("<u4", copy=False)
         bad = np.flatnonzero((trains < 0) | (trains >= 2 ** length))
         if len(bad):
             raise ValueError(f"{name}[{bad[0]}]={trains[bad[0]]} is not a {length}-slot train: it has bits "

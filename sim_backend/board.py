@@ -515,9 +515,9 @@ class VirtualBoard:
         if not (np.isfinite(width) and width > 0 and np.isfinite(period) and period >= width):
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"width={width:g} s must be positive and "
                                                  f"period={period:g} s at least the width")
-        late = trains >> (lengths[:, None] - 1).astype(np.uint32) > 1
-        if late.any():
-            k, line = np.argwhere(late)[0]
+        used = np.bitwise_or.reduce(trains, axis=1).astype(np.uint64)  # each train's slots, over its lines
+        if (used >> lengths.astype(np.uint64)).any():
+            k, line = np.argwhere(trains >> (lengths[:, None] - 1).astype(np.uint32) > 1)[0]
             r0, c0, n_rows, n_cols = block
             name = f"row train {line}" if line < n_rows else f"column train {line - n_rows}"
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"{name} has a pulse after slot {lengths[k] - 1} "
@@ -532,10 +532,10 @@ class VirtualBoard:
         if plain is not None:
             sides[plain] = trains[:, n_rows:]
         else:
-            for side, (k, j, column) in enumerate(targets):
-                sides[side, k, column] = trains[k, n_rows + j]
-            both = sides[0] & sides[1]  # a column wired to both lines: neither side's pulse
-            sides ^= both
+            to, origin, on_both = targets
+            sides.put(to, trains.take(origin))
+            if on_both:  # a column wired to both lines: neither side's pulse
+                sides ^= sides[0] & sides[1]
         # each train's run: consecutive trains of one polarity and amplitude
         changes = (polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1])
         runs = np.zeros(len(trains), np.int64)
@@ -546,9 +546,10 @@ class VirtualBoard:
     def _update_wiring(self, block: tuple[int, int, int, int], polarities: np.ndarray) -> tuple:
         """Where an update's trains land, kept per (block, polarities) until the next
         CONFIGURE_MAP: (which block rows reach a chip row, None for all; the chip rows they reach;
-        the chip columns pulsed, sorted; per side (BL, SL) the (train, block column, index into the
-        chip columns) of each column pulse landing on that side; the side that takes all column
-        pulses in the block's column order, or None).
+        the chip columns pulsed, sorted; where the column pulses land: flat indices into the
+        (side, train, chip column) pulses and into the trains, and whether a train pulses both
+        lines of a column; the side that takes all column pulses in the block's column order, or
+        None).
 
         The trains leave the board on the mapped channels and reach whatever chip line each
         channel is wired to: a column pulse on a BL sets, on an SL resets. Counts are taken on the
@@ -565,18 +566,24 @@ class VirtualBoard:
         channels = np.where(polarities[:, None] > 0, bl[c0:c0 + n_cols], sl[c0:c0 + n_cols])
         on_bl, on_sl = self._bl_col[channels], self._sl_col[channels]
         chip_cols = np.unique(np.concatenate([on_bl[on_bl >= 0], on_sl[on_sl >= 0]]))
-        targets = []
+        sided = []
         for target in (on_bl, on_sl):
             k, j = np.nonzero(target >= 0)
-            targets.append((k, j, np.searchsorted(chip_cols, target[k, j])))
+            sided.append((k, j, np.searchsorted(chip_cols, target[k, j])))
         if len(self._update_blocks) >= 64:  # sequences of many polarity patterns: keep a few
             self._update_blocks.clear()
         # a side on which every column pulse of every train lands, block column j on chip column j
         # (a block on the whole chip, as wired): its pulses are the trains' column bitmasks as they are
         plain = None
-        for side, (k, j, column) in enumerate(targets):
-            if len(k) == len(polarities) * n_cols and np.array_equal(column, j) and not len(targets[1 - side][0]):
+        for side, (k, j, column) in enumerate(sided):
+            if len(k) == len(polarities) * n_cols and np.array_equal(column, j) and not len(sided[1 - side][0]):
                 plain = side
+        # otherwise the pulses go by flat index: train k's column j to sides[side, k, column]
+        n = len(polarities)
+        to = np.concatenate([(side * n + k) * len(chip_cols) + column for side, (k, j, column) in enumerate(sided)])
+        origin = np.concatenate([k * (n_rows + n_cols) + n_rows + j for k, j, _ in sided])
+        landed = [set(zip(k.tolist(), column.tolist())) for k, _, column in sided]
+        targets = to, origin, bool(landed[0] & landed[1])
         wiring = self._update_blocks[key] = wired_rows, chip_rows, chip_cols, targets, plain
         return wiring
 

@@ -722,7 +722,7 @@ def fire_segments(gates, pulses, pulsed, runs, most_allowed, counts, totals, row
     len(cols)) and totals as segment_counts; rows, cols (int64) the chip lines of the gates and
     the pulses on a chip of chip_cols columns, `whole` whether they are every line in order
     (counts[side] is then the chip's), else the counts go through chip_counts (flat uint8,
-    zero, left zero). Side 0 takes v_cell = +amplitude, side 1 -amplitude: tables[table_of[k,
+    zero, left zero). Side 0 takes v_cell = +amplitude, side 1 -amplitude: tables[table_of[runs[k],
     side]] is the drive table (uint64 view) of train k's v_cell, width_per_tau[side] the width
     over tau_set or tau_reset. lengths (int64) are the trains' slots, `period` the slot period;
     with gate_open False no cell steps (the pulses still take their time). The state arrays,
@@ -756,7 +756,7 @@ def fire_segments(gates, pulses, pulsed, runs, most_allowed, counts, totals, row
                 calls += 1
                 n_active, n_touched = soft_bounds_steps(
                     flat, formed, stuck, g, t_prog, z_relax, cycles, g_lo, g_hi, rate, per_step, cached, use_cached,
-                    tables[table_of[start, side]], scale, side == 0, width_per_tau[side], now, at, side_key, law,
+                    tables[table_of[runs[start], side]], scale, side == 0, width_per_tau[side], now, at, side_key, law,
                     touched, constants)
                 if n_active:
                     n_stepped += n_active

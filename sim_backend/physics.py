@@ -878,8 +878,8 @@ class ArrayPhysics:
         `width` s each, a slot every `period` s; train k lasts lengths[k] slots. A cell steps
         once per slot in which its row and its column pulse. Returns each train's coincidences.
 
-        Consecutive trains of one run (runs[k]: consecutive trains of one polarity and
-        amplitude) compose like the slots of one train (pulse_counts' closed form from the
+        Consecutive trains of one run (runs[k], train k's: 0, 1, ... in order, a run being
+        consecutive trains of one polarity and amplitude) compose like the slots of one train (pulse_counts' closed form from the
         conductance at the start) while no cell collects more coincidences than one train can
         give it (32): each side of such a segment is one pulse_counts, all of them in one
         compiled call (kernels.fire_segments): one generator output keys their draws (the

@@ -228,24 +228,23 @@ class ReadState:
     def train_tables(self, runs: np.ndarray, amplitudes: np.ndarray, pulsed: np.ndarray | None, v_gate: float
                      ) -> tuple[np.ndarray, np.ndarray, float]:
         """The drive tables an update's trains need (kernels.fire_segments): (the tables of the
-        v_cells used, stacked (k, nodes) as uint64, the row of train k's side s (v_cell =
-        +amplitudes[k] on side 0, -amplitudes[k] on side 1) in table_of[k, s], the scale). Only
-        the sides a run pulses (pulsed, (2, trains); None: none) are tabulated; one stack per
-        set of v_cells is kept."""
-        n = len(runs)
-        table_of = np.zeros((n, 2), np.int64)
+        v_cells used, stacked (k, nodes) as uint64; per run r (runs: each train's, from 0 up by
+        one) and side s the row of its v_cell, +amplitude on side 0, -amplitude on side 1, in
+        table_of[r, s]; the scale). Only the sides a run pulses (pulsed, (2, trains); None:
+        none) are tabulated; one stack per set of v_cells is kept."""
+        n_runs = int(runs[-1]) + 1
+        table_of = np.zeros((n_runs, 2), np.int64)
         needed: list[float] = []
         if pulsed is not None:
-            first = np.ones(n, bool)
-            np.not_equal(runs[1:], runs[:-1], out=first[1:])
-            starts = np.flatnonzero(first).tolist()
-            for start, end in zip(starts, starts[1:] + [n]):
+            starts = np.searchsorted(runs, np.arange(n_runs + 1)).tolist()
+            for run in range(n_runs):
+                start, end = starts[run], starts[run + 1]
                 for side in range(2):
                     if pulsed[side, start:end].any():
                         v_cell = float(amplitudes[start]) * (1.0 if side == 0 else -1.0)
                         if v_cell not in needed:
                             needed.append(v_cell)
-                        table_of[start:end, side] = needed.index(v_cell)
+                        table_of[run, side] = needed.index(v_cell)
         key = (tuple(needed), float(v_gate))
 
         def stack() -> np.ndarray:
