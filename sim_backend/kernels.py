@@ -147,6 +147,26 @@ def _frexp(typingctx, x):
     return types.UniTuple(types.float32, 2)(types.float32), codegen
 
 
+_I64, _F64T = ir.IntType(64), ir.DoubleType()
+
+
+@intrinsic
+def _frexp64(typingctx, x):
+    """_frexp of a positive normal float64: (m, e), m in [1/2, 1), both float64."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], _I64)
+        exponent = builder.sub(builder.and_(builder.lshr(bits, ir.Constant(_I64, 52)), ir.Constant(_I64, 0x7FF)),
+                               ir.Constant(_I64, 1022))
+        mantissa = builder.or_(builder.and_(bits, ir.Constant(_I64, 0x000FFFFFFFFFFFFF)),
+                               ir.Constant(_I64, 0x3FE0000000000000))
+        return context.make_tuple(builder, signature.return_type,
+                                  (builder.bitcast(mantissa, _F64T), builder.sitofp(exponent, _F64T)))
+    return types.UniTuple(types.float64, 2)(types.float64), codegen
+
+
 @intrinsic
 def _pow2(typingctx, k):
     """2^k (float32) for an integral float32 k in -126..127."""
@@ -290,6 +310,30 @@ def _log(x, c):
          + p[8])
     y = y * m * z + e * c.ln2_lo - c.half * z
     return m + y + e * c.ln2_hi
+
+
+# fdlibm's e_log.c (Sun Microsystems, 1993): ln(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f)
+_LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01, 2.222219843214978396e-01,
+       1.818357216161805012e-01, 1.531383769920937332e-01, 1.479819860511658591e-01)
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # ln 2 in two parts
+_SQRT_HALF, _INV_LN10 = 0.70710678118654752440, 0.43429448190325182765
+
+
+@njit(inline="always", cache=True, error_model="numpy", boundscheck=False)
+def _log64(x):
+    """ln x of a positive normal float64, within 1 ulp (fdlibm's log, measured against numpy's
+    over 1e-17..1e17 and around 1), in a form LLVM vectorizes (no libm call: numba's math.log is
+    one, scalar, without SVML). No contraction: its error analysis assumes none."""
+    m, e = _frexp64(x)
+    low = m < _SQRT_HALF
+    e = e - 1.0 if low else e
+    f = (m + m if low else m) - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    r = z * (_LG[0] + w * (_LG[2] + w * (_LG[4] + w * _LG[6]))) + w * (_LG[1] + w * (_LG[3] + w * _LG[5]))
+    half_f2 = 0.5 * f * f
+    return e * _LN2_HI - ((half_f2 - (s * (half_f2 + r) + e * _LN2_LO)) - f)
 
 
 @_inline
@@ -794,43 +838,60 @@ def relax_cells(cells, g, t_prog, z_relax, cycles, g_lo, g_hi, formed, law, now,
     into the flat read-state arrays out_g, out_rel2, out_expiry at the same cells: the gather, the
     law and the scatter of a read's stale cells in one pass. A read's stale cells are few (a
     median of ~600 in a digits epoch), where numpy's ~40 passes over them cost more in calls than
-    in arithmetic. float64 scalar arithmetic, the plain law's operations (to a few ulp); `law`:
-    read_noise, t_read_noise, drift_sigma_slope, drift_sigma_0, drift_mean, endurance_n0,
-    endurance_closing, G_NOISE_REF (ArrayPhysics._relax_law)."""
+    in arithmetic. Per block of _BLOCK cells: a gather into work arrays on the stack, the law in
+    float64 in loops LLVM vectorizes (the logs by _log64 and its 1 / ln 10: within a few ulp
+    of numpy's log10), the scatter; a block whose cells share one age (the cells an update
+    stepped) takes the age's logs once. `law`: read_noise, t_read_noise, drift_sigma_slope,
+    drift_sigma_0, drift_mean, endurance_n0, endurance_closing, G_NOISE_REF
+    (ArrayPhysics._relax_law)."""
+    _wide_vectors()
     read_noise, t_r, sigma_slope, sigma_0, drift_mean, n0, closing_rate, g_ref = (
         law[0], law[1], law[2], law[3], law[4], law[5], law[6], law[7])
-    two_t_r = 2.0 * t_r
-    last_t = math.nan  # the programming time of the previous formed cell, whose age terms follow
-    log_t = growth = growth_now = 0.0
-    for k in range(len(cells)):
-        i = cells[k]
-        g_prog = g[i]
-        age = now - t_prog[i]
-        at_least_1 = max(age, 1.0)
-        out_expiry[i] = now + fresh * at_least_1
-        if not formed[i]:  # pristine: no relaxation, no read-noise law
-            out_g[i] = g_prog
-            out_rel2[i] = 0.0
-            continue
-        if t_prog[i] != last_t:  # the cells one update stepped share their age: its logs once
-            last_t = t_prog[i]
-            log_t = math.log(at_least_1)
-            growth = max(math.log((at_least_1 + t_r) / two_t_r), 0.0)  # the read noise's at max(age, 1 s)
-            # (below 1 s of age the read noise's own growth)
-            growth_now = growth if age >= 1.0 else max(math.log((max(age, 0.0) + t_r) / two_t_r), 0.0)
-        noise = read_noise * math.log10(max(g_prog, g_ref) / g_ref)
-        noise2 = noise * noise * growth
-        measured = sigma_slope * log_t + sigma_0
-        spread = math.sqrt(max(measured * measured - noise2, 0.0))
-        drift = min(age, 1.0) * (-drift_mean * log_t + spread * z_relax[i])
-        lo, hi = g_lo[i], g_hi[i]
-        if cycles[i] != 0.0:  # the window after cycling (bounds())
-            span = (hi - lo) * min(0.9, closing_rate * math.log10(1.0 + cycles[i] / n0))
-            lo, hi = lo + 0.25 * span, hi - 0.75 * span
-        value = min(max(g_prog + drift, lo), hi)
-        out_g[i] = value
-        level = read_noise * math.log10(max(value, g_ref) / g_ref) / value
-        out_rel2[i] = level * level * growth_now
+    two_t_r, per_n0, per_g_ref = 2.0 * t_r, 1.0 / n0, 1.0 / g_ref
+    f64 = np.float64
+    g0, age, z = carray(_stack(_BLOCK, f64), _BLOCK), carray(_stack(_BLOCK, f64), _BLOCK), carray(_stack(_BLOCK, f64), _BLOCK)
+    cyc, lo, hi = carray(_stack(_BLOCK, f64), _BLOCK), carray(_stack(_BLOCK, f64), _BLOCK), carray(_stack(_BLOCK, f64), _BLOCK)
+    log_t, growth = carray(_stack(_BLOCK, f64), _BLOCK), carray(_stack(_BLOCK, f64), _BLOCK)
+    growth_now, value, rel2 = (carray(_stack(_BLOCK, f64), _BLOCK), carray(_stack(_BLOCK, f64), _BLOCK),
+                               carray(_stack(_BLOCK, f64), _BLOCK))
+    pristine = carray(_stack(_BLOCK, np.bool_), _BLOCK)
+    for start in range(0, len(cells), _BLOCK):
+        m = min(_BLOCK, len(cells) - start)
+        shared = True
+        for k in range(m):
+            i = cells[start + k]
+            g0[k], age[k], z[k], cyc[k] = g[i], now - t_prog[i], z_relax[i], cycles[i]
+            lo[k], hi[k], pristine[k] = g_lo[i], g_hi[i], not formed[i]
+            shared &= age[k] == age[0]
+        if shared:  # the read noise's growth at max(age, 1 s), and below 1 s at the age itself
+            at_least_1 = max(age[0], 1.0)
+            log_0 = _log64(at_least_1)
+            growth_0 = max(_log64((at_least_1 + t_r) / two_t_r), 0.0)
+            now_0 = growth_0 if age[0] >= 1.0 else max(_log64((max(age[0], 0.0) + t_r) / two_t_r), 0.0)
+            for k in range(m):
+                log_t[k], growth[k], growth_now[k] = log_0, growth_0, now_0
+        else:
+            for k in range(m):
+                at_least_1 = max(age[k], 1.0)
+                log_t[k] = _log64(at_least_1)
+                growth[k] = max(_log64((at_least_1 + t_r) / two_t_r), 0.0)
+            for k in range(m):
+                young = max(_log64((max(age[k], 0.0) + t_r) / two_t_r), 0.0)
+                growth_now[k] = growth[k] if age[k] >= 1.0 else young
+        for k in range(m):
+            noise = read_noise * _log64(max(g0[k], g_ref) * per_g_ref) * _INV_LN10
+            measured = sigma_slope * log_t[k] + sigma_0
+            spread = math.sqrt(max(measured * measured - noise * noise * growth[k], 0.0))
+            drift = min(age[k], 1.0) * (-drift_mean * log_t[k] + spread * z[k])
+            # the window after cycling (bounds()); never cycled: log 1 = 0, no closing
+            span = (hi[k] - lo[k]) * min(0.9, closing_rate * _log64(1.0 + cyc[k] * per_n0) * _INV_LN10)
+            g_now = min(max(g0[k] + drift, lo[k] + 0.25 * span), hi[k] - 0.75 * span)
+            level = read_noise * _log64(max(g_now, g_ref) * per_g_ref) * _INV_LN10 / g_now
+            value[k] = g0[k] if pristine[k] else g_now  # pristine: no relaxation, no read-noise law
+            rel2[k] = 0.0 if pristine[k] else level * level * growth_now[k]
+        for k in range(m):
+            i = cells[start + k]
+            out_g[i], out_rel2[i], out_expiry[i] = value[k], rel2[k], now + fresh * max(age[k], 1.0)
 
 
 @_exact

@@ -170,6 +170,25 @@ def test_float32_functions_are_accurate_to_a_few_ulp():
     assert ulps(rsqrt, 1 / np.sqrt(exact)).max() < 3
 
 
+@njit(cache=False)
+def _logs64(x, out):
+    for i in range(x.size):
+        out[i] = kernels._log64(x[i])
+
+
+def test_the_read_states_float64_log_is_within_one_ulp():
+    """relax_cells' ln (fdlibm's, vectorizable) against numpy's over the conductances, ages and
+    cycle counts it sees and far beyond, and around 1 (ln 1 = 0 exactly)."""
+    rng = np.random.default_rng(11)
+    x = np.concatenate([np.exp(rng.uniform(-700, 700, 200_000)), 1 + rng.uniform(-0.3, 0.4, 100_000),
+                        [1.0, 0.5, 2.0, np.sqrt(0.5), 1e-300, 1e300]])
+    log = np.empty_like(x)
+    _logs64(x, log)
+    exact = np.log(x)
+    assert log[-6] == 0.0
+    assert np.all(np.abs(log - exact) <= np.spacing(np.abs(exact)) + 1e-300)
+
+
 def standard_normals(key: int, shape: tuple[int, int]) -> np.ndarray:
     """kernels.add_noise's draws themselves: mean 0, variance 1."""
     out = np.empty(shape)
