@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from labctl.instruments.fpga import FpgaBoard, LineMode
+from labctl.instruments.fpga import FpgaBoard, LineMode, per_item
 from labctl.instruments.pulse import PulseGenerator
 from labctl.instruments.smu import SourceMeter
 
@@ -236,8 +236,7 @@ class Crossbar:
         Returns each train's coincidences (n,)."""
         rows, cols = np.asarray(row_trains), np.asarray(col_trains)
         n = len(rows) if rows.ndim == 2 else 0
-        lengths, polarities, amplitudes = (np.broadcast_to(np.asarray(a), (n,)) for a in
-                                           (train_lengths, polarities, amplitudes))
+        lengths, polarities, amplitudes = (per_item(a, n) for a in (train_lengths, polarities, amplitudes))
         period = self._check_update(polarities, amplitudes, lengths, width, period, v_gate)
         r0, c0, n_rows, n_cols = self._block(block)
         return self._on_board(self.board.update_sequence, rows, cols, lengths, polarities, amplitudes,
@@ -268,7 +267,7 @@ class Crossbar:
         n = len(cells)
         if n == 0:
             return
-        amplitudes, widths = (np.broadcast_to(np.asarray(a, dtype=float), (n,)) for a in (amplitudes, widths))
+        amplitudes, widths = (per_item(a, n, float) for a in (amplitudes, widths))
         outside = np.flatnonzero(np.any((cells < 0) | (cells >= self.shape), axis=1))
         if outside.size:
             self._check_cell(*(int(v) for v in cells[outside[0]]))
