@@ -176,7 +176,7 @@ class Crossbar:
         values = np.atleast_2d(values)
         if values.ndim != 2 or values.shape[1] != n or values.shape[0] < 1:
             raise ValueError(f"{name} must have shape (batch, {n}) or ({n},), got {np.shape(values)}")
-        if not np.all(np.abs(values) <= 1.0):  # also refuses NaN
+        if not np.abs(values).max() <= 1.0:  # also refuses NaN
             raise ValueError(f"{name} must lie in [-1, 1] (inputs are fractions of the full-scale voltage)")
         return values, single
 

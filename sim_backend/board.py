@@ -429,7 +429,7 @@ class VirtualBoard:
         cfg = self._mvm
         volts = quantize(d, cfg["dac_bits"])
         volts *= float(cfg["v_read"])
-        volts = volts.astype(np.float32)
+        volts = volts.astype(np.float32, order="F")  # read_rows takes its transpose: (columns, batch) in C order
         rows, bls, sls, chip = self._mvm_lines(block)
         if chip and self.physics.read_only(float(np.abs(volts).max(initial=0.0))):
             return self._integrated(self.physics.read_rows(*chip, volts, _dac_output(cfg["v_gate"]),
@@ -644,13 +644,12 @@ class VirtualBoard:
         if batch * n_out > MAX_MVM_OUTPUTS:
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"batch of {batch} x {n_out} outputs exceeds "
                                                  f"{MAX_MVM_OUTPUTS} per reply")
-        values = np.frombuffer(payload, "<f4", batch * n_in, head_size).astype(float)
-        values = values.reshape(batch, n_in)
-        if not (np.abs(values) <= 1.0).all():
+        values = np.frombuffer(payload, "<f4", batch * n_in, head_size).reshape(batch, n_in)
+        if not np.abs(values).max() <= 1.0:  # (a NaN fails too; checked in f4, which f8 holds exactly)
             b, k = np.argwhere(~(np.abs(values) <= 1.0))[0]
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"input {k} of vector {b} is "
                                                  f"{values[b, k]:g}, outside [-1, 1]")
-        return block, values
+        return block, values.astype(float)
 
     def _block_lines(self, r0: int, c0: int, n_rows: int, n_cols: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -67,7 +67,7 @@ def _driven(lines, inputs: np.ndarray) -> tuple:
     reads nor refreshes it; e.g. the border pixels of a digits batch, whose cells never see an
     update either and would be the old ones of a refresh. Unchanged when every line or none is
     driven (the batch's draws are per output, the same either way)."""
-    driven = np.any(inputs != 0, axis=0)
+    driven = inputs.any(axis=0)  # (nonzero, NaN included)
     if driven.all() or not driven.any():
         return lines, inputs
     return np.asarray(lines).reshape(-1)[driven], inputs[:, driven]
