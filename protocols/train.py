@@ -129,7 +129,15 @@ pulses.
 The defaults measured again with the parallel update as one compiled pass (a new random
 stream, the same law) and the read path of the same change (bench/training.py, same seeds):
 ttv2 95.4 +- 2.1 (92.5, 97.2, 96.4), agad 96.0 +- 0.7 (95.0, 96.7, 96.4), sgd 90.3 +- 3.6
-(85.2, 92.2, 93.3), floating point 97.1: within the spread of the rows above.
+(85.2, 92.2, 93.3), floating point 97.1: within the spread of the rows above. Again after an
+update request's segments went to the chip in one compiled call (other draws past a request's
+first segment), the link's long frames began at 4090 bytes (4 bytes more on the virtual clock
+per frame) and the bit trains were drawn in one compiled pass (other draws, the same law):
+ttv2 94.8 +- 2.0 (92.5, 96.4, 95.5), agad 96.2 +- 1.4 (94.7, 96.4, 97.5), sgd 91.0 +- 4.3
+(86.1, 92.8, 94.2), floating point 97.1 (gaps 2.3 and 0.9); over seeds 0-5 (chip seeds 1-6)
+ttv2 95.7 +- 1.7, agad 96.6 +- 1.0, sgd 88.7 +- 4.2, floating point 97.7 (gaps 2.0 and 1.1).
+ttv2's 3-seed mean moved by 0.6 points, half its standard error (1.2); seed 0 stays its
+outlier (92.5 both times).
 
 Single-seed 20-epoch screens (seed 0, ttv2 93.3 and agad 89.4 at the defaults then) that were
 worse: ttv2 transfer_lr 0.1 or 0.01, lr 0.02, transfer_pulses 1, g_scale 10 uS; agad lr 0.1 or
