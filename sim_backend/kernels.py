@@ -125,46 +125,35 @@ def _constants(a):
                       (a[36], a[37], a[38], a[39], a[40]))
 
 
+def _frexp_for(name: str, number, width: int, fraction_bits: int):
+    """An intrinsic (m, e) with x = m 2^e, m in [1/2, 1), for a positive normal float x of this
+    numba type, both in it: the exponent field taken out and replaced, in integer lanes of the
+    float's width (numba's own integer arithmetic widens to 64 bits, which halves the SIMD width
+    of float32)."""
+    lanes, floats = ir.IntType(width), (ir.FloatType() if width == 32 else ir.DoubleType())
+    field = (1 << (width - 1 - fraction_bits)) - 1  # the exponent's bits
+    half = (field >> 1) - 1  # the biased exponent of 1/2
+
+    def typer(typingctx, x):
+        if x != number:
+            return None
+
+        def codegen(context, builder, signature, args):
+            bits = builder.bitcast(args[0], lanes)
+            exponent = builder.sub(builder.and_(builder.lshr(bits, ir.Constant(lanes, fraction_bits)),
+                                                ir.Constant(lanes, field)), ir.Constant(lanes, half))
+            mantissa = builder.or_(builder.and_(bits, ir.Constant(lanes, (1 << fraction_bits) - 1)),
+                                   ir.Constant(lanes, half << fraction_bits))
+            return context.make_tuple(builder, signature.return_type,
+                                      (builder.bitcast(mantissa, floats), builder.sitofp(exponent, floats)))
+        return types.UniTuple(number, 2)(number), codegen
+    typer.__name__ = typer.__qualname__ = name  # (numba's cache names an intrinsic by it)
+    return intrinsic(typer)
+
+
+_frexp = _frexp_for("_frexp", types.float32, 32, 23)
+_frexp64 = _frexp_for("_frexp64", types.float64, 64, 52)
 _I32, _F32T = ir.IntType(32), ir.FloatType()
-
-
-@intrinsic
-def _frexp(typingctx, x):
-    """(m, e) with x = m 2^e, m in [1/2, 1), both float32, for a positive normal float32 x: the
-    exponent field taken out and replaced, in 32-bit integer lanes (numba's own integer
-    arithmetic widens to 64 bits, which halves the SIMD width)."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        bits = builder.bitcast(args[0], _I32)
-        exponent = builder.sub(builder.and_(builder.lshr(bits, ir.Constant(_I32, 23)), ir.Constant(_I32, 0xFF)),
-                               ir.Constant(_I32, 126))
-        mantissa = builder.or_(builder.and_(bits, ir.Constant(_I32, 0x007FFFFF)), ir.Constant(_I32, 0x3F000000))
-        pair = context.make_tuple(builder, signature.return_type,
-                                  (builder.bitcast(mantissa, _F32T), builder.sitofp(exponent, _F32T)))
-        return pair
-    return types.UniTuple(types.float32, 2)(types.float32), codegen
-
-
-_I64, _F64T = ir.IntType(64), ir.DoubleType()
-
-
-@intrinsic
-def _frexp64(typingctx, x):
-    """_frexp of a positive normal float64: (m, e), m in [1/2, 1), both float64."""
-    if x != types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        bits = builder.bitcast(args[0], _I64)
-        exponent = builder.sub(builder.and_(builder.lshr(bits, ir.Constant(_I64, 52)), ir.Constant(_I64, 0x7FF)),
-                               ir.Constant(_I64, 1022))
-        mantissa = builder.or_(builder.and_(bits, ir.Constant(_I64, 0x000FFFFFFFFFFFFF)),
-                               ir.Constant(_I64, 0x3FE0000000000000))
-        return context.make_tuple(builder, signature.return_type,
-                                  (builder.bitcast(mantissa, _F64T), builder.sitofp(exponent, _F64T)))
-    return types.UniTuple(types.float64, 2)(types.float64), codegen
 
 
 @intrinsic
