@@ -537,9 +537,9 @@ class VirtualBoard:
             if on_both:  # a column wired to both lines: neither side's pulse
                 sides ^= sides[0] & sides[1]
         # each train's run: consecutive trains of one polarity and amplitude
-        changes = (polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1])
         runs = np.zeros(len(trains), np.int64)
-        np.cumsum(changes, out=runs[1:])
+        if len(trains) > 1:
+            np.cumsum((polarities[1:] != polarities[:-1]) | (amplitudes[1:] != amplitudes[:-1]), out=runs[1:])
         return self.physics.pulse_trains(chip_rows, chip_cols, gates, sides, runs, amplitudes, lengths, v_gate,
                                          width, period)
 

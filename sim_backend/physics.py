@@ -912,7 +912,8 @@ class ArrayPhysics:
             float(period), self._flat("_formed"), self._flat("_stuck"), *state, read.static("rate"),
             read.static("cycles_per_step"), state[0] if read.g is None else read.g.reshape(-1), fresh,
             self.clock.now, key, self._step_law, np.empty(0) if read.expiry is None else read.expiry.reshape(-1),
-            np.empty(-(-size // kernels.BLOCK), np.int64), np.empty(size // 4 + 1, np.int64), kernels.CONSTANTS)
+            self._buffer("touched", (-(-size // kernels.BLOCK),), np.int64), self._buffer("stepped", (size // 4 + 1,), np.int64),
+            kernels.CONSTANTS)
         if all_stale:
             read.programmed(...)
         elif n_stepped:
