@@ -878,13 +878,13 @@ class ArrayPhysics:
         `width` s each, a slot every `period` s; train k lasts lengths[k] slots. A cell steps
         once per slot in which its row and its column pulse. Returns each train's coincidences.
 
-        Consecutive trains of one run (runs[k], train k's: 0, 1, ... in order, a run being
-        consecutive trains of one polarity and amplitude) compose like the slots of one train (pulse_counts' closed form from the
-        conductance at the start) while no cell collects more coincidences than one train can
-        give it (32): each side of such a segment is one pulse_counts, all of them in one
-        compiled call (kernels.fire_segments): one generator output keys their draws (the
-        first takes those pulse_counts would, the others continue its stream past the chip's
-        cells)."""
+        Consecutive trains of one run (runs[k] is train k's: 0, 1, ... in order; a run is
+        consecutive trains of one polarity and amplitude) compose like the slots of one train
+        (pulse_counts' closed form from the conductance at the start) while no cell collects
+        more coincidences than one train can give it (32): each side of such a segment is one
+        pulse_counts, all of them in one compiled call (kernels.fire_segments). One generator
+        output keys their draws: the first takes those pulse_counts would, the others continue
+        its stream past the chip's cells."""
         kernels = load_kernels()
         rows, cols = (np.asarray(lines, np.int64).reshape(-1) for lines in (rows, cols))
         gates, pulses = (a if a.dtype == np.uint32 and a.flags.c_contiguous and a.flags.writeable
