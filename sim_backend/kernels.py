@@ -397,13 +397,15 @@ def _add_draws(mean, variance, out, element, draws, m):
     of flat (C order) index `element` on (row and column counted on: no division per element)."""
     width = out.shape[1]
     row, col = element // width, element % width
-    for k in range(m):
-        var = variance[row, col]
-        var = var if var > 0 else var - var  # max(var, 0) in var's dtype, NaN kept
-        out[row, col] = mean[row, col] + np.float64(np.sqrt(var)) * np.float64(draws[k])
-        col += 1
-        if col == width:
-            row, col = row + 1, 0
+    done = 0
+    while done < m:  # row by row: an inner loop without a carried index, which LLVM vectorizes
+        n = min(width - col, m - done)
+        for j in range(n):
+            var = variance[row, col + j]
+            var = var if var > 0 else var - var  # max(var, 0) in var's dtype, NaN kept
+            out[row, col + j] = mean[row, col + j] + np.float64(np.sqrt(var)) * np.float64(draws[done + j])
+        done += n
+        row, col = row + 1, 0
 
 
 @_kernel
