@@ -23,6 +23,7 @@ The conductance stays float64 (ArrayPhysics._relaxed, to a few ulp of conductanc
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from types import EllipsisType
 
@@ -412,9 +413,9 @@ class ReadState:
 
 def _kernels():
     """sim_backend.kernels, as physics.load_kernels gives it (physics imports this module, so
-    not at its top)."""
-    from .physics import load_kernels
-    return load_kernels()
+    not at its top; an import statement per call cost ~3 us, ~16 calls a digits batch)."""
+    physics = sys.modules[__name__.rpartition(".")[0] + ".physics"]
+    return physics.load_kernels()
 
 
 def _whole(block, shape: tuple[int, int]) -> bool:

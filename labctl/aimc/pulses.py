@@ -3,6 +3,7 @@ trains, segments packed into 32-slot trains, and a queue that sends a training s
 one UPDATE_SEQUENCE request per matrix."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +35,17 @@ def bit_trains(probability: np.ndarray, length: int, rng: np.random.Generator) -
     output of `rng` (labctl.aimc.bits)."""
     if not 1 <= length <= MAX_SLOTS:
         raise ValueError(f"length={length}: a train has 1..{MAX_SLOTS} slots")
-    from .bits import bernoulli_trains  # numba's import on the first train, not labctl.aimc's
-
+    try:
+        bits = sys.modules[_BITS]
+    except KeyError:  # numba's import on the first train, not labctl.aimc's
+        from . import bits
     probability = np.ascontiguousarray(probability, dtype=np.float64)
     out = np.empty(probability.shape, np.uint64)
-    bernoulli_trains(np.uint64(rng.bit_generator.random_raw()), probability.reshape(-1), length, out.reshape(-1))
+    bits.bernoulli_trains(np.uint64(rng.bit_generator.random_raw()), probability.reshape(-1), length, out.reshape(-1))
     return out
+
+
+_BITS = __name__.rpartition(".")[0] + ".bits"
 
 
 def first_bits(n: np.ndarray) -> np.ndarray:
