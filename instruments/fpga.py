@@ -476,13 +476,11 @@ class FpgaBoard:
             raise ValueError(f"{name} must be one bitmask per line, got shape {trains.shape}")
         if trains.size and trains.dtype.kind not in "iu":
             raise TypeError(f"{name} must be integer bitmasks, got dtype {trains.dtype}")
-        if trains.dtype.kind == "u" and 8 * trains.dtype.itemsize <= length:  # no value can be out of range
-            return trains.astype("<u4", copy=False)
-        bad = np.flatnonzero((trains < 0) | (trains >= 2 ** length))
-        if len(bad):
+        if trains.size and not ((trains.dtype.kind == "u" or trains.min() >= 0) and trains.max() < 2 ** length):
+            bad = np.flatnonzero((trains < 0) | (trains >= 2 ** length))
             raise ValueError(f"{name}[{bad[0]}]={trains[bad[0]]} is not a {length}-slot train: it has bits "
                              f"outside the {length} slots (0..2**train_length - 1)")
-        return trains.astype("<u4")
+        return trains.astype("<u4", copy=False)
 
     def _array(self, data: bytes, dtype: str, count: int) -> np.ndarray:
         if len(data) != count * np.dtype(dtype).itemsize:

@@ -240,11 +240,11 @@ class ReadState:
         one) and side s the row of its v_cell, +amplitude on side 0, -amplitude on side 1, in
         table_of[r, s]; the scale). Only the sides a run pulses (pulsed, (2, trains); None:
         none) are tabulated; one stack per set of v_cells is kept."""
-        n_runs = int(runs[-1]) + 1
+        n, n_runs = len(runs), int(runs[-1]) + 1
         table_of = np.zeros((n_runs, 2), np.int64)
         needed: list[float] = []
         if pulsed is not None:
-            starts = np.searchsorted(runs, np.arange(n_runs + 1)).tolist()
+            starts = [0, n] if n_runs == 1 else np.searchsorted(runs, np.arange(n_runs + 1)).tolist()
             for run in range(n_runs):
                 start, end = starts[run], starts[run + 1]
                 for side in range(2):
