@@ -29,6 +29,7 @@ _SUBSTEPS = 8  # re-solve the series circuit while a cell switches (self-limitin
 _FIT_STEP = 0.05  # V: read_rows fits I(V) up to max|V| rounded up to this (few fits, reused)
 _CHUNK = 1 << 16  # elements of a reused work buffer (256-512 kB)
 G_NOISE_REF = 1e-6  # S: the read-noise law grows with log10(G / G_NOISE_REF)
+_STEP_STATE = ("_formed", "_stuck", "_g", "_t_prog", "_z_relax", "_cycles", "_g_lo", "_g_hi")  # what the update kernel takes
 SEGMENT_COINCIDENCES = 32  # the most one train gives a cell: consecutive trains compose in closed form up to it
 _SMALL = 4096  # conductance() of fewer cells: plain numpy (a chunked pass costs more calls)
 _READ_CHUNK = _CHUNK  # cells per pass of conductance()'s law (float64 work buffers of 512 kB)
@@ -904,13 +905,13 @@ class ArrayPhysics:
         read = self._read
         fresh = (np.array([read._evaluated_at, read.fresh_until]) if read.g is not None and read.expiry is not None
                  else np.array([1.0, 0.0]))
-        state = [self._flat(name) for name in ("_g", "_t_prog", "_z_relax", "_cycles", "_g_lo", "_g_hi")]
+        state = read.flat(_STEP_STATE)
         now, n_stepped, all_stale = kernels.fire_segments(
             gates, pulses, pulsed, np.asarray(runs, np.int64), SEGMENT_COINCIDENCES, counts, totals, rows, cols,
             self.cols, whole, np.empty(0, np.uint8) if whole else self._chip_counts(), table_of, tables, scale,
             np.asarray(lengths, np.int64), gate_open, np.array([width / self.p.tau_set, width / self.p.tau_reset]),
-            float(period), self._flat("_formed"), self._flat("_stuck"), *state, read.static("rate"),
-            read.static("cycles_per_step"), state[0] if read.g is None else read.g.reshape(-1), fresh,
+            float(period), *state, read.static("rate"),
+            read.static("cycles_per_step"), state[2] if read.g is None else read.g.reshape(-1), fresh,  # (2: _g)
             self.clock.now, key, self._step_law, np.empty(0) if read.expiry is None else read.expiry.reshape(-1),
             self._buffer("touched", (-(-size // kernels.BLOCK),), np.int64), self._buffer("stepped", (size // 4 + 1,), np.int64),
             kernels.CONSTANTS)

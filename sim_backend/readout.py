@@ -88,6 +88,8 @@ class ReadState:
         self.train_stacks: dict[tuple, np.ndarray] = {}
         self.pristine_solves: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self.statics: dict[str, np.ndarray] = {}
+        self._flats: dict[tuple[str, ...], list[np.ndarray]] = {}
+        self._lines: tuple = (None, None)  # (the last block, its lines): a read asks twice
         self._v_form_min: float | None = None
         self._top: float | None = None
 
@@ -136,6 +138,21 @@ class ReadState:
             self.statics[name] = value
         return self.statics[name]
 
+    def flat(self, names: tuple[str, ...]) -> list[np.ndarray]:
+        """The chip's private state arrays `names` as flat views (ArrayPhysics._flat), kept
+        until invalidate(): every replacement of a state array goes through it."""
+        views = self._flats.get(names)
+        if views is None:
+            views = self._flats[names] = [self.chip._flat(name) for name in names]
+        return views
+
+    def block_lines(self, block) -> tuple[np.ndarray, np.ndarray]:
+        """_block_lines of `block`, kept for the last block asked (a read's refresh and its
+        derivation ask for the same one)."""
+        if self._lines[0] is not block:
+            self._lines = (block, _block_lines(block, self.chip.shape))
+        return self._lines[1]
+
     @property
     def v_form_min(self) -> float:
         if self._v_form_min is None:
@@ -165,14 +182,14 @@ class ReadState:
             # counted first: the indices of most of a large array cost more than the count
             stale = ... if np.count_nonzero(expired) > size // 4 else np.flatnonzero(expired)
         else:
-            rows, cols = _block_lines(block, chip.shape)
+            rows, cols = self.block_lines(block)
             stale = np.empty(rows.size * cols.size, np.int64)
             stale = stale[:_kernels().cells_below(self.expiry.reshape(-1), chip.cols, rows, cols, now, stale)]
             if not stale.size:
                 return
         g, rel2, expiry = self._cells()
         outputs = g.reshape(-1), rel2.reshape(-1), expiry.reshape(-1)
-        state = [chip._flat(name) for name in _RELAX_STATE]
+        state = self.flat(_RELAX_STATE)
         if stale is ...:
             chip._relaxed(state, now, *outputs, fresh=FRESH)
         else:
@@ -312,7 +329,7 @@ class ReadState:
             cells = mask if mask is ... else np.flatnonzero(mask)
             view.dirty = None
         else:
-            rows, cols = _block_lines(block, shape)
+            rows, cols = self.block_lines(block)
             cells = np.empty(rows.size * cols.size, np.int64)
             cells = cells[:_kernels().take_marked(mask, shape[1], rows, cols, cells)]
             if not cells.size:
