@@ -1,6 +1,7 @@
 """Compiled kernels of the simulated chip (numba): the parallel update's coincidence counts and
-closed-form soft-bounds steps (one call per update, one pass over the cells), the Box-Muller
-normal draws of the update and of the MVM read noise, and the read state's refresh by index.
+closed-form soft-bounds steps (one call per update request, fire_segments; one pass over the
+cells per segment and side), the Box-Muller normal draws of the update and of the MVM read
+noise, and the read state's refresh by index (float64, with its own vectorizable ln, _log64).
 
 Why compiled: numpy evaluates a per-cell law one operation at a time, each a pass over the
 array; pulse_counts' law took ~50 such passes (~6 ms at 512 x 512). Here each cell's law runs
@@ -310,9 +311,10 @@ _SQRT_HALF, _INV_LN10 = 0.70710678118654752440, 0.43429448190325182765
 
 @njit(inline="always", cache=True, error_model="numpy", boundscheck=False)
 def _log64(x):
-    """ln x of a positive normal float64, within 1 ulp (fdlibm's log, measured against numpy's
-    over 1e-17..1e17 and around 1), in a form LLVM vectorizes (no libm call: numba's math.log is
-    one, scalar, without SVML). No contraction: its error analysis assumes none."""
+    """ln x of a positive normal float64, within 1 ulp (fdlibm's log; tests/test_physics_fast.py
+    checks it against numpy's over 1e-304..1e304 and around 1), in a form LLVM vectorizes (no
+    libm call: numba's math.log is one, scalar, without SVML). No contraction: its error
+    analysis assumes none."""
     m, e = _frexp64(x)
     low = m < _SQRT_HALF
     e = e - 1.0 if low else e
