@@ -944,7 +944,8 @@ def take_marked(marks, n_cols, rows, cols, out):
 def _warm_up() -> None:
     """Compile every kernel for the argument types the simulator passes (or load it from numba's
     cache: milliseconds), on tiny arrays: at import, so that the first update of a session (or of
-    a timed test) does not pay the ~10 s that a first compilation takes on a fresh checkout."""
+    a timed test) does not pay the ~12 s that a first compilation takes on a fresh checkout.
+    segment_counts is compiled inside fire_segments, its only caller."""
     n = 2 * BLOCK + 3
     f8, f4, u1, flag = np.zeros(n), np.zeros(n, np.float32), np.zeros(n, np.uint8), np.zeros(n, np.bool_)
     touched, law = np.zeros(n, np.int64), np.ones(9)
@@ -955,14 +956,10 @@ def _warm_up() -> None:
         sums = np.zeros((3, 2), dtype)
         for layout in (sums, sums.T.copy().T):
             add_noise(np.uint64(1), layout, layout, np.zeros((3, 2)), CONSTANTS)
-    gates, pulses = np.zeros((1, 3), np.uint32), np.zeros((2, 1, 2), np.uint32)
-    segment_counts(gates, pulses, np.ones((2, 1), np.bool_), np.zeros(1, np.int64), 0, 32,
-                   np.zeros((2, 3, 2), np.uint8), np.zeros(2, np.uint32), np.zeros(1, np.int64))
     lines = np.arange(2, dtype=np.int64)
     cells_below(f8, 2, lines, lines, 1.0, touched)
     take_marked(flag, 2, lines, lines, touched)
-    gates, pulses = np.ones((1, 2), np.uint32), np.ones((2, 1, 2), np.uint32)
-    lines, counts = np.arange(2, dtype=np.int64), np.zeros((2, 2, 2), np.uint8)
+    gates, pulses, counts = np.ones((1, 2), np.uint32), np.ones((2, 1, 2), np.uint32), np.zeros((2, 2, 2), np.uint8)
     cell = f8[:4]
     for whole in (True, False):
         fire_segments(gates, pulses, np.ones((2, 1), np.bool_), np.zeros(1, np.int64), 32, counts, np.zeros(1, np.int64),

@@ -230,7 +230,7 @@ class ArrayPhysics:
         self._read = ReadState(self)
         self._scratch: dict[tuple, np.ndarray] = {}
         self._buffers: dict[str, np.ndarray] = {}
-        load_kernels()  # compiled (a fresh checkout, ~10 s) or loaded from numba's cache here, not in an update
+        load_kernels()  # compiled (a fresh checkout, ~12 s) or loaded from numba's cache here, not in an update
         self.p = params or DeviceParams.load()
         self.clock = clock or VirtualClock()
 
@@ -906,12 +906,13 @@ class ArrayPhysics:
         fresh = (np.array([read._evaluated_at, read.fresh_until]) if read.g is not None and read.expiry is not None
                  else np.array([1.0, 0.0]))
         state = read.flat(_STEP_STATE)
+        cached = state[_STEP_STATE.index("_g")] if read.g is None else read.g.reshape(-1)  # (unused without fresh)
         now, n_stepped, all_stale = kernels.fire_segments(
             gates, pulses, pulsed, np.asarray(runs, np.int64), SEGMENT_COINCIDENCES, counts, totals, rows, cols,
             self.cols, whole, np.empty(0, np.uint8) if whole else self._chip_counts(), table_of, tables, scale,
             np.asarray(lengths, np.int64), gate_open, np.array([width / self.p.tau_set, width / self.p.tau_reset]),
             float(period), *state, read.static("rate"),
-            read.static("cycles_per_step"), state[2] if read.g is None else read.g.reshape(-1), fresh,  # (2: _g)
+            read.static("cycles_per_step"), cached, fresh,
             self.clock.now, key, self._step_law, np.empty(0) if read.expiry is None else read.expiry.reshape(-1),
             self._buffer("touched", (-(-size // kernels.BLOCK),), np.int64), self._buffer("stepped", (size // 4 + 1,), np.int64),
             kernels.CONSTANTS)
@@ -954,14 +955,13 @@ class ArrayPhysics:
             # (writable too: numba compiles a read-only array type apart)
             counts = np.require(counts, dtype, ["C", "W"])
         flat = counts.reshape(-1)
-        state = [self._flat(name) for name in ("_g", "_t_prog", "_z_relax", "_cycles", "_g_lo", "_g_hi")]
+        formed, stuck, *state = self._read.flat(_STEP_STATE)
         # the read state keeps these as the kernel was compiled for: flat float32, complex64, float64
         rate, per_step = self._read.static("rate"), self._read.static("cycles_per_step")
         table, scale = self._read.drive_table(v_cell, v_gate)
         cached = self._read.fresh_g()  # every cell's conductance now, when the read state has it
         setting = v_cell >= 0
         key = np.uint64(self.rng.bit_generator.random_raw())  # seeds the kernel's generator
-        formed, stuck = self._flat("_formed"), self._flat("_stuck")
         kernels = load_kernels()
         touched = np.empty(-(-size // kernels.BLOCK), np.int64)
         n_active, n_touched = kernels.soft_bounds_steps(

@@ -424,8 +424,8 @@ class ReadState:
             fitted = (check[:, None] ** powers) @ tables
             if np.max(np.abs(fitted - exact) / np.abs(exact)) < tolerance:
                 break
-        # (contiguous, all of them: the compiled derivation was warmed up for contiguous arrays, and a
-        # strided pristine column compiled a second form in the first read of a session, ~1 s)
+        # (contiguous, all of them: the compiled derivation is warmed up for contiguous arrays; a
+        # strided pristine column compiled a second form, 0.17 s, in a session's first backward read)
         return _View(g_top, np.ascontiguousarray(tables[:, :-1]), np.ascontiguousarray(currents[-1, :-1]),
                      np.ascontiguousarray(tables[:, -1]), float(currents[-1, -1]))
 
