@@ -97,10 +97,11 @@ def _dac_output(volts: float) -> float:
 def quantize(values: np.ndarray, bits: int, full_scale: float = 1.0) -> np.ndarray:
     """Round to a signed `bits`-bit code (sign included): the nearest of the levels
     k * full_scale / (2**(bits-1) - 1), |k| <= 2**(bits-1) - 1, ties to even; bits 0 = ideal.
-    Values are expected within ±full_scale (the board clips outputs before quantizing)."""
-    values = np.asarray(values, dtype=float)
+    Values are expected within ±full_scale (the board clips outputs before quantizing). Ideal
+    (bits 0): the values as they are, in their own dtype (an MVM's f4 inputs stay f4)."""
     if bits == 0:
-        return values
+        return np.asarray(values)
+    values = np.asarray(values, dtype=float)
     levels = 2 ** (bits - 1) - 1
     codes = np.multiply(values, levels / full_scale)  # one new array, the steps in place
     np.rint(codes, out=codes)  # (np.round's rounding: half to even)
@@ -427,9 +428,10 @@ class VirtualBoard:
         block, d = self._mvm_request(payload, "MVM_BACKWARD", backward=True)
         n_rows = block[2]
         cfg = self._mvm
-        volts = quantize(d, cfg["dac_bits"])
-        volts *= float(cfg["v_read"])
-        volts = volts.astype(np.float32, order="F")  # read_rows takes its transpose: (columns, batch) in C order
+        # d v_read rounded once to f4, as read_rows takes it: its transpose, (columns, batch) in C order
+        volts = np.empty(d.shape[::-1], np.float32).T
+        np.multiply(quantize(d, cfg["dac_bits"]), float(cfg["v_read"]), out=volts, dtype=np.float64,
+                    casting="same_kind")
         rows, bls, sls, chip = self._mvm_lines(block)
         if chip and self.physics.read_only(float(np.abs(volts).max(initial=0.0))):
             return self._integrated(self.physics.read_rows(*chip, volts, _dac_output(cfg["v_gate"]),
@@ -649,7 +651,7 @@ class VirtualBoard:
             b, k = np.argwhere(~(np.abs(values) <= 1.0))[0]
             raise _Fault(ErrorCode.BAD_ARGUMENT, f"input {k} of vector {b} is "
                                                  f"{values[b, k]:g}, outside [-1, 1]")
-        return block, values.astype(float)
+        return block, values
 
     def _block_lines(self, r0: int, c0: int, n_rows: int, n_cols: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
